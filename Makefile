@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   # venv + install + every notebook on profiles/default.yaml (CPU, < 60 min)
+#   make test        # venv + install + the test suite (CPU, well under 30 min)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= default
+STAMP  := $(VENV)/.installed
+
+.PHONY: reproduce test test-slow test-all notebooks sync benchmarks clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) -m dwml.notebooks --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not gpu" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+# Write the paired .ipynb files for JupyterLab (they are git-ignored; the .py files are the source).
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+benchmarks: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,308 @@
+"""Typed hyperparameters for every stage of the method.
+
+Every field documents one hyperparameter, in the manner of Hugging Face's ``run_mlm.py``. The defaults
+are the *champion peer's* published values (the model card of arXiv 2411.16487; also
+``../shared/paper/model_card.md``):
+
+    weight_decay 0.1, beta1 0.9, beta2 0.95, bayesian_init_points 10, bayesian_n_iter 100,
+    grad_clip 1.0, prune_importance 'l1', layer_bound 0.9, batch_size 3, block_size 512,
+    num_epochs 100, loss_alpha 0.5, num_batches 60, warmup_iters 5, learning_rate 0.05,
+    lr_decay_iters 200, min_lr 0.005, enable_early_stopping True.
+
+Two caveats a reader should know before trusting those defaults:
+
+* ``prune_importance`` and ``layer_bound`` are leftovers of the pruning method of Zhang et al. (2022),
+  which this method replaces by a Bayesian architecture search (``dwml.search``). They are kept so that
+  a config round-trips the published one, and nothing in ``dwml`` reads them.
+* ``learning_rate = 0.05`` is an unusually high AdamW learning rate for transformers of this size
+  (1e-4 to 1e-3 is conventional). Profiles may override it, and ``notebooks/04_ablations`` compares the
+  published schedule with a conventional one.
+
+How the published "epoch" maps onto steps and tokens: one epoch is one optimizer step made of
+``num_batches`` accumulated micro-batches, each ``batch_size`` blocks of ``block_size`` tokens, so
+60 x 3 x 512 = 92,160 tokens a step and 100 epochs = 100 steps = 9.2M tokens, about one pass over the
+BabyLM 10M corpus. Note ``lr_decay_iters = 200 > num_epochs = 100``: the published cosine schedule never
+reaches ``min_lr``.
+
+A :class:`Config` groups the sections; :meth:`Config.from_dict` builds one from a (papermill / YAML)
+mapping and names any unknown key, and :meth:`Config.validate` checks ranges with errors that name the
+parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A hyperparameter has a bad value; the message names it (``section.field``)."""
+
+
+@dataclass
+class DataConfig:
+    """Corpus, tokenizer and masked-LM batches (``dwml.data``, ``dwml.synthetic``)."""
+
+    corpus: str = "synthetic"
+    """'synthetic' for the embedded grammar corpus that the package generates, or the path of a folder
+    in the BabyLM layout (``*.train`` / ``*.dev`` / ``*.test`` text files, e.g. ``../shared/data/corpus``)."""
+    synthetic_words: int = 1_000_000
+    """Size of the generated training corpus in words (the dev split is a tenth of it)."""
+    synthetic_seed: int = 0
+    """Seed of the synthetic corpus generator: the same seed gives the same corpus byte for byte."""
+    vocab_size: int = 8192
+    """Byte-level BPE vocabulary size, the five RoBERTa special tokens included."""
+    min_frequency: int = 2
+    """A BPE merge needs a pair seen at least this often."""
+    lowercase: bool = True
+    """Lower-case text in the tokenizer's normaliser (saved with it, so it applies at load time too)."""
+    drop_markers: bool = False
+    """Drop CHILDES markers of unintelligible speech (``xxx``, ``yyy``, ``www``) while reading."""
+    block_size: int = 512
+    """Tokens per training block, ``<s>`` and ``</s>`` included (published: 512)."""
+    mlm_probability: float = 0.15
+    """Share of (non-special) tokens selected for prediction (BERT: 0.15)."""
+    mask_replace_prob: float = 0.8
+    """Of the selected tokens, the share replaced by ``<mask>``."""
+    random_replace_prob: float = 0.1
+    """Of the selected tokens, the share replaced by a random token; the rest are kept unchanged."""
+    cache_dir: str = ".cache/dwml"
+    """Where token caches and tokenizers are written (one sub-folder per corpus fingerprint)."""
+
+
+@dataclass
+class SearchConfig:
+    """Peer architecture search (``dwml.search``), paper section 3.1."""
+
+    teacher_layers: int = 12
+    """Teacher depth; RoBERTa-base shape by default."""
+    teacher_hidden: int = 768
+    """Teacher width."""
+    teacher_heads: int = 12
+    """Teacher attention heads."""
+    num_peers: int = 4
+    """Number of peers p; peer i targets N / (i + 1) parameters, i = 1..p."""
+    method: str = "bayes"
+    """'bayes' (``bayes_opt``, the paper's) or 'exhaustive' (the exact grid reference)."""
+    bayesian_init_points: int = 10
+    """Random probes before the Gaussian-process search starts (published: 10)."""
+    bayesian_n_iter: int = 100
+    """Gaussian-process-guided probes per peer (published: 100)."""
+    min_layers: int = 1
+    """Smallest depth searched."""
+    max_layers: int = 12
+    """Largest depth searched."""
+    min_heads: int = 1
+    """Fewest attention heads searched."""
+    max_heads: int = 16
+    """Most attention heads searched."""
+    min_hidden: int = 64
+    """Narrowest hidden size searched."""
+    max_hidden: int = 1024
+    """Widest hidden size searched."""
+    seed: int = 0
+    """Seed of the search: a rerun with the same seed returns the same peers."""
+    prune_importance: str = "l1"
+    """Leftover of the pruning method of Zhang et al. (2022); unused here (no pruning)."""
+    layer_bound: float = 0.9
+    """Leftover of the pruning method of Zhang et al. (2022); unused here (no pruning)."""
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop (``dwml.train``) and the bi-level method (``dwml.bilevel``)."""
+
+    method: str = "dwml"
+    """One of 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml' (``dwml.methods``)."""
+    learning_rate: float = 0.05
+    """Peak AdamW learning rate (published: 0.05, unusually high; see the module docstring)."""
+    min_lr: float = 0.005
+    """Learning rate at the end of the cosine decay."""
+    warmup_iters: int = 5
+    """Optimizer steps of linear warm-up from 0 to ``learning_rate``."""
+    lr_decay_iters: int = 200
+    """Optimizer step at which the cosine reaches ``min_lr`` (constant afterwards)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to matrices only (not biases or LayerNorm)."""
+    beta1: float = 0.9
+    """AdamW first-moment decay."""
+    beta2: float = 0.95
+    """AdamW second-moment decay."""
+    grad_clip: float = 1.0
+    """Clip each peer's gradient norm to this (0 disables)."""
+    batch_size: int = 3
+    """Blocks per micro-batch."""
+    num_batches: int = 60
+    """Micro-batches accumulated per optimizer step (one published 'epoch' is one step)."""
+    num_epochs: int = 100
+    """Optimizer steps to run (the published 'epochs')."""
+    max_tokens: int = 0
+    """If > 0, stop once this many training tokens were seen (overrides ``num_epochs`` when smaller)."""
+    loss_alpha: float = 0.5
+    """a in eq. 2: weight of peer (KL) supervision against label (CE) supervision, in [0, 1]."""
+    temperature: float = 1.0
+    """Softmax temperature T of the peers' distributions in the KL terms."""
+    detach_targets: bool = True
+    """Treat the peer targets p_j in KL(p_j || p_i) as constants (deep mutual learning's convention)."""
+    weight_update_frequency: int = 5
+    """Inner (optimizer) steps between two outer mirror-descent steps on the peer weights w."""
+    step_size: float = 0.25
+    """Initial mirror-descent step eta (eq. 4), annealed like the learning rate."""
+    min_step_size: float = 0.0025
+    """Final mirror-descent step eta."""
+    ensemble: str = "mixture"
+    """Ensemble of the outer loss L2: 'mixture' (sum_i w_i p_i) or 'logits' (softmax of sum_i w_i z_i)."""
+    hypergrad_mode: str = "jvp"
+    """'jvp' (exact, forward-mode AD) or 'fd' (central finite difference along grad L2)."""
+    teacher_dir: str = ""
+    """Folder of a saved teacher (``save_pretrained``) for 'kd' and 'kd_dwml'."""
+    eval_interval: int = 10
+    """Evaluate on dev batches every this many optimizer steps."""
+    eval_batches: int = 8
+    """Dev micro-batches per evaluation."""
+    enable_early_stopping: bool = True
+    """Stop when the dev ensemble loss has not improved for ``patience`` evaluations."""
+    patience: int = 5
+    """Evaluations without improvement before early stopping."""
+    seed: int = 0
+    """Seed of parameters, batches and masks."""
+    device: str = "auto"
+    """'auto' (CUDA if present), 'cpu' or 'cuda[:n]'."""
+    mixed_precision: bool = False
+    """bf16 autocast on CUDA (ignored on the CPU)."""
+    compile: bool = False
+    """``torch.compile`` the peers on CUDA (ignored on the CPU)."""
+    checkpoint_interval: int = 50
+    """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
+    log_interval: int = 1
+    """Write a metrics line every this many optimizer steps."""
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot minimal-pair evaluation (``dwml.evaluate``)."""
+
+    reduction: str = "sum"
+    """How token log-probabilities combine into a sentence PLL: 'sum' or 'mean'."""
+    batch_size: int = 128
+    """Masked copies per forward pass."""
+    max_pairs_per_paradigm: int = 0
+    """If > 0, a seeded subsample of at most this many pairs per paradigm (documented in reports)."""
+    dtype: str = "float32"
+    """'float32' (exact) or 'bfloat16' (faster on CPUs with AMX and on GPUs)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for the 95% intervals."""
+
+
+SECTIONS = {"data": DataConfig, "search": SearchConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class Config:
+    """All sections together; ``Config()`` is the champion configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None = None, **sections: Mapping[str, Any] | None) -> "Config":
+        """Build from ``{"data": {...}, "train": {...}}`` (or keyword sections), champion defaults elsewhere.
+
+        Unknown sections or fields raise :class:`ConfigError` naming them; values are coerced to the
+        field's type (so YAML's ``1e-3`` string or an int for a float field are accepted)."""
+        merged: dict[str, Any] = dict(d or {})
+        merged.update({k: v for k, v in sections.items() if v is not None})
+        unknown = set(merged) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(SECTIONS)}")
+        built = {name: _build_section(name, klass, merged.get(name) or {}) for name, klass in SECTIONS.items()}
+        cfg = cls(**built)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        from dwml.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first parameter out of its range."""
+        d, s, t, e = self.data, self.search, self.train, self.eval
+        _check(d.vocab_size >= 5 + 256, "data.vocab_size", d.vocab_size,
+               "must hold the 5 special tokens and the 256 byte-level symbols (>= 261)")
+        _check(d.block_size >= 3, "data.block_size", d.block_size, "must be >= 3 (<s>, a token, </s>)")
+        _check(0.0 < d.mlm_probability < 1.0, "data.mlm_probability", d.mlm_probability, "must be in (0, 1)")
+        _check(0.0 <= d.mask_replace_prob and 0.0 <= d.random_replace_prob
+               and d.mask_replace_prob + d.random_replace_prob <= 1.0,
+               "data.mask_replace_prob/random_replace_prob", (d.mask_replace_prob, d.random_replace_prob),
+               "must be >= 0 and sum to <= 1")
+        _check(d.synthetic_words > 0, "data.synthetic_words", d.synthetic_words, "must be > 0")
+        _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
+        _check(s.method in ("bayes", "exhaustive"), "search.method", s.method, "must be 'bayes' or 'exhaustive'")
+        _check(0.0 <= t.loss_alpha <= 1.0, "train.loss_alpha", t.loss_alpha, "a must lie in [0, 1]")
+        _check(t.method in ("mlm", "sd", "kd", "dml", "kd_dwml", "dwml"), "train.method", t.method,
+               "must be one of mlm, sd, kd, dml, kd_dwml, dwml")
+        _check(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be > 0")
+        _check(0 <= t.min_lr <= t.learning_rate, "train.min_lr", t.min_lr, "must be in [0, learning_rate]")
+        _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        _check(t.num_batches >= 1, "train.num_batches", t.num_batches, "must be >= 1")
+        _check(t.temperature > 0, "train.temperature", t.temperature, "must be > 0")
+        _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
+        _check(t.ensemble in ("mixture", "logits"), "train.ensemble", t.ensemble, "must be 'mixture' or 'logits'")
+        _check(t.hypergrad_mode in ("jvp", "fd"), "train.hypergrad_mode", t.hypergrad_mode, "must be 'jvp' or 'fd'")
+        _check(0 <= t.min_step_size <= t.step_size, "train.min_step_size", t.min_step_size, "must be in [0, step_size]")
+        _check(e.reduction in ("sum", "mean"), "eval.reduction", e.reduction, "must be 'sum' or 'mean'")
+        _check(e.dtype in ("float32", "bfloat16"), "eval.dtype", e.dtype, "must be 'float32' or 'bfloat16'")
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {why}")
+
+
+def _build_section(name: str, klass: type, values: Mapping[str, Any]):
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(klass)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {sorted(f'{name}.{u}' for u in unknown)}; "
+                          f"known: {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(f"{name}.{key}", known[key], value)
+    return klass(**kwargs)
+
+
+def _coerce(qualname: str, f: dataclasses.Field, value: Any) -> Any:
+    default = f.default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{qualname}={value!r}: expected {type(default).__name__}") from None
+    return value

@@ -1,0 +1,422 @@
+"""Corpus -> tokenizer -> token cache -> masked-LM batches.
+
+The published code for this paper wrote its token file as printed text and read it back as binary
+``uint16``, so its models trained on noise. Every step here is therefore checked by a test that decodes
+what was stored: the cache decodes back to the normalised corpus, line for line.
+
+Flow::
+
+    corpus folder (BabyLM layout: *.train / *.dev / *.test, one utterance a line)
+      -> read_corpus_files (UTF-8, cleaned)  -> train_tokenizer (byte-level BPE, saved for AutoTokenizer)
+      -> build_token_cache (numpy memmap + JSON sidecar, atomic) -> MLMBatcher (random blocks, 15% masked)
+
+``prepare_corpus(DataConfig)`` runs the whole chain with caching keyed on content hashes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from dwml.config import DataConfig
+from dwml.io import atomic_path, atomic_write_json, file_sha256, project_path
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(5)
+IGNORE_INDEX = -100
+CHILDES_MARKERS = frozenset({"xxx", "yyy", "www"})
+"""CHILDES transcription codes for unintelligible (xxx, yyy) or untranscribed (www) speech."""
+SPLITS = ("train", "dev", "test")
+CACHE_FORMAT = 1
+
+
+class DataError(ValueError):
+    """Bad corpus, tokenizer or batch parameters; the message names the file, line or parameter."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a corpus
+# --------------------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def clean_line(line: str, drop_markers: bool = False) -> str:
+    """Collapse whitespace; optionally drop CHILDES markers. Returns '' for a line with nothing left."""
+    words = _WS.split(line.strip())
+    if drop_markers:
+        words = [w for w in words if w.lower() not in CHILDES_MARKERS]
+    return " ".join(w for w in words if w)
+
+
+def read_lines(path: str | Path, drop_markers: bool = False) -> list[str]:
+    """The cleaned, non-blank lines of one UTF-8 text file.
+
+    A file that is not UTF-8 raises :class:`DataError` naming the file and the line of the first bad byte.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line_no}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    cleaned = (clean_line(line, drop_markers) for line in text.splitlines())
+    return [line for line in cleaned if line]
+
+
+def corpus_files(folder: str | Path, split: str = "train") -> list[Path]:
+    """The ``*.<split>`` files below ``folder`` (any depth), sorted; errors name the folder."""
+    if split not in SPLITS:
+        raise DataError(f"split={split!r}: expected one of {SPLITS}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"corpus folder {folder} does not exist (expected the BabyLM layout: *.train, *.dev files)")
+    files = sorted(p for p in folder.rglob(f"*.{split}") if p.is_file())
+    if not files:
+        raise DataError(f"corpus folder {folder} has no *.{split} files (BabyLM layout: one utterance a line)")
+    return files
+
+
+def read_corpus_files(folder: str | Path, split: str = "train", drop_markers: bool = False) -> dict[Path, list[str]]:
+    """Cleaned lines per source file. An empty corpus raises :class:`DataError` naming the folder."""
+    out = {path: read_lines(path, drop_markers) for path in corpus_files(folder, split)}
+    if not any(out.values()):
+        raise DataError(f"corpus folder {folder}: every *.{split} file is empty after cleaning")
+    return out
+
+
+def read_corpus(folder: str | Path, split: str = "train", drop_markers: bool = False) -> list[str]:
+    """All cleaned lines of a split, files in sorted order."""
+    return [line for lines in read_corpus_files(folder, split, drop_markers).values() for line in lines]
+
+
+def corpus_stats(folder: str | Path, split: str = "train", drop_markers: bool = False):
+    """Lines, words and word types per source file (and a total row), as a pandas DataFrame."""
+    import pandas as pd
+
+    rows, all_types, total_lines, total_words = [], set(), 0, 0
+    for path, lines in read_corpus_files(folder, split, drop_markers).items():
+        words = [w for line in lines for w in line.lower().split()]
+        types = set(words)
+        all_types |= types
+        total_lines += len(lines)
+        total_words += len(words)
+        rows.append({"file": path.name, "lines": len(lines), "words": len(words), "types": len(types)})
+    rows.append({"file": "total", "lines": total_lines, "words": total_words, "types": len(all_types)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------------
+
+def train_tokenizer(lines: Iterable[str], vocab_size: int, out_dir: str | Path | None = None,
+                    lowercase: bool = True, min_frequency: int = 2, model_max_length: int = 512):
+    """Train a byte-level BPE tokenizer with RoBERTa's special tokens and save it to ``out_dir``.
+
+    Design choices, each for a reason:
+    - byte-level BPE as RoBERTa: no unknown characters, ever;
+    - ``add_prefix_space=True``: an utterance's first word gets the same token as the word elsewhere
+      (corpora of short utterances make the difference large);
+    - the normaliser (lower-casing) and the ``<s> ... </s>`` post-processor live in ``tokenizer.json``,
+      and the wrapper class is the generic fast tokenizer, so ``AutoTokenizer.from_pretrained(out_dir)``
+      rebuilds exactly this pipeline (building ``RobertaTokenizerFast`` from vocab and merges files in
+      transformers 5 silently drops pieces of it).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < len(SPECIAL_TOKENS) + 256:
+        raise DataError(f"vocab_size={vocab_size}: must hold the {len(SPECIAL_TOKENS)} special tokens and the "
+                        f"256 byte-level symbols, i.e. be >= {len(SPECIAL_TOKENS) + 256}")
+    tok = Tokenizer(models.BPE())
+    norms = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tok.normalizer = normalizers.Sequence(norms)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(lines, trainer=trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", EOS_ID), ("<s>", BOS_ID),
+                                                      trim_offsets=True, add_prefix_space=True)
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False)
+    if out_dir is not None:
+        save_tokenizer(wrapped, out_dir)
+    return wrapped
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """``save_pretrained`` into a temporary folder, then rename it into place (never half a tokenizer)."""
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(path: str | Path):
+    """Load a saved tokenizer folder with ``AutoTokenizer`` (no network: a local path only)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise DataError(f"{path} holds no tokenizer.json (train one with dwml.data.train_tokenizer)")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def normalize(tokenizer, text: str) -> str:
+    """The tokenizer's own normalisation of ``text`` (what decoding the cache gives back)."""
+    norm = tokenizer.backend_tokenizer.normalizer
+    return norm.normalize_str(text) if norm is not None else text
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# Token cache: a flat stream  u1 </s> u2 </s> ...  as a numpy memmap, with a JSON sidecar
+# --------------------------------------------------------------------------------------------------
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id (uint16 up to 65,536 ids)."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+@dataclass
+class TokenCache:
+    """A token stream on disk: ``tokens`` is a read-only memmap; ``meta`` the sidecar's content."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return np.memmap(self.path, dtype=np.dtype(self.meta["dtype"]), mode="r", shape=(self.meta["n_tokens"],))
+
+    def __len__(self) -> int:
+        return int(self.meta["n_tokens"])
+
+
+def _sources_meta(files: Sequence[Path]) -> list[dict]:
+    return [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files]
+
+
+def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | Path,
+                      drop_markers: bool = False, chunk_lines: int = 20_000, progress: bool = False) -> TokenCache:
+    """Encode ``files`` once into ``cache_path`` (+ ``.json`` sidecar); reuse it while nothing changed.
+
+    The cache is rebuilt when a source file's hash, the tokenizer, or the cleaning option changed, and
+    (with a warning) when the data file's size disagrees with its sidecar. The data are written to a
+    temporary file and renamed, then the sidecar likewise, so an interrupted build leaves no valid-looking
+    cache behind.
+    """
+    files = [Path(f) for f in files]
+    cache_path = Path(cache_path)
+    sidecar = cache_path.with_suffix(cache_path.suffix + ".json")
+    vocab = len(tokenizer)
+    dtype = token_dtype(vocab)
+    want = {"format": CACHE_FORMAT, "dtype": dtype.name, "vocab_size": vocab, "drop_markers": drop_markers,
+            "tokenizer": tokenizer_fingerprint(tokenizer), "sources": _sources_meta(files)}
+    if sidecar.is_file() and cache_path.is_file():
+        meta = json.loads(sidecar.read_text())
+        if all(meta.get(k) == v for k, v in want.items()):
+            expected = meta["n_tokens"] * dtype.itemsize
+            if cache_path.stat().st_size == expected:
+                return TokenCache(cache_path, meta)
+            warnings.warn(f"token cache {cache_path} has {cache_path.stat().st_size} bytes but its sidecar "
+                          f"says {meta['n_tokens']} tokens ({expected} bytes): rebuilding it", stacklevel=2)
+
+    from tqdm.auto import tqdm
+
+    n_tokens = n_lines = 0
+    with atomic_path(cache_path) as tmp, open(tmp, "wb") as out:
+        for path in tqdm(files, desc=f"encoding {cache_path.name}", disable=not progress):
+            lines = read_lines(path, drop_markers)
+            for i in range(0, len(lines), chunk_lines):
+                chunk = lines[i:i + chunk_lines]
+                ids = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                flat = np.fromiter((t for seq in ids for t in (*seq, EOS_ID)), dtype=dtype,
+                                   count=sum(len(s) + 1 for s in ids))
+                flat.tofile(out)
+                n_tokens += flat.size
+                n_lines += len(chunk)
+        out.flush()
+    meta = {**want, "n_tokens": n_tokens, "n_lines": n_lines}
+    atomic_write_json(sidecar, meta)
+    return TokenCache(cache_path, meta)
+
+
+def decode_cache(cache: TokenCache, tokenizer) -> list[str]:
+    """The lines stored in a cache, decoded (the inverse of :func:`build_token_cache`, for tests and notebooks)."""
+    tokens = np.asarray(cache.tokens, dtype=np.int64)
+    ends = np.flatnonzero(tokens == EOS_ID)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [tokenizer.decode(tokens[s:e].tolist()).strip() for s, e in zip(starts, ends)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Masked-LM batches
+# --------------------------------------------------------------------------------------------------
+
+def mask_tokens(input_ids: torch.Tensor, vocab_size: int, generator: torch.Generator | None = None,
+                mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
+                mask_id: int = MASK_ID, num_special: int = len(SPECIAL_TOKENS)) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking (Devlin et al. 2019, sec. 3.1): select ``mlm_probability`` of the ordinary tokens;
+    of those, ``mask_replace_prob`` become ``<mask>``, ``random_replace_prob`` a random token, the rest
+    stay. Special tokens (ids below ``num_special``) are never selected, and random replacements are
+    drawn from ordinary tokens only (Hugging Face's collator may draw ``<s>`` or ``<pad>``; we do not).
+
+    Returns ``(masked_ids, labels)`` with ``labels = -100`` at positions not selected.
+    """
+    if not 0.0 < mlm_probability < 1.0:
+        raise DataError(f"mlm_probability={mlm_probability}: must be in (0, 1)")
+    if mask_replace_prob < 0 or random_replace_prob < 0 or mask_replace_prob + random_replace_prob > 1:
+        raise DataError(f"mask_replace_prob={mask_replace_prob}, random_replace_prob={random_replace_prob}: "
+                        "must be >= 0 and sum to <= 1")
+    ordinary = input_ids >= num_special
+    selected = (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & ordinary
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    action = torch.rand(input_ids.shape, generator=generator)
+    to_mask = selected & (action < mask_replace_prob)
+    to_random = selected & (action >= mask_replace_prob) & (action < mask_replace_prob + random_replace_prob)
+    random_ids = torch.randint(num_special, vocab_size, input_ids.shape, generator=generator)
+    masked = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
+    masked = torch.where(to_random, random_ids, masked)
+    return masked, labels
+
+
+class MLMBatcher:
+    """Random contiguous blocks of the token stream, wrapped as ``<s> ... </s>`` and masked.
+
+    Each block holds ``block_size - 2`` stream tokens (utterances separated by ``</s>``) between ``<s>``
+    and ``</s>``, so no padding is ever needed. The generator's state is all the state there is:
+    ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
+    """
+
+    def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
+                 mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
+                 seed: int = 0, vocab_size: int | None = None):
+        if block_size < 3:
+            raise DataError(f"block_size={block_size}: must be >= 3 (<s>, one token, </s>)")
+        if batch_size < 1:
+            raise DataError(f"batch_size={batch_size}: must be >= 1")
+        self.body = block_size - 2
+        if len(tokens) < self.body:
+            raise DataError(f"block_size={block_size} is larger than the corpus ({len(tokens)} tokens): "
+                            f"lower block_size or use a larger corpus")
+        if vocab_size is None:
+            if tokenizer is None:
+                raise DataError("MLMBatcher needs a tokenizer or vocab_size")
+            vocab_size = len(tokenizer)
+        self.tokens, self.vocab_size = tokens, int(vocab_size)
+        self.block_size, self.batch_size = block_size, batch_size
+        self.probs = dict(mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
+                          random_replace_prob=random_replace_prob)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        starts = torch.randint(0, len(self.tokens) - self.body + 1, (self.batch_size,), generator=self.generator)
+        body = np.stack([np.asarray(self.tokens[s:s + self.body], dtype=np.int64) for s in starts.tolist()])
+        ids = torch.from_numpy(body)
+        ids = torch.cat([torch.full((self.batch_size, 1), BOS_ID), ids, torch.full((self.batch_size, 1), EOS_ID)], 1)
+        masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
+        return {"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels}
+
+    def fixed_batches(self, n: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
+        """``n`` batches from a fresh generator: the same every call, for comparable dev losses."""
+        saved = self.generator.get_state()
+        self.generator.manual_seed(seed)
+        try:
+            return [self.next_batch() for _ in range(n)]
+        finally:
+            self.generator.set_state(saved)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole chain, cached
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class PreparedCorpus:
+    corpus_dir: Path
+    tokenizer_dir: Path
+    tokenizer: object
+    train: TokenCache
+    dev: TokenCache
+
+    def batcher(self, split: str, cfg: DataConfig, batch_size: int, seed: int) -> MLMBatcher:
+        cache = {"train": self.train, "dev": self.dev}[split]
+        return MLMBatcher(cache.tokens, self.tokenizer, block_size=cfg.block_size, batch_size=batch_size,
+                          mlm_probability=cfg.mlm_probability, mask_replace_prob=cfg.mask_replace_prob,
+                          random_replace_prob=cfg.random_replace_prob, seed=seed)
+
+
+def resolve_corpus_dir(cfg: DataConfig) -> Path:
+    """The corpus folder of a config: the generated synthetic corpus, or the given path."""
+    if cfg.corpus == "synthetic":
+        from dwml.synthetic import ensure_corpus
+
+        return ensure_corpus(project_path(cfg.cache_dir) / "synthetic", words=cfg.synthetic_words, seed=cfg.synthetic_seed)
+    path = project_path(cfg.corpus)
+    if not path.is_dir():
+        raise DataError(f"data.corpus={cfg.corpus!r}: folder {path} does not exist "
+                        "(give 'synthetic' or a folder in the BabyLM layout)")
+    return path
+
+
+def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
+    """Corpus folder -> trained (or cached) tokenizer -> train/dev token caches.
+
+    The tokenizer is keyed on the train files' hashes and the tokenizer settings, the caches on the
+    tokenizer and the files, so changing any input rebuilds exactly what depends on it.
+    """
+    corpus_dir = resolve_corpus_dir(cfg)
+    train_files, dev_files = corpus_files(corpus_dir, "train"), corpus_files(corpus_dir, "dev")
+    key = json.dumps({"sources": [s["sha256"] for s in _sources_meta(train_files)], "vocab": cfg.vocab_size,
+                      "lower": cfg.lowercase, "minf": cfg.min_frequency, "drop": cfg.drop_markers}, sort_keys=True)
+    fp = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = project_path(cfg.cache_dir) / f"{corpus_dir.name}-{fp}"
+    tok_dir = root / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(tok_dir)
+    else:
+        lines = read_corpus(corpus_dir, "train", cfg.drop_markers)
+        tokenizer = train_tokenizer(lines, cfg.vocab_size, tok_dir, lowercase=cfg.lowercase,
+                                    min_frequency=cfg.min_frequency, model_max_length=max(cfg.block_size, 512))
+        tokenizer = load_tokenizer(tok_dir)
+    train = build_token_cache(train_files, tokenizer, root / "train.bin", cfg.drop_markers, progress=progress)
+    dev = build_token_cache(dev_files, tokenizer, root / "dev.bin", cfg.drop_markers, progress=progress)
+    for name, cache in (("train", train), ("dev", dev)):
+        if len(cache) < cfg.block_size - 2:
+            raise DataError(f"data.block_size={cfg.block_size} is larger than the {name} split of {corpus_dir} "
+                            f"({len(cache)} tokens)")
+    return PreparedCorpus(corpus_dir, tok_dir, tokenizer, train, dev)

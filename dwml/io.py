@@ -1,0 +1,75 @@
+"""Crash-safe file writing: everything the package persists goes through here.
+
+A checkpoint, cache or table is first written to a temporary file in the same folder and then renamed
+over its destination (``os.replace`` is atomic on POSIX and Windows), so a run killed mid-write never
+leaves a half-written file where a good one stood.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it to ``dest``, on error delete it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(dest: str | Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(dest: str | Path, obj: Any) -> None:
+    atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(dest: str | Path, obj: Any) -> None:
+    import torch
+
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def project_root() -> Path:
+    """The checkout's root (the folder holding ``pyproject.toml`` and ``dwml/``), else the working folder.
+
+    Notebooks run with their own folder as the working folder in JupyterLab but from the root under
+    papermill; resolving relative paths against the root makes both read and write the same files."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file() and (here / "dwml").is_dir():
+        return here
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "dwml").is_dir():
+            return folder
+    return Path.cwd()
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` itself if absolute, else relative to :func:`project_root`."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
