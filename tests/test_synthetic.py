@@ -1,0 +1,106 @@
+"""dwml.synthetic: determinism, the corpus's coverage, and well-formed minimal pairs."""
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from dwml import synthetic as S
+
+
+def test_generator_is_deterministic_and_sized():
+    a = list(S.generate_lines(5000, "7-train"))
+    b = list(S.generate_lines(5000, "7-train"))
+    c = list(S.generate_lines(5000, "8-train"))
+    assert a == b and a != c
+    words = sum(len(l.split()) for l in a)
+    assert 5000 <= words < 5000 + 40
+
+
+def test_write_corpus_layout_and_bytes(tmp_path):
+    one = S.write_corpus(tmp_path / "a", words=3000, seed=1, n_pairs=5)
+    two = S.write_corpus(tmp_path / "b", words=3000, seed=1, n_pairs=5)
+    for rel in ["train/synthetic.train", "dev/synthetic.dev", "pairs/npi_scope.jsonl", "meta.json"]:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+    assert len((one / "pairs").glob("*.jsonl").__iter__().__next__().read_text().splitlines()) == 5
+    assert S.ensure_corpus(tmp_path / "root", words=3000, seed=1, n_pairs=5).name == "v1-w3000-s1-p5"
+    with pytest.raises(ValueError, match="words=0"):
+        S.write_corpus(tmp_path / "c", words=0)
+
+
+def test_corpus_covers_the_phenomena():
+    lines = list(S.generate_lines(60_000, "0-train"))
+    text = collections.Counter(w for l in lines for w in l.split())
+    # questions, imperatives, negation + any, reflexives, relative clauses, perfect and past forms
+    assert text["does"] and text["any"] and text["not"] and text["themselves"] and text["himself"]
+    assert text["who"] and text["that"] and text["ate"] and text["eaten"] and text["has"] and text["were"]
+    assert any(l.startswith(("is ", "are ", "does ", "do ")) for l in lines)
+    assert any(l.startswith(("look at", "give the")) for l in lines)
+    # 'any' never appears without a licensor (negation or a question) in the corpus
+    for l in lines:
+        if " any " in f" {l} ":
+            assert " not " in f" {l} " or l.split()[0] in ("do", "does"), l
+    # a Zipfian lexicon: the most frequent noun is far more frequent than the median one
+    nouns = [text[sg] + text[pl] for sg, pl, *_ in S.PEOPLE + S.ANIMALS + S.THINGS + S.FOODS]
+    nouns.sort(reverse=True)
+    assert nouns[0] > 10 * nouns[len(nouns) // 2]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return S.minimal_pairs(100, seed=0)
+
+
+def test_pairs_schema_and_counts(pairs):
+    assert len(S.PARADIGMS) >= 8
+    by_uid = collections.Counter(p["UID"] for p in pairs)
+    assert by_uid == {uid: 100 for uid in S.PARADIGMS}
+    for p in pairs:
+        assert set(p) == {"sentence_good", "sentence_bad", "UID", "field", "linguistics_term", "pair_id"}
+        json.dumps(p)
+
+
+def test_pairs_differ_minimally(pairs):
+    for p in pairs:
+        good, bad = p["sentence_good"].split(), p["sentence_bad"].split()
+        assert len(good) == len(bad), p  # length-matched: a summed PLL cannot decide on length
+        diff = [i for i, (x, y) in enumerate(zip(good, bad)) if x != y]
+        if p["UID"] == "npi_scope":
+            assert sorted(good) == sorted(bad) and len(diff) >= 2, p  # 'not' moved, same words
+        else:
+            assert len(diff) == 1, p
+
+
+def test_no_sentence_is_both_good_and_bad(pairs):
+    goods = {p["sentence_good"] for p in pairs}
+    bads = {p["sentence_bad"] for p in pairs}
+    assert not goods & bads
+    assert len(goods) == len(pairs)
+
+
+def test_bad_forms_are_words_of_the_corpus(pairs):
+    vocab = {w for l in S.generate_lines(300_000, "0-train") for w in l.split()}
+    for p in pairs:
+        for word in p["sentence_bad"].split() + p["sentence_good"].split():
+            assert word in vocab, (word, p)
+
+
+def test_pairs_deterministic():
+    assert S.minimal_pairs(10, seed=4) == S.minimal_pairs(10, seed=4)
+    assert S.minimal_pairs(10, seed=4) != S.minimal_pairs(10, seed=5)
+
+
+def test_grammar_agreement_in_pairs(pairs):
+    """Independent check of the grammar's answers: re-derive the head's number from the words."""
+    plural_nouns = {pl for _, pl, *_ in S.PEOPLE + S.ANIMALS + S.THINGS + S.FOODS}
+    singular_nouns = {sg for sg, *_ in S.PEOPLE + S.ANIMALS + S.THINGS + S.FOODS}
+    for p in pairs:
+        if p["UID"] != "sva_simple":
+            continue
+        words = p["sentence_good"].split()
+        head = next(w for w in words if w in plural_nouns or w in singular_nouns)
+        verb_idx = words.index(head) + 1
+        verb = words[verb_idx]
+        singular_verb = verb in ("is", "was", "has") or (verb.endswith("s") and verb not in ("was",))
+        assert singular_verb == (head in singular_nouns), p
