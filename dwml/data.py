@@ -420,3 +420,32 @@ def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
             raise DataError(f"data.block_size={cfg.block_size} is larger than the {name} split of {corpus_dir} "
                             f"({len(cache)} tokens)")
     return PreparedCorpus(corpus_dir, tok_dir, tokenizer, train, dev)
+
+
+def tokenizer_stats(prep: PreparedCorpus, cfg: DataConfig):
+    """Per split: lines, words, tokens (separators excluded), tokens per word, vocabulary used."""
+    import pandas as pd
+
+    rows = []
+    for split, cache in (("train", prep.train), ("dev", prep.dev)):
+        words = sum(len(line.split()) for line in read_corpus(prep.corpus_dir, split, cfg.drop_markers))
+        tokens = np.asarray(cache.tokens)
+        n_tok = int(len(tokens) - cache.meta["n_lines"])
+        rows.append({"split": split, "lines": cache.meta["n_lines"], "words": words, "tokens": n_tok,
+                     "tokens_per_word": n_tok / max(words, 1), "vocab_size": len(prep.tokenizer),
+                     "vocab_used": int(np.unique(tokens).size), "dtype": cache.meta["dtype"]})
+    return pd.DataFrame(rows)
+
+
+def describe_batch(batch: dict, tokenizer, max_tokens: int = 64) -> list[str]:
+    """Each row of a masked batch as text: ``[label→input]`` where a token was selected for prediction."""
+    out = []
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        parts = []
+        for i, y in list(zip(ids, labels))[:max_tokens]:
+            shown = tokenizer.convert_ids_to_tokens(i).replace("Ġ", "_")
+            if y != IGNORE_INDEX:
+                shown = f"[{tokenizer.convert_ids_to_tokens(y).replace('Ġ', '_')}→{shown}]"
+            parts.append(shown)
+        out.append(" ".join(parts))
+    return out

@@ -1,0 +1,106 @@
+# %% [markdown]
+# # 00 · Data: corpus, tokenizer, token cache and masked-LM batches
+#
+# The published code for *When Babies Teach Babies* wrote its token file as printed text and read it back
+# as binary `uint16`: its models never saw English. This notebook shows, on whatever corpus the profile
+# names, that ours do: the statistics of the corpus, of the tokenizer trained on it, a check that the
+# token cache decodes back to the corpus, and a masked batch as the models see it.
+#
+# By default it runs on the **embedded synthetic corpus** (`dwml.synthetic`), which the package generates
+# from a small probabilistic grammar of child-directed English; set `data = {"corpus": "../shared/data/corpus"}`
+# to run it on the BabyLM AO-CHILDES files instead.
+
+# %% tags=["parameters"]
+profile = "default"
+run_root = "runs/default"
+figures_dir = "figures"
+seeds = [0, 1, 2]
+data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 128}
+compare_corpus = "../shared/data/corpus"
+
+# %%
+import numpy as np
+import pandas as pd
+
+from dwml import data as D
+from dwml import synthetic
+from dwml.config import Config
+from dwml.io import project_path
+from dwml.plots import save_table, set_style
+from dwml.plots.data import plot_token_lengths
+
+set_style()
+cfg = Config.from_dict(data=data)
+prep = D.prepare_corpus(cfg.data)
+tok = prep.tokenizer
+print("corpus folder:", prep.corpus_dir)
+print("tokenizer:", prep.tokenizer_dir, "| vocab:", len(tok))
+
+# %% [markdown]
+# ## Corpus statistics
+# Lines, words and word types per source file, for the training and dev splits.
+
+# %%
+stats = D.corpus_stats(prep.corpus_dir, "train", cfg.data.drop_markers).assign(split="train")
+stats_dev = D.corpus_stats(prep.corpus_dir, "dev", cfg.data.drop_markers).assign(split="dev")
+corpus_table = pd.concat([stats, stats_dev], ignore_index=True)
+corpus_table
+
+# %% [markdown]
+# ## Tokenizer statistics
+# A byte-level BPE (RoBERTa's special tokens, lower-casing in the saved normaliser). Tokens per word
+# measures how much the vocabulary compresses this corpus; the cache round trip shows the stored ids decode
+# back to the normalised corpus, line for line.
+
+# %%
+tok_table = D.tokenizer_stats(prep, cfg.data)
+print(tok_table.to_string(index=False))
+roundtrip = D.decode_cache(prep.dev, tok) == [D.normalize(tok, l) for l in D.read_corpus(prep.corpus_dir, "dev", cfg.data.drop_markers)]
+print("dev cache decodes back to the normalised corpus:", roundtrip)
+assert roundtrip
+
+# %%
+if not profile.startswith("ci"):
+    save_table(corpus_table, figures_dir, "table_corpus_stats", floatfmt=".0f")
+    save_table(tok_table, figures_dir, "table_tokenizer_stats", floatfmt=".3f")
+fig = plot_token_lengths(prep.train.tokens, tok)
+
+# %% [markdown]
+# ## A masked batch, decoded
+# 15% of the ordinary tokens are selected; 80% of those become `<mask>`, 10% a random token, 10% stay.
+# Special tokens are never selected. Below, `[x→y]` marks a selected position whose input is `y` and whose
+# label is `x`.
+
+# %%
+batcher = prep.batcher("train", cfg.data, batch_size=2, seed=seeds[0])
+batch = batcher.next_batch()
+for row in D.describe_batch(batch, tok, max_tokens=60):
+    print(row, "\n")
+
+# %% [markdown]
+# ## The synthetic minimal pairs
+# Ten paradigms in BLiMP's schema; every pair is length-matched, and all but `npi_scope` differ in one word.
+
+# %%
+if cfg.data.corpus == "synthetic":
+    pairs = pd.concat([pd.read_json(f, lines=True) for f in sorted(synthetic.pairs_dir(prep.corpus_dir).glob("*.jsonl"))])
+    print(pairs.groupby("UID").size().rename("pairs").to_string(), "\n")
+    with pd.option_context("display.max_colwidth", 120, "display.width", 250):
+        print(pairs.groupby("UID").head(2)[["UID", "sentence_good", "sentence_bad"]].to_string(index=False))
+
+# %% [markdown]
+# ## The real corpus beside it
+# When `compare_corpus` points at a BabyLM-layout folder (the AO-CHILDES files in `../shared/data/corpus`),
+# the same statistics for it, with a tokenizer of the same vocabulary size trained on it.
+
+# %%
+if compare_corpus and project_path(compare_corpus).is_dir():
+    real_cfg = Config.from_dict(data={**data, "corpus": compare_corpus})
+    real = D.prepare_corpus(real_cfg.data)
+    print(D.corpus_stats(real.corpus_dir, "train").to_string(index=False))
+    real_tok = D.tokenizer_stats(real, real_cfg.data)
+    print(real_tok.to_string(index=False))
+    if not profile.startswith("ci"):
+        save_table(real_tok, figures_dir, "table_tokenizer_stats_aochildes", floatfmt=".3f")
+else:
+    print("compare_corpus not set or not found:", repr(compare_corpus))

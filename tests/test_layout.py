@@ -1,0 +1,52 @@
+"""The project's set-up: the two README commands, CI, environment.yml in step with pyproject."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from conftest import ROOT
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~ \[]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_layout_exists():
+    for rel in ["dwml", "notebooks", "figures", "tests", "benchmarks", "profiles", "environment.yml",
+                "pyproject.toml", "README.md", ".ci/run", "jupytext.toml", "Makefile"]:
+        assert (ROOT / rel).exists(), rel
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    have = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            have |= {_name(d) for d in dep["pip"]}
+        elif not dep.startswith(("python=", "pip")):
+            have.add(_name(dep))
+    assert wanted == have
+    assert "torch==2.13.0" in project["dependencies"]
+    assert "torch==2.13.0" in env["dependencies"][-1]["pip"]
+
+
+def test_readme_starts_with_the_two_commands_and_ci_calls_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    first_code = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1).split("\n")
+    commands = [line.split("#")[0].strip() for line in first_code if line.split("#")[0].strip()]
+    assert commands == ["make reproduce", "make test"]
+    ci = [l.strip() for l in (ROOT / ".ci/run").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert ci[-1] == "make test"
+
+
+def test_profiles_are_mappings_with_the_shared_keys():
+    for name in ["ci", "default", "aochildes", "babylm10m"]:
+        prof = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
+        assert {"profile", "run_root", "figures_dir", "seeds", "data"} <= set(prof), name
+        assert prof["profile"] == name
+    ci = yaml.safe_load((ROOT / "profiles" / "ci.yaml").read_text())
+    assert ci["figures_dir"].startswith("runs/"), "the ci profile must not overwrite committed figures"
