@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-GRAMMAR_VERSION = 1
+GRAMMAR_VERSION = 2
 SG, PL = "sg", "pl"
 
 # --------------------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class Grammar:
             return subj.words + [self.present(verb, subj.number)] + tail
         verb = self.s.pick(TRANSITIVE)
         adv = [self.rng.choice(EMPHATIC)] if self.chance(0.1) else []
-        if self.chance(0.12):  # emphatic do: 'the boy does really like the cake'
+        if self.chance(0.35):  # emphatic do, about as frequent as 'does not': 'the boy does really like the cake'
             return subj.words + [AUX["do"][subj.number], self.rng.choice(EMPHATIC), verb[0]] + self.some_obj(verb)
         return subj.words + adv + [self.present(verb, subj.number)] + self.obj(verb)
 

@@ -24,7 +24,7 @@ def test_write_corpus_layout_and_bytes(tmp_path):
     for rel in ["train/synthetic.train", "dev/synthetic.dev", "pairs/npi_scope.jsonl", "meta.json"]:
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert len((one / "pairs").glob("*.jsonl").__iter__().__next__().read_text().splitlines()) == 5
-    assert S.ensure_corpus(tmp_path / "root", words=3000, seed=1, n_pairs=5).name == "v1-w3000-s1-p5"
+    assert S.ensure_corpus(tmp_path / "root", words=3000, seed=1, n_pairs=5).name == f"v{S.GRAMMAR_VERSION}-w3000-s1-p5"
     with pytest.raises(ValueError, match="words=0"):
         S.write_corpus(tmp_path / "c", words=0)
 
