@@ -1,0 +1,116 @@
+"""Cost of DWML's bi-level step against equal-weight mutual learning (DML), on this machine.
+
+Times, on the same small peers and batches, in one process, interleaved so that drift hits all alike:
+  (a) a DML inner step: forward of p peers, eq. 2 loss, backward, per-peer clipping and AdamW;
+  (b) a DWML inner step: the same with learned w (no outer step);
+  (c) one outer step: hypergradient (eq. 3) on a fresh train and a dev micro-batch, then mirror descent (eq. 4).
+DWML's amortised step is (5 (b) + (c)) / 5 with an outer step every 5 inner steps. One inner step here is
+one micro-batch (num_batches = 1), the hardest case for the ratios: with the published 60 micro-batches
+a step, the outer step's share is 60 times smaller.
+
+Goals: amortised DWML <= 1.25 x DML, outer step <= 2 x a plain inner step. Writes
+benchmarks/results/bilevel.md.  Run: ``flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_bilevel.py``
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dwml.config import TrainConfig
+from dwml.data import MLMBatcher
+from dwml.methods import make_method
+from dwml.train import make_optimizer
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bilevel.md"
+
+
+def build_peers(shapes, vocab, block, attn):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    return [RobertaForMaskedLM(RobertaConfig(
+        vocab_size=vocab, num_hidden_layers=l, hidden_size=h, num_attention_heads=a, intermediate_size=4 * h,
+        max_position_embeddings=block + 2, pad_token_id=1, attn_implementation=attn)) for l, h, a in shapes]
+
+
+def inner_step(method, optimizers, batch):
+    for o in optimizers:
+        o.zero_grad(set_to_none=True)
+    loss, _ = method.loss(batch)
+    loss.backward()
+    for o in optimizers:
+        torch.nn.utils.clip_grad_norm_([q for g in o.param_groups for q in g["params"]], 1.0)
+        o.step()
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=10, help="timed rounds (each: one step of every kind)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--block-size", type=int, default=128)
+    ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--mode", default="jvp", choices=["jvp", "fd"], help="hypergradient mode")
+    ap.add_argument("--attn", default="eager", help="attention implementation of the peers")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+
+    shapes = [(4, 128, 4), (3, 128, 4), (2, 128, 2), (2, 64, 2)]  # (layers, hidden, heads), 4 small peers
+    tokens = np.random.default_rng(0).integers(5, args.vocab, 200_000).astype(np.uint16)
+    batcher = MLMBatcher(tokens, None, block_size=args.block_size, batch_size=args.batch_size, vocab_size=args.vocab)
+    batches = [batcher.next_batch() for _ in range(3)]
+    cfg = dict(loss_alpha=0.5, hypergrad_mode=args.mode)
+    runs = {}
+    for name in ("dml", "dwml"):
+        models = build_peers(shapes, args.vocab, args.block_size, args.attn)
+        method = make_method(TrainConfig(method=name, **cfg), models)
+        opts = [make_optimizer(method.peer_modules(i), 1e-3, 0.1, (0.9, 0.95)) for i in range(method.p)]
+        runs[name] = (method, opts)
+    times = {"dml": [], "dwml": [], "outer": []}
+    for r in range(args.warmup + args.repeats):
+        t_dml = timed(lambda: inner_step(*runs["dml"], batches[0]))
+        t_dwml = timed(lambda: inner_step(*runs["dwml"], batches[0]))
+        t_out = timed(lambda: runs["dwml"][0].outer_step(batches[1], batches[2], lr=1e-3, eta=0.1))
+        if r >= args.warmup:
+            for k, v in zip(times, (t_dml, t_dwml, t_out)):
+                times[k].append(v)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    amortised = med["dwml"] + med["outer"] / 5
+    r_amort, r_outer = amortised / med["dml"], med["outer"] / med["dwml"]
+    n_params = [sum(p.numel() for p in m.parameters()) / 1e6 for m in runs["dml"][0].models]
+    lines = [
+        "# Bi-level step cost (bench_bilevel.py)", "",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU. Peers (layers, hidden, heads): {shapes} "
+        f"({', '.join(f'{n:.2f}M' for n in n_params)} parameters), vocab {args.vocab}; micro-batch "
+        f"{args.batch_size} x {args.block_size} tokens; hypergradient mode '{args.mode}', attention '{args.attn}'. "
+        f"Median of {args.repeats} interleaved rounds after {args.warmup} warm-up rounds.", "",
+        "| step | median ms | min ms | max ms |", "|---|---:|---:|---:|",
+        *[f"| {label} | {1e3 * med[k]:.1f} | {1e3 * min(times[k]):.1f} | {1e3 * max(times[k]):.1f} |"
+          for k, label in (("dml", "(a) DML inner step (reference)"), ("dwml", "(b) DWML inner step"),
+                           ("outer", "(c) DWML outer step"))],
+        f"| DWML amortised, outer every 5: (5 (b) + (c)) / 5 | {1e3 * amortised:.1f} | | |", "",
+        "| ratio | value | goal | met |", "|---|---:|---:|---|",
+        f"| DWML amortised / DML | {r_amort:.2f} | <= 1.25 | {'yes' if r_amort <= 1.25 else 'no'} |",
+        f"| outer step / plain inner step (b) | {r_outer:.2f} | <= 2.00 | {'yes' if r_outer <= 2.0 else 'no'} |", "",
+        "One inner step is one micro-batch here (num_batches = 1); with num_batches = k the outer step's share "
+        "of a step shrinks k-fold.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

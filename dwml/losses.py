@@ -1,0 +1,257 @@
+"""Losses of weighted mutual learning: the inner loss of eq. 2, its per-peer parts, the ensemble loss.
+
+Notation (paper eq. 2-4; Zhang et al. 2022): peers i = 1..p give logits z_i over the vocabulary at the
+masked positions of a batch, p_i = softmax(z_i / T), and w lies on the probability simplex. Every loss
+here is a *mean per masked token* (positions whose label is ``IGNORE_INDEX`` do not count), so CE and KL
+share one scale whatever the batch or block size. (The published implementation summed the KL over all
+positions and divided by the batch size only, which made it ~500x the CE.)
+
+The inner loss (eq. 2)
+
+    L1(theta, w) = (1 - a) sum_i w_i CE(z_i, y) + a sum_i sum_{j != i} w_j KL(p_j || p_i)
+
+is linear in w: collecting the terms that carry w_k gives L1 = sum_k w_k La_k with
+
+    La_k = (1 - a) CE_k + a sum_{i != k} KL(p_k || p_i),
+
+i.e. w_k weighs peer k's own label loss and how strongly it teaches the others. The hypergradient
+(``dwml.bilevel``) needs the La_k one by one, so :func:`per_peer_losses` returns them.
+
+Conventions, chosen once and used throughout:
+
+* **Temperature.** KL terms are computed between ``softmax(z / T)`` and multiplied by T^2 (Hinton et
+  al. 2015), so the gradient's scale does not shrink as 1/T^2 when T grows; at T = 1 nothing changes.
+  CE and the ensemble loss always use T = 1 (they are the model's actual predictions).
+* **Detached targets.** With ``detach_targets=True`` (deep mutual learning's convention) the target
+  p_j in KL(p_j || p_i) is a constant: that term trains peer i only. With ``False`` the gradient also
+  flows into peer j, pulling the teacher toward its student.
+* **No masked token.** A batch with no predicted position gives a loss of 0 (still attached to the
+  graph, so ``backward`` works and contributes nothing) rather than the NaN of an empty mean.
+* **Precision.** Half-precision logits (bf16/fp16 under autocast) are upcast to float32 before the
+  log-softmax; float64 stays float64 (the tests check the equations in float64).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks
+
+
+def validate_weights(weights: Tensor, name: str = "weights", tol: float = 1e-4) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``weights`` is a 1-D point of the simplex.
+
+    That is: finite, non-negative and summing to 1 within ``tol``."""
+    if not isinstance(weights, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(weights).__name__}")
+    if weights.dim() != 1 or weights.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor (one weight per peer), got shape {tuple(weights.shape)}")
+    w = weights.detach().double().cpu()
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{name}={w.tolist()} holds NaN or inf; peer weights must lie on the simplex")
+    if (w < 0).any():
+        raise ValueError(f"{name}={w.tolist()} has negative entries; peer weights must lie on the simplex")
+    if abs(float(w.sum()) - 1.0) > tol:
+        raise ValueError(f"{name}={w.tolist()} sums to {float(w.sum())!r}, not 1; peer weights must lie on the simplex")
+
+
+def check_alpha(alpha: float, name: str = "alpha (train.loss_alpha)") -> float:
+    """``alpha`` as a float, or ``ValueError`` naming it if it is outside [0, 1] (or NaN)."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:  # also False for NaN
+        raise ValueError(f"{name}={alpha!r}: a in eq. 2 must lie in [0, 1]")
+    return a
+
+
+def check_finite(name: str, tensor: Tensor, step: int | None = None, peer: int | None = None) -> Tensor:
+    """Return ``tensor`` if every entry is finite, else raise ``FloatingPointError`` saying what, where."""
+    t = tensor.detach()
+    if not torch.isfinite(t).all():
+        where = "".join([f" at step {step}" if step is not None else "", f" for peer {peer}" if peer is not None else ""])
+        bad = int((~torch.isfinite(t)).sum())
+        raise FloatingPointError(f"{name}{where} is not finite ({bad} of {t.numel()} entries NaN/inf): "
+                                 f"{t.flatten()[:8].tolist()}")
+    return tensor
+
+
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature (train.temperature)={temperature!r}: must be a finite number > 0")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-token building blocks
+
+
+def _select(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits [n, V] and labels [n] at the predicted positions; ``logits`` is [..., V], labels [...]."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} do not match labels of shape "
+                         f"{tuple(labels.shape)} (expected logits = labels.shape + (vocab,))")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # log-softmax over a vocabulary in half precision loses the small probabilities
+    keep = labels != IGNORE_INDEX
+    return logits[keep], labels[keep]
+
+
+def masked_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy per predicted token (labels != ``IGNORE_INDEX``); logits [..., V], labels [...]."""
+    z, y = _select(logits, labels)
+    if y.numel() == 0:
+        return z.sum() * 0.0
+    return F.cross_entropy(z, y, reduction="mean")
+
+
+def masked_kl(target_logits: Tensor, logits: Tensor, labels: Tensor, temperature: float = 1.0,
+              detach_target: bool = True) -> Tensor:
+    """Mean over predicted tokens of KL(softmax(target / T) || softmax(logits / T)), times T^2.
+
+    The KL term of eq. 2 with ``target_logits`` = z_j (the teacher) and ``logits`` = z_i (the student).
+    ``detach_target`` makes the target a constant (deep mutual learning's convention)."""
+    T = _check_temperature(temperature)
+    zt, _ = _select(target_logits, labels)
+    z, y = _select(logits, labels)
+    if zt.shape != z.shape:
+        raise ValueError(f"target logits {tuple(target_logits.shape)} and logits {tuple(logits.shape)} differ in shape")
+    if y.numel() == 0:
+        return (z.sum() + zt.sum()) * 0.0
+    if detach_target:
+        zt = zt.detach()
+    lt, lz = F.log_softmax(zt / T, dim=-1), F.log_softmax(z / T, dim=-1)
+    return (lt.exp() * (lt - lz)).sum(-1).mean() * (T * T)
+
+
+# ----------------------------------------------------------------------------------------------------
+# eq. 2
+
+
+@dataclass
+class InnerLoss:
+    """The parts of eq. 2 for p peers on one batch (all means per predicted token)."""
+
+    total: Tensor
+    """L1 = (1 - a) sum_i w_i ce_i + a sum_i kl_i = sum_k w_k per_peer_k (a scalar)."""
+    ce: Tensor
+    """[p] each peer's CE(z_i, y)."""
+    kl: Tensor
+    """[p] the KL peer i receives, sum_{j != i} w_j KL(p_j || p_i), not yet multiplied by a."""
+    per_peer: Tensor
+    """[p] La_k = (1 - a) CE_k + a sum_{i != k} KL(p_k || p_i): the terms of L1 that carry w_k."""
+
+
+def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: float, detach_targets: bool,
+                      target_logits: Sequence[Tensor] | None = None):
+    """CE [p] and the matrix K [p, p] with K[j, i] = KL(p_j || p_i) (zero diagonal), means per token.
+
+    ``target_logits`` (constants, same shapes as ``logits``) replace the peers' own logits on the targets'
+    side p_j: a detached target is a function of theta frozen at the current point, and a finite
+    difference in theta must hold it there to differentiate the same thing autograd does."""
+    if len(logits) == 0:
+        raise ValueError("logits is empty: eq. 2 needs at least one peer")
+    T = _check_temperature(temperature)
+    sel = [_select(z, labels) for z in logits]
+    y = sel[0][1]
+    zs = [s[0] for s in sel]
+    if any(z.shape != zs[0].shape for z in zs):
+        raise ValueError(f"peers' logits differ in shape {[tuple(z.shape) for z in logits]}; they must share the vocabulary")
+    z = torch.stack(zs)  # [p, n, V]
+    p = z.shape[0]
+    if y.numel() == 0:
+        zero = z.sum() * 0.0
+        return zero.expand(p) + 0.0, zero.expand(p, p) + 0.0
+    ce = torch.stack([F.cross_entropy(zi, y) for zi in z])
+    logp = F.log_softmax(z / T, dim=-1)  # students' side
+    if target_logits is not None:
+        zt = torch.stack([_select(t, labels)[0] for t in target_logits]).detach()
+        if zt.shape != z.shape:
+            raise ValueError(f"target_logits {tuple(zt.shape)} do not match the peers' logits {tuple(z.shape)}")
+        logq = F.log_softmax(zt / T, dim=-1)
+    else:
+        logq = logp.detach() if detach_targets else logp  # targets' side
+    rows = []
+    for j in range(p):
+        # KL(p_j || p_i) for every i at once, averaged over tokens: memory [p, n, V], not [p, p, n, V].
+        rows.append((logq[j].exp() * (logq[j] - logp)).sum(-1).mean(-1))
+    K = torch.stack(rows) * (T * T)
+    K = K * (1.0 - torch.eye(p, dtype=K.dtype, device=K.device))  # the j = i terms are 0; make it exact
+    return ce, K
+
+
+def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha: float, temperature: float = 1.0,
+               detach_targets: bool = True, *, validate: bool = True) -> InnerLoss:
+    """Eq. 2 on one batch: ``logits`` holds each peer's [..., V] logits, ``labels`` [...], ``weights`` [p].
+
+    ``validate=False`` skips the simplex check (derivative checks evaluate L1 at w off the simplex;
+    L1 is defined for any w)."""
+    a = check_alpha(alpha)
+    if validate:
+        validate_weights(weights, "weights")
+    if weights.dim() != 1 or weights.numel() != len(logits):
+        raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets)
+    w = weights.to(device=ce.device, dtype=ce.dtype)
+    kl = w @ K  # kl_i = sum_j w_j K[j, i]
+    per_peer = (1.0 - a) * ce + a * K.sum(1)  # La_k = (1 - a) CE_k + a sum_i K[k, i]
+    total = (1.0 - a) * (w * ce).sum() + a * kl.sum()
+    return InnerLoss(total=total, ce=ce, kl=kl, per_peer=per_peer)
+
+
+def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temperature: float = 1.0,
+                    detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None) -> Tensor:
+    """La_k for k = 1..p (see the module docstring): L1(theta, w) = sum_k w_k La_k(theta) for every w.
+
+    ``target_logits``: constant logits for the targets' side of the KL terms (see ``_ce_and_kl_matrix``)."""
+    a = check_alpha(alpha)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits)
+    return (1.0 - a) * ce + a * K.sum(1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the outer loss
+
+
+def ensemble_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, kind: str = "mixture", *,
+                  validate: bool = True) -> Tensor:
+    """L2 of eq. 3: mean cross-entropy per predicted token of the w-weighted ensemble.
+
+    ``kind="mixture"``: the ensemble predicts q = sum_i w_i p_i (p_i = softmax(z_i)), so
+    L2 = -mean log sum_i w_i p_i[y]. It is evaluated in log space, log q[y] = m + log sum_i w_i
+    exp(log p_i[y] - m) with m = max_i (log w_i + log p_i[y]): the logsumexp of log w_i + log p_i[y],
+    written so that a weight of exactly 0 still has its finite derivative -p_i[y] / q[y].
+    ``kind="logits"``: the ensemble is softmax(sum_i w_i z_i), L2 = CE(sum_i w_i z_i, y)."""
+    if validate:
+        validate_weights(weights, "weights")
+    if weights.dim() != 1 or weights.numel() != len(logits):
+        raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
+    sel = [_select(z, labels) for z in logits]
+    y = sel[0][1]
+    z = torch.stack([s[0] for s in sel])  # [p, n, V]
+    w = weights.to(device=z.device, dtype=z.dtype)
+    if y.numel() == 0:
+        return z.sum() * 0.0 + w.sum() * 0.0
+    if kind == "mixture":
+        # Only log p_i[y] is needed: [p, n], small enough to finish in float64 (exp's range is then e^709).
+        logp_y = F.log_softmax(z, dim=-1).gather(-1, y.expand(len(logits), -1)[..., None])[..., 0].double()
+        # from ``weights`` itself, not through z's dtype: d L2 / d w_k = -p_k[y] / q[y] can exceed float32's
+        # range when peer k is sure of a token the ensemble finds unlikely, and its gradient would become inf.
+        w64 = weights.to(device=z.device, dtype=torch.float64)
+        # m = max_i (log w_i + log p_i[y]): a constant shift (no gradient needed through the max) that makes the
+        # largest term exactly 1; zero weights drop out of it. The clamp only touches terms with w_i = 0
+        # (for w_i > 0 the exponent is at most -log w_i), whose exp could overflow and give 0 * inf.
+        m = (logp_y + torch.log(w64.clamp_min(0.0))[:, None]).detach().max(0).values
+        log_q = m + torch.log((w64[:, None] * torch.exp((logp_y - m).clamp_max(700.0))).sum(0))
+        return -log_q.mean().to(z.dtype)
+    if kind == "logits":
+        return F.cross_entropy(torch.einsum("p,pnv->nv", w, z), y)
+    raise ValueError(f"ensemble (train.ensemble)={kind!r}: must be 'mixture' or 'logits'")

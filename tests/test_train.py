@@ -1,0 +1,265 @@
+"""dwml.train: the one loop. Resume is bit-exact, bad input stops with a clear error, peers reload.
+
+Tiny models (hidden 32, 2 layers) on a 30k-word synthetic corpus; every test takes seconds on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dwml import train as T
+from dwml.bilevel import cosine_schedule
+from dwml.config import Config, ConfigError
+
+BLOCK = 32
+
+
+@pytest.fixture(scope="module")
+def corpus(small_corpus, tmp_path_factory):
+    from dwml.data import prepare_corpus
+    from dwml.config import DataConfig
+
+    cache = tmp_path_factory.mktemp("cache")
+    return prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=BLOCK,
+                                     cache_dir=str(cache)), progress=False)
+
+
+def tiny_peers(vocab: int, n: int = 2, seed: int = 0, layers=(2, 1), hidden=(32, 16)):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(seed)
+    return [RobertaForMaskedLM(RobertaConfig(
+        vocab_size=vocab, hidden_size=hidden[i % len(hidden)], num_hidden_layers=layers[i % len(layers)],
+        num_attention_heads=2, intermediate_size=2 * hidden[i % len(hidden)], max_position_embeddings=BLOCK + 4,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, attn_implementation="eager")) for i in range(n)]
+
+
+def tiny_config(**train) -> Config:
+    base = dict(method="dwml", learning_rate=3e-3, min_lr=3e-4, warmup_iters=2, lr_decay_iters=20, batch_size=4,
+                num_batches=2, num_epochs=6, weight_update_frequency=2, eval_interval=3, eval_batches=2,
+                checkpoint_interval=100, step_size=0.5, min_step_size=0.05, device="cpu")
+    base.update(train)
+    return Config.from_dict(data={"corpus": "unused", "vocab_size": 600, "block_size": BLOCK}, train=base)
+
+
+def params(models):
+    return [p.detach().clone() for m in models for p in m.state_dict().values()]
+
+
+def test_resumed_run_equals_uninterrupted_run(corpus, tmp_path):
+    """Stop after 3 of 6 steps (an outer step and an evaluation on each side), resume with freshly
+    initialised models of another seed: the end state must equal the uninterrupted run's bit for bit."""
+    cfg = tiny_config()
+    vocab = len(corpus.tokenizer)
+    full_models = tiny_peers(vocab)
+    full = T.train(cfg, corpus, full_models, tmp_path / "full", progress=False)
+
+    part = T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "split", progress=False, max_steps=3)
+    assert not part.done and not (tmp_path / "split" / T.DONE).exists()
+    resumed_models = tiny_peers(vocab, seed=123)  # other init: everything must come from the checkpoint
+    resumed = T.train(cfg, corpus, resumed_models, tmp_path / "split", progress=False)
+
+    assert resumed.done and resumed.summary["steps"] == 6
+    assert full.weights == resumed.weights
+    assert full.weights != [0.5, 0.5], "the outer steps should have moved w"
+    for a, b in zip(params(full_models), params(resumed_models)):
+        assert torch.equal(a, b)
+    drop = ["tokens_per_s", "elapsed_s"]
+    h1, h2 = full.history.drop(columns=drop), resumed.history.drop(columns=drop)
+    assert h1.to_json() == h2.to_json()  # the same metrics lines, none doubled by the resume
+
+
+def test_metrics_schedule_and_saved_peers(corpus, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    cfg = tiny_config(num_epochs=4, eval_interval=2)
+    models = tiny_peers(len(corpus.tokenizer))
+    res = T.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / T.METRICS).read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    t = cfg.train
+    for r in train_rows:  # the logged lr and eta are the schedule at the step taken (0-based step - 1)
+        assert r["lr"] == pytest.approx(cosine_schedule(r["step"] - 1, t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters))
+        assert r["eta"] == pytest.approx(cosine_schedule(r["step"] - 1, t.step_size, t.min_step_size, t.warmup_iters, t.lr_decay_iters))
+        assert len(r["ce"]) == len(r["kl"]) == len(r["w"]) == 2
+        assert r["tokens"] == r["step"] * t.num_batches * t.batch_size * BLOCK
+        assert r["tokens_per_s"] > 0
+        assert ("hypergrad" in r) == (r["step"] % t.weight_update_frequency == 0)
+    # w changes exactly at the outer steps, by eq. 4 applied to the logged hypergradient
+    w_prev = [0.5, 0.5]
+    for r in train_rows:
+        if "hypergrad" in r:
+            e = [wi * math.exp(-r["eta"] * gi) for wi, gi in zip(w_prev, r["hypergrad"])]
+            assert r["w"] == pytest.approx([x / sum(e) for x in e], rel=1e-5)
+        else:
+            assert r["w"] == pytest.approx(w_prev)
+        w_prev = r["w"]
+    # each peer saved beside the tokenizer, reloadable with the Auto classes, identical outputs
+    batch = corpus.batcher("dev", cfg.data, 2, seed=5).next_batch()
+    for i, m in enumerate(models):
+        loaded = AutoModelForMaskedLM.from_pretrained(res.peer_dirs[i]).eval()
+        AutoTokenizer.from_pretrained(res.peer_dirs[i])
+        m.eval()
+        with torch.no_grad():
+            a = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            b = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        torch.testing.assert_close(a, b)
+    assert res.summary["final_dev_ce"] == evals[-1]["dev_ce"]
+    # a second call on a finished run returns it without training
+    again = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    assert again.done and again.weights == res.weights
+
+
+def test_optimizer_decays_matrices_only():
+    """AdamW with a zero gradient moves nothing but the decay: a matrix shrinks by (1 - lr * wd) exactly
+    (closed form), a bias or LayerNorm gain stays."""
+    model = tiny_peers(100, n=1)[0]
+    opt = T.make_optimizer([model], lr=0.1, weight_decay=0.5, betas=(0.9, 0.95))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        want = before[n] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[n]
+        torch.testing.assert_close(p.detach(), want, msg=n)
+    assert any(p.dim() < 2 for p in model.parameters()) and any(p.dim() >= 2 for p in model.parameters())
+
+
+def test_gradient_accumulation_and_per_peer_clipping(corpus, tmp_path, monkeypatch):
+    """One step of the loop equals a hand-made step: the mean of the micro-batches' gradients, each peer
+    clipped to grad_clip on its own, then AdamW (first step: -lr * sign-like update on the clipped grad)."""
+    cfg = tiny_config(method="mlm", num_epochs=1, num_batches=3, grad_clip=0.05, weight_decay=0.0,
+                      eval_interval=100, warmup_iters=0)
+    vocab = len(corpus.tokenizer)
+    models, ref = tiny_peers(vocab), tiny_peers(vocab)
+    for m in models + ref:  # no dropout: the hand-made step must see the same function
+        m.config.hidden_dropout_prob = m.config.attention_probs_dropout_prob = 0.0
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    T.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    batcher = corpus.batcher("train", cfg.data, cfg.train.batch_size, seed=cfg.train.seed)
+    batches = [batcher.next_batch() for _ in range(3)]
+    lr = cosine_schedule(0, cfg.train.learning_rate, cfg.train.min_lr, 0, cfg.train.lr_decay_iters)
+    for m, trained in zip(ref, models):
+        grads = [torch.zeros_like(p) for p in m.parameters()]
+        for b in batches:
+            logits = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            keep = b["labels"] != -100
+            logp = torch.log_softmax(logits[keep], -1)
+            ce = -logp.gather(1, b["labels"][keep][:, None]).mean()
+            for g, gi in zip(grads, torch.autograd.grad(ce, list(m.parameters()))):
+                g += gi / 3
+        norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+        assert norm > 0.05, "the test needs clipping to bite"
+        scale = 0.05 / (norm + 1e-6)
+        with torch.no_grad():
+            for p, g, q in zip(m.parameters(), grads, trained.parameters()):
+                g = g * scale
+                # Adam's first step with bias correction: m_hat = g, v_hat = g^2
+                want = p - lr * g / (g.abs() + 1e-8)
+                torch.testing.assert_close(q, want, atol=2e-5, rtol=1e-4)
+
+
+def test_nan_loss_stops_naming_step_and_peer_and_keeps_checkpoint(corpus, tmp_path, monkeypatch):
+    from dwml import methods as M
+
+    cfg = tiny_config(num_epochs=6, checkpoint_interval=1, eval_interval=100)
+    original, calls = M.DML.loss, {"n": 0}
+
+    def poisoned(self, batch):  # peer 1's loss turns infinite in the first micro-batch of step 3
+        loss, parts = original(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 2 * cfg.train.num_batches + 1:
+            parts = {**parts, "ce": parts["ce"].clone().index_fill_(0, torch.tensor([1]), float("inf"))}
+            loss = loss + float("inf")
+        return loss, parts
+
+    monkeypatch.setattr(M.DML, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 3, peer 1: non-finite training loss"):
+        T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    ck = torch.load(tmp_path / "run" / T.CHECKPOINT, weights_only=True)
+    assert ck["state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for sd in ck["models"] for v in sd.values())
+    assert not (tmp_path / "run" / T.DONE).exists()
+
+
+def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
+    vocab = len(corpus.tokenizer)
+    T.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
+    with pytest.raises(T.CheckpointMismatchError, match=r"train\.learning_rate: checkpoint 0\.003, now 0\.001"):
+        T.train(tiny_config(learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    with pytest.raises(T.CheckpointMismatchError, match=r"peer\(s\) \[1\]"):
+        T.train(tiny_config(), corpus, tiny_peers(vocab, hidden=(32, 32)), tmp_path / "run", progress=False)
+    # harmless fields (length of the run, device, logging) may change
+    T.train(tiny_config(num_epochs=3, log_interval=2), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+
+
+def test_bad_inputs_are_named(corpus, tmp_path):
+    vocab = len(corpus.tokenizer)
+    with pytest.raises(ConfigError, match="train.loss_alpha"):
+        tiny_config(loss_alpha=1.5)
+    with pytest.raises(ValueError, match="weights"):
+        T.train(tiny_config(method="dml"), corpus, tiny_peers(vocab), tmp_path / "a", progress=False,
+                weights=[0.7, 0.7])
+    with pytest.raises(ConfigError, match="vocab_size"):
+        T.train(tiny_config(), corpus, tiny_peers(vocab - 10), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="train.teacher_dir"):
+        T.train(tiny_config(method="kd", teacher_dir=str(tmp_path / "none")), corpus, tiny_peers(vocab),
+                tmp_path / "c", progress=False)
+
+
+def test_early_stopping_counts_evaluations_without_improvement(corpus, tmp_path, monkeypatch):
+    """With dev ensemble losses 5, 4, 4.5, 4.2, 4.1 and patience 3, the run stops at the 4th evaluation
+    after the best (step 0 = init, then one every step)."""
+    from dwml import methods as M
+
+    seq = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0])
+    monkeypatch.setattr(M.Method, "eval_losses", lambda self, b: {"dev_ce": [0.0] * self.p, "dev_ensemble": next(seq)})
+    cfg = tiny_config(method="dml", num_epochs=10, eval_interval=1, patience=3, num_batches=1)
+    res = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    assert res.summary["stopped_early"] and res.summary["steps"] == 4
+
+
+@pytest.mark.gpu
+def test_cuda_mixed_precision_and_compile_run(corpus, tmp_path):
+    """On a GPU: bf16 autocast and torch.compile train, and the saved peers are plain fp32 modules."""
+    cfg = tiny_config(device="cuda", mixed_precision=True, compile=True, num_epochs=4)
+    res = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    evals = res.history[res.history["kind"] == "eval"]
+    assert all(math.isfinite(x) for x in evals["dev_ensemble"])
+    assert res.summary["final_dev_ensemble"] < evals["dev_ensemble"].iloc[0]
+
+
+@pytest.mark.parametrize("method", ["mlm", "sd", "kd", "dml", "kd_dwml"])
+def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
+    """The baselines share the loop: metrics per peer, fixed weights stay fixed, dev CE falls, the
+    teacher (kd, kd_dwml) is read from teacher_dir and left unchanged, SD's exit heads are checkpointed."""
+    vocab = len(corpus.tokenizer)
+    teacher_dir = tmp_path / "teacher"
+    tiny_peers(vocab, n=1, seed=5)[0].save_pretrained(teacher_dir)
+    cfg = tiny_config(method=method, num_epochs=4, eval_interval=4, teacher_dir=str(teacher_dir), learning_rate=1e-2)
+    res = T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    rows = res.history[res.history["kind"] == "train"]
+    assert all(len(ce) == 2 for ce in rows["ce"])
+    assert ("kl" in rows) == (method != "mlm")
+    if method in ("dml", "mlm", "sd", "kd"):
+        assert all(w in (None, [0.5, 0.5]) for w in rows["w"])
+    if method == "kd_dwml":
+        assert all(len(k) == 2 for k in rows["kl_teacher"])
+    ev = res.history[res.history["kind"] == "eval"]
+    assert all(b < a for a, b in zip(ev["dev_ce"].iloc[0], ev["dev_ce"].iloc[-1]))
+    ck = torch.load(tmp_path / "run" / T.CHECKPOINT, weights_only=True)
+    if method == "sd":
+        assert len(ck["method"]["heads"]) == 2 and len(ck["method"]["heads"][0]) > 0
+    if method == "kd_dwml":  # a teacher given as a module (kd above read it from teacher_dir)
+        teacher = tiny_peers(vocab, n=1, seed=6)[0]
+        before = [p.detach().clone() for p in teacher.parameters()]
+        T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run2", teacher=teacher, progress=False)
+        assert all(torch.equal(a, p) for a, p in zip(before, teacher.parameters()))
