@@ -1,0 +1,53 @@
+"""Score sentences with minicons' MaskedLMScorer: the reference that ``bench_pll.py`` times ours against.
+
+Runs in its own environment (minicons 0.3.39 calls ``batch_encode_plus``, which transformers 5 removed),
+e.g. ``python3 -m venv /tmp/minicons-venv && /tmp/minicons-venv/bin/pip install torch==2.13.0
+'transformers<5' minicons==0.3.39``. Reads a JSON job, writes a JSON result:
+
+    python minicons_pll.py job.json result.json
+
+job: ``{"model_dir", "sentences", "prefixes" (or null), "batch_sentences", "threads"}``;
+result: ``{"scores", "seconds", "versions"}``. Scores are summed log-probabilities ("PLL-original").
+"""
+import json
+import sys
+import time
+
+
+def main(job_path: str, out_path: str) -> None:
+    import minicons
+    import torch
+    import transformers
+    from minicons import scorer
+    from transformers import PreTrainedTokenizerFast
+
+    job = json.load(open(job_path))
+    torch.set_num_threads(job["threads"])
+    # The tokenizer was saved by transformers 5, whose tokenizer_config names a class that transformers 4
+    # lacks; the tokenizer.json itself is version-independent, so build the fast tokenizer from it.
+    tok = PreTrainedTokenizerFast(tokenizer_file=f"{job['model_dir']}/tokenizer.json", bos_token="<s>",
+                                  eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                  cls_token="<s>", sep_token="</s>")
+    model = transformers.AutoModelForMaskedLM.from_pretrained(job["model_dir"])
+    mlm = scorer.MaskedLMScorer(model, "cpu", tokenizer=tok)
+    sentences, prefixes, bs = job["sentences"], job.get("prefixes"), job["batch_sentences"]
+    total = lambda x: x.sum(0).item()  # noqa: E731  (sum of token log-probs, as BabyLM's PLL)
+
+    def run(sl):
+        if prefixes is None:
+            return mlm.sequence_score(sentences[sl], reduction=total)
+        return mlm.conditional_score(prefixes[sl], sentences[sl], reduction=total)
+
+    run(slice(0, min(bs, len(sentences))))  # warm-up (allocator, thread pool), not timed
+    start = time.perf_counter()
+    scores = []
+    for lo in range(0, len(sentences), bs):
+        scores.extend(run(slice(lo, lo + bs)))
+    seconds = time.perf_counter() - start
+    json.dump({"scores": scores, "seconds": seconds,
+               "versions": {"minicons": getattr(minicons, "__version__", "0.3.39"), "transformers": transformers.__version__,
+                            "torch": torch.__version__}}, open(out_path, "w"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
