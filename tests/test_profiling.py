@@ -1,0 +1,342 @@
+"""dwml.profiling: counted FLOPs agree with the closed form, the sampler samples and stops, MFU arithmetic.
+
+Models are tiny RobertaForMaskedLM built here (hidden 32 to 64, 1 to 3 layers): each test takes well under
+a few seconds on a CPU, the sampler tests a few seconds of wall time.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from dwml import profiling as P
+
+
+def tiny(layers=2, hidden=64, heads=4, ffn=128, vocab=300, attn="eager", dropout=0.1, seed=0):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(seed)
+    return RobertaForMaskedLM(RobertaConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=ffn, max_position_embeddings=70, attention_probs_dropout_prob=dropout,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, attn_implementation=attn))
+
+
+def masked_head_loss(model, batch):
+    """Encoder on the whole block, LM head on the labelled positions only (as dwml.methods does)."""
+    keep = batch["labels"] != P.IGNORE_INDEX
+    h = model.roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return torch.nn.functional.cross_entropy(model.lm_head(h[keep]), batch["labels"][keep])
+
+
+def by_hand(L, d, f, V, b, s, head_tokens=None, backward=True):
+    """The step's matmuls written out one by one, as (m, k, n) triples, independently of the module."""
+    T = b * s
+    ht = T if head_tokens is None else head_tokens
+    fwd = []
+    for _ in range(L):
+        fwd += [(T, d, d)] * 4 + [(T, d, f), (T, f, d)]       # Q, K, V, output; FFN up and down
+        fwd += [(s, d, s)] * b + [(s, s, d)] * b               # Q K^T and P V, heads stacked (sum d)
+    fwd += [(ht, d, d), (ht, d, V)]                            # LM head dense, decoder
+    flops = sum(2 * m * k * n for m, k, n in fwd)
+    return 3 * flops if backward else flops
+
+
+# -- FLOPs --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("L,d,heads,f,V,b,s", [(2, 64, 4, 128, 300, 3, 32), (1, 32, 2, 64, 500, 2, 64),
+                                               (3, 48, 3, 192, 257, 1, 16)])
+def test_counted_step_flops_match_the_analytic_estimate(L, d, heads, f, V, b, s):
+    model = tiny(L, d, heads, f, V)
+    batch = P.random_mlm_batch(V, b, s)
+    counted = P.count_step_flops(model, batch)
+    analytic = P.analytic_step_flops(model, tokens=b * s, seq_len=s)
+    assert abs(counted - analytic) / analytic < 0.10  # the issue's bound ...
+    assert counted == analytic == by_hand(L, d, f, V, b, s)  # ... and in fact every matmul is accounted for
+
+
+def test_analytic_is_kaplans_6NT_plus_attention_when_ffn_is_4d():
+    L, d, V, s, T = 4, 96, 1000, 128, 512
+    cfg = tiny(L, d, 4, 4 * d, V).config
+    n_nonembedding = 12 * L * d * d
+    head = 6 * T * (d * d + d * V)
+    assert P.analytic_step_flops(cfg, T, s) == 6 * n_nonembedding * T + 12 * L * s * d * T + head
+    assert P.analytic_step_flops(cfg, T, s, backward=False) * 3 == P.analytic_step_flops(cfg, T, s)
+
+
+def test_sdpa_fused_cpu_kernel_is_counted_with_its_recompute():
+    # Without attention dropout, sdpa runs PyTorch's CPU flash kernel, which torch's counter misses.
+    model = tiny(attn="sdpa", dropout=0.0)
+    b, s = 3, 32
+    batch = P.random_mlm_batch(300, b, s)
+
+    def step():
+        model(**batch).loss.backward()
+
+    total, by_op = P.count_flops(step)
+    model.zero_grad(set_to_none=True)
+    assert any("flash_attention_for_cpu" in op for op in by_op), by_op
+    L, d = 2, 64
+    fused = sum(v for k, v in by_op.items() if "attention" in k)
+    assert fused == 2 * b * s * s * d * L * (1 + 1) + 2 * b * s * s * d * L * (3 + 2)  # fwd 2 + bwd 5 matmuls
+    analytic = P.analytic_step_flops(model, b * s, s, attention_recompute=True)
+    assert total == analytic
+    assert abs(total - P.analytic_step_flops(model, b * s, s)) / analytic < 0.10
+    assert P.count_step_flops(model, batch) == total
+
+
+def test_sdpa_with_dropout_counts_like_eager():
+    # With attention dropout the CPU runs sdpa's math path, plain batched matmuls: no recompute.
+    eager, sdpa = tiny(attn="eager"), tiny(attn="sdpa")
+    batch = P.random_mlm_batch(300, 2, 32)
+    assert P.count_step_flops(sdpa, batch) == P.count_step_flops(eager, batch) == P.analytic_step_flops(eager, 64, 32)
+
+
+def test_masked_head_and_forward_only_counts():
+    model = tiny()
+    batch = P.random_mlm_batch(300, 2, 32, mlm_probability=0.25)
+    k = int((batch["labels"] != P.IGNORE_INDEX).sum())
+    assert k == 16
+    counted = P.count_step_flops(model, batch, loss_fn=masked_head_loss)
+    assert counted == P.analytic_step_flops(model, 64, 32, head_tokens=k) == by_hand(2, 64, 128, 300, 2, 32, k)
+    assert P.count_step_flops(model, batch, backward=False) == by_hand(2, 64, 128, 300, 2, 32, backward=False)
+
+
+def test_counting_leaves_grads_and_random_streams_alone():
+    model = tiny()
+    batch = P.random_mlm_batch(300, 2, 16)
+    model(**batch).loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    P.count_step_flops(model, batch)  # dropout draws inside
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_flops_per_peer_table():
+    peers = [tiny(2, 64, 4, 128), tiny(1, 32, 2, 64)]
+    df = P.flops_per_peer(peers, batch_size=2, block_size=32)
+    assert list(df["ratio"]) == [1.0, 1.0]
+    assert list(df["params"]) == [sum(p.numel() for p in m.parameters()) for m in peers]
+    assert df["analytic_flops"].iloc[0] == by_hand(2, 64, 128, 300, 2, 32)
+    masked = P.flops_per_peer(peers, 2, 32, loss_fn=masked_head_loss, head="labels", names=["a", "b"])
+    assert list(masked["ratio"]) == [1.0, 1.0] and list(masked["peer"]) == ["a", "b"]
+    assert (masked["analytic_flops"] < df["analytic_flops"]).all()
+    # A fused attention kernel (sdpa without dropout on the CPU) recomputes Q K^T: counted above model FLOPs.
+    fused = P.flops_per_peer([tiny(attn="sdpa", dropout=0.0)], 2, 32)
+    recompute = P.analytic_step_flops(peers[0], 64, 32, attention_recompute=True)
+    assert fused["ratio"].iloc[0] == pytest.approx(recompute / df["analytic_flops"].iloc[0])
+    assert 1.0 < fused["ratio"].iloc[0] < 1.10
+
+
+def test_bad_flop_inputs_name_the_parameter():
+    cfg = tiny().config
+    with pytest.raises(ValueError, match="seq_len"):
+        P.analytic_step_flops(cfg, tokens=100, seq_len=32)
+    with pytest.raises(ValueError, match="head_tokens"):
+        P.analytic_step_flops(cfg, tokens=64, seq_len=32, head_tokens=65)
+    with pytest.raises(ValueError, match="intermediate_size"):
+        P.analytic_step_flops(type("C", (), {"num_hidden_layers": 2, "hidden_size": 8})(), 8, 8)
+    with pytest.raises(KeyError, match="labels"):
+        P.count_step_flops(tiny(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
+    with pytest.raises(ValueError, match="head"):
+        P.flops_per_peer([tiny()], 1, 8, head="some")
+
+
+# -- peaks and MFU ----------------------------------------------------------------------------------
+
+def test_matmul_flop_formula_and_measured_peak(monkeypatch):
+    a, b = torch.randn(24, 40), torch.randn(40, 56)
+    assert P.count_flops(lambda: a @ b)[0] == 2 * 24 * 40 * 56
+    # The arithmetic of the measured peak: a fake clock that makes the repeats take 0.5, 0.25, 0.4 s.
+    ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])
+    monkeypatch.setattr(P, "_clock", lambda: next(ticks))
+    assert P.measure_matmul_peak(n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.25)
+
+
+def test_measured_cpu_peak_is_plausible():
+    flops = P.measure_matmul_peak(n=256, repeats=3)
+    assert 1e8 < flops < 1e14  # a CPU core does between 0.1 GFLOP/s and 100 TFLOP/s: catches unit slips
+    peak, source = P.peak_flops("cpu", n=256, repeats=2)
+    assert peak > 1e8 and source.startswith("measured: 256x256 fp32 matmul")
+
+
+def test_gpu_peak_table_lookup():
+    assert P.lookup_gpu_peak("NVIDIA H100 80GB HBM3", "bf16") == (989.5e12, "datasheet: NVIDIA H100 SXM, dense bf16")
+    assert P.lookup_gpu_peak("NVIDIA H100 PCIe", "bf16")[0] == 756.5e12
+    assert P.lookup_gpu_peak("NVIDIA H200", "tf32")[0] == 494.5e12
+    assert P.lookup_gpu_peak("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156e12
+    assert P.lookup_gpu_peak("NVIDIA A10", "bf16")[0] == 125e12
+    assert P.lookup_gpu_peak("NVIDIA A10G", "bf16") is None  # not mistaken for an A10 or an A100
+    assert P.lookup_gpu_peak("Tesla T4", "tf32")[0] == 8.1e12  # no TF32 cores: the fp32 rate
+    assert P.lookup_gpu_peak("Tesla T4", "bf16") is None
+    assert P.lookup_gpu_peak("NVIDIA L4", "fp16")[0] == 121e12
+    for _, label, peaks in P.GPU_PEAKS:  # tensor-core modes are faster than the CUDA cores' fp32
+        chain = [peaks[k] for k in ("fp32", "tf32", "bf16") if peaks[k] is not None]
+        assert chain == sorted(chain), label
+
+
+def test_matmul_precision():
+    before = torch.backends.cuda.matmul.allow_tf32  # a property of torch's module: set and restore by hand
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert P.matmul_precision(torch.float32, "cuda") == "tf32"
+        assert P.matmul_precision(torch.float32, "cpu") == "fp32"
+        assert P.matmul_precision(torch.bfloat16, "cuda") == "bf16"
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert P.matmul_precision(torch.float32, "cuda") == "fp32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    with pytest.raises(ValueError, match="dtype"):
+        P.matmul_precision(torch.int8)
+
+
+def test_mfu():
+    assert P.mfu(3e12, 2.0, 1e13) == pytest.approx(0.15)
+    for bad in [(0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, math.nan), (1.0, -1.0, 1.0)]:
+        with pytest.raises(ValueError, match="mfu"):
+            P.mfu(*bad)
+
+
+# -- the sampler --------------------------------------------------------------------------------------
+
+def _sampler_threads():
+    return [t for t in threading.enumerate() if t.name == "dwml-utilization-sampler" and t.is_alive()]
+
+
+def test_sampler_records_at_its_interval_and_stops(tmp_path):
+    with P.UtilizationSampler(interval_s=0.2, device="cpu") as s:
+        time.sleep(2.0)
+    df = s.to_frame()
+    assert not _sampler_threads()
+    assert 3 <= len(df) <= 11, len(df)
+    gaps = df["t"].diff().dropna()
+    assert (gaps > 0).all()
+    assert 0.1 <= gaps.median() <= 0.6, gaps.median()
+    assert list(df.columns) == ["t", "cpu_percent", "cpu_system_percent", "rss_mb"]
+    assert (df["rss_mb"] > 10).all() and df["cpu_percent"].between(0, 100.5).all()
+    summary = s.summary()
+    assert summary["samples"] == len(df) and summary["utilization_column"] == "cpu_percent"
+    assert summary["mean_utilization"] == pytest.approx(df["cpu_percent"].mean())
+    assert 1.9 < summary["duration_s"] < 4.0
+    assert pd.read_csv(s.save_csv(tmp_path / "trace.csv")).shape == df.shape
+
+
+def test_sampler_sees_a_busy_process():
+    def sampled(busy: bool) -> float:
+        with P.UtilizationSampler(interval_s=0.1, device="cpu") as s:
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                if not busy:
+                    time.sleep(0.05)
+        return s.summary()["mean_cpu_percent"]
+
+    idle, busy = sampled(False), sampled(True)
+    # A busy Python loop holds one core: 100 / cores percent, less on a loaded machine; idle is near 0.
+    assert busy > idle + 5, (idle, busy)
+
+
+def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkeypatch):
+    with pytest.raises(ZeroDivisionError):
+        with P.UtilizationSampler(interval_s=0.05, device="cpu"):
+            time.sleep(0.2)
+            1 / 0
+    assert not _sampler_threads()
+
+    s = P.UtilizationSampler(interval_s=0.05, device="cpu")
+    monkeypatch.setattr(s, "_sample", lambda: (_ for _ in ()).throw(OSError("sensor gone")))
+    s.start()
+    time.sleep(0.2)
+    with pytest.raises(RuntimeError, match="sensor gone"):
+        s.stop()
+    assert not _sampler_threads()
+    s.stop()  # idempotent
+
+
+def test_sampler_bad_use():
+    with pytest.raises(ValueError, match="interval_s"):
+        P.UtilizationSampler(interval_s=0)
+    s = P.UtilizationSampler(0.1, device="cpu")
+    with pytest.raises(RuntimeError, match="never started"):
+        s.stop()
+    with s:
+        with pytest.raises(RuntimeError, match="already started"):
+            s.start()
+
+
+# -- Table 9 and Figure 4 -------------------------------------------------------------------------------
+
+def test_table9_changes_against_the_baseline():
+    records = [
+        {"method": "mlm", "peers": 1, "avg_util_pct": 80.0, "flops_per_peer": [4e12], "train_time_s": 600, "tokens": 6e6},
+        {"method": "dwml", "peers": 2, "avg_util_pct": 40.0, "flops_per_peer": [2e12, 1e12], "train_time_s": 1500},
+    ]
+    df = P.table9(records).set_index("method")
+    assert df.loc["dwml", "util_change_pct"] == pytest.approx((40 - 80) / 80 * 100)
+    assert df.loc["dwml", "tflops_per_peer"] == pytest.approx(1.5)
+    assert df.loc["dwml", "flops_change_pct"] == pytest.approx((1.5 - 4) / 4 * 100)
+    assert df.loc["dwml", "time_change_pct"] == pytest.approx(150.0)
+    assert df.loc["mlm", "train_time_min"] == 10 and df.loc["mlm", "tokens_per_s"] == 1e4
+    assert df.loc["dwml", "paper_avg_util_pct"] == 43.2 and math.isnan(df.loc["mlm", "paper_avg_util_pct"])
+    with pytest.raises(ValueError, match="baseline 'kd'"):
+        P.table9(records, baseline="kd")
+    with pytest.raises(KeyError, match="train_time_s"):
+        P.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 1.0, "flops_per_peer": 1.0}])
+
+
+def test_plot_utilisation_and_cost():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dwml.plots.profiling import plot_cost, plot_utilisation
+
+    t = pd.Series([0.5, 1.0, 1.5])
+    cpu = {"mlm": pd.DataFrame({"t": t, "cpu_percent": [50.0, 60.0, 70.0]}),
+           "dwml": pd.DataFrame({"t": t, "cpu_percent": [20.0, 30.0, 40.0]})}
+    fig = plot_utilisation(cpu, paper={"dwml": 43.2})
+    ax = fig.axes[0]
+    assert "CPU figures" in ax.get_title()
+    assert [l.get_text() for l in ax.get_legend().get_texts()] == ["mlm (mean 60.0)", "dwml (mean 30.0)"]
+    gpu = {k: v.rename(columns={"cpu_percent": "gpu_util"}) for k, v in cpu.items()}
+    fig = plot_utilisation(gpu, paper={"dwml": 43.2}, device="NVIDIA H100")
+    assert "GPU utilisation" in fig.axes[0].get_title()
+    assert any("paper: dwml" in l.get_text() for l in fig.axes[0].get_legend().get_texts())
+    with pytest.raises(KeyError, match="gpu_util"):
+        plot_utilisation({"mlm": cpu["mlm"]}, column="gpu_util")
+    table = P.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 60, "flops_per_peer": 1e12, "train_time_s": 60},
+                      {"method": "dwml", "peers": 2, "avg_util_pct": 30, "flops_per_peer": [1e12, 2e12], "train_time_s": 90}])
+    assert len(plot_cost(table).axes) == 2
+
+
+# -- on a GPU -------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_gpu_sampler_reads_nvml_while_a_kernel_loop_runs():
+    a = torch.randn(4096, 4096, device="cuda")
+    with P.UtilizationSampler(interval_s=0.2, device="cuda") as s:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            a = torch.tanh(a @ a)
+            torch.cuda.synchronize()
+    df = s.to_frame()
+    assert s.device_kind == "cuda", s.nvml_error
+    assert {"gpu_util", "mem_util", "mem_used_mb", "power_w"} <= set(df.columns)
+    assert df["gpu_util"].max() > 50 and (df["power_w"] > 0).all() and (df["mem_used_mb"] > 64).all()
+
+
+@pytest.mark.gpu
+def test_gpu_flops_and_peak():
+    model = tiny(attn="sdpa", dropout=0.0).cuda()
+    batch = P.random_mlm_batch(300, 2, 64, device="cuda")
+    counted = P.count_step_flops(model, batch)  # flash / memory-efficient kernels: counted with recompute
+    assert counted == P.analytic_step_flops(model, 128, 64, attention_recompute=True)
+    peak, source = P.peak_flops("cuda", torch.bfloat16)
+    assert peak > 1e12 and source.split(":")[0] in ("datasheet", "measured")
+    if source.startswith("datasheet"):  # a listed GPU cannot beat its datasheet by more than clock boost
+        assert P.measure_matmul_peak(torch.bfloat16, n=4096, device="cuda") < 1.2 * peak
