@@ -1,0 +1,215 @@
+"""Runs of many methods over seeds, and the scores of their peers: the driver behind notebooks 03 and 04.
+
+A run is one call of ``dwml.train.train`` in ``<run_root>/<method>[_<tag>]_seed<seed>``; a finished run
+folder (``DONE``) is reused, so a notebook that is run again only redraws, and the DWML run of
+``02_bilevel_training`` (``dwml_seed<seed>``) is the same run that ``03_baselines`` scores. Every method
+trains the peers of ``01_peer_search`` (``peers.json``), except ``mlm``, which trains the teacher-sized
+model alone: the paper's single-model baseline, and the teacher that ``kd`` and ``kd_dwml`` learn from
+(never a downloaded checkpoint).
+
+Scores are per pair (``dwml.evaluate.score_pairs``), cached as ``scores.csv`` in the run folder, with
+the columns ``method``, ``seed``, ``peer`` and ``params`` added; tables average a suite's tasks (macro, as
+BabyLM does) per seed and then give the mean over seeds with a 95% t-interval.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+PAPER_DIR = Path(__file__).resolve().parent / "paper"
+SCORES = "scores.csv"
+
+
+def published(name: str) -> pd.DataFrame:
+    """A table of the paper's published numbers (``table1``, ``table2``, ``figure2``; see paper/SOURCE.md)."""
+    path = PAPER_DIR / f"{name}.csv"
+    if not path.is_file():
+        known = sorted(p.stem for p in PAPER_DIR.glob("*.csv"))
+        raise FileNotFoundError(f"{path}: no published table {name!r} (known: {known})")
+    return pd.read_csv(path)
+
+
+def teacher_arch(meta: Mapping):
+    """The teacher of a saved search (``meta['teacher']``) as a ``PeerArch``: what ``mlm`` trains."""
+    from dwml.search import PeerArch
+
+    t = meta["teacher"]
+    return PeerArch(num_layers=t["layers"], num_heads=t["heads"], hidden_size=t["hidden"],
+                    intermediate_size=4 * t["hidden"], params=t["params"], target=t["params"], rel_error=0.0,
+                    method="teacher")
+
+
+def run_name(method: str, seed: int, tag: str = "") -> str:
+    return f"{method}{'_' + tag if tag else ''}_seed{seed}"
+
+
+def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: str, seed: int, run_root: str | Path,
+              *, teacher_dir: str | Path = "", tag: str = "", num_peers: int | None = None,
+              train_overrides: Mapping | None = None, progress: bool = True):
+    """Train (or reuse) one run; returns its ``TrainResult``.
+
+    ``sections``: the profile's ``data``/``search``/``train`` dicts; ``archs``/``meta``: the saved search;
+    ``num_peers``: train only the first (largest) peers; ``train_overrides``: fields that differ from the
+    profile (an ablation's alpha, say), which must then also get their own ``tag``."""
+    import torch
+
+    from dwml.config import Config
+    from dwml.search import build_peers
+    from dwml.train import is_done, load_result, train
+
+    if train_overrides and not tag:
+        raise ValueError(f"train_overrides={dict(train_overrides)} need a tag, or the run folder would be shared "
+                         "with the profile's run of the same method and seed")
+    train_cfg = {**sections.get("train", {}), **(train_overrides or {}), "method": method, "seed": seed}
+    if method in ("kd", "kd_dwml"):
+        if not teacher_dir:
+            raise ValueError(f"method {method!r} needs teacher_dir (a finished 'mlm' run's peer_0)")
+        train_cfg["teacher_dir"] = str(teacher_dir)
+    cfg = Config.from_dict(data=sections.get("data", {}), search=sections.get("search", {}), train=train_cfg)
+    run_dir = Path(run_root) / run_name(method, seed, tag)
+    if is_done(run_dir):
+        return load_result(run_dir)
+    chosen = [teacher_arch(meta)] if method == "mlm" else list(archs)[: num_peers or len(archs)]
+    torch.manual_seed(seed)
+    models = build_peers(chosen, meta)
+    return train(cfg, prep, models, run_dir, progress=progress)
+
+
+def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
+                    max_pairs_per_task: int = 0, seed: int = 0) -> dict:
+    """The minimal-pair suites by name: 'synthetic' (the embedded corpus's pairs) or 'blimp', 'supplement',
+    'ewok' (from ``data_root``); each subsampled to ``max_pairs_per_task`` per task when > 0."""
+    from dwml.evaluate import load_suites, load_synthetic, subsample
+
+    suites = {}
+    real = [n for n in names if n != "synthetic"]
+    if "synthetic" in names:
+        if corpus_dir is None:
+            raise ValueError("suite 'synthetic' needs corpus_dir (the prepared synthetic corpus)")
+        suites["synthetic"] = load_synthetic(corpus_dir)
+    if real:
+        suites.update(load_suites(data_root, real))
+    return {k: subsample(v, max_pairs_per_task, seed) if max_pairs_per_task else v for k, v in suites.items()}
+
+
+def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False) -> pd.DataFrame:
+    """Per-pair scores of every peer of a finished run, cached in its folder (rescored when the suites differ)."""
+    from dwml.evaluate import evaluate_model
+    from dwml.io import atomic_write_text
+
+    path = Path(result.run_dir) / SCORES
+    want = {s: len(p) * len(result.peer_dirs) for s, p in suites.items()}
+    if path.is_file():
+        cached = pd.read_csv(path)
+        if {s: int(n) for s, n in cached.groupby("suite").size().items()} == want:
+            return cached
+    frames = []
+    for i, d in enumerate(result.peer_dirs):
+        df = evaluate_model(d, suites=suites, cfg=eval_cfg, progress=progress)
+        df["peer"] = i + 1
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out["method"], out["seed"] = result.summary["method"], int(Path(result.run_dir).name.rsplit("seed", 1)[1])
+    atomic_write_text(path, out.to_csv(index=False))
+    return out
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of a Student-t interval over seeds; low = high = NaN for a single value."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if v.size < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - half, m + half
+
+
+def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
+    """Macro accuracy (%) of each suite per (keys..., seed): the mean over a suite's tasks of the task's
+    accuracy, a tie counting as wrong."""
+    keys = list(keys)
+    task = scores.groupby(keys + ["seed", "suite", "task"], sort=False)["correct"].mean().reset_index()
+    return (task.groupby(keys + ["seed", "suite"], sort=False)["correct"].mean() * 100).rename("accuracy").reset_index()
+
+
+def over_seeds(seeded: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
+    """Mean over seeds with its 95% t-interval, one row per (keys..., suite)."""
+    rows = []
+    for key, part in seeded.groupby(list(keys) + ["suite"], sort=False):
+        m, lo, hi = t_interval(part["accuracy"])
+        rows.append({**dict(zip(list(keys) + ["suite"], key)), "accuracy": m, "ci_low": lo, "ci_high": hi,
+                     "seeds": part["seed"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def best_peer(seeded: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, seed, suite), the accuracy of the peer that is best on average over the suites: what a
+    user who had to pick one peer of a run would keep (the paper's "Best" column picks per suite instead,
+    which flatters a method by choosing after seeing each test)."""
+    avg = seeded.groupby(["method", "seed", "peer"])["accuracy"].mean().rename("avg").reset_index()
+    pick = avg.loc[avg.groupby(["method", "seed"])["avg"].idxmax(), ["method", "seed", "peer"]]
+    return seeded.merge(pick, on=["method", "seed", "peer"])
+
+
+def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = None) -> pd.DataFrame:
+    """The paper's Table 2 layout: per method and peer, each suite's accuracy (mean over seeds, 95%
+    interval), and a 'best' row per method (the peer best on average, chosen within each seed)."""
+    seeded = per_seed(scores)
+    rows = over_seeds(seeded)
+    best = over_seeds(best_peer(seeded).assign(peer="best"))
+    out = pd.concat([rows, best], ignore_index=True)
+    if params:
+        out["params"] = [params.get((m, p)) if p != "best" else None for m, p in zip(out["method"], out["peer"])]
+    return out
+
+
+def published_table2_long() -> pd.DataFrame:
+    """The paper's Table 2 as rows (method, peer, suite, accuracy), peers 1..4 and 'best', suites named as
+    ours ('blimp', 'supplement', 'ewok')."""
+    t = published("table2")
+    suite = {"blimp_filtered": "blimp", "blimp_supplement": "supplement", "ewok_filtered": "ewok"}
+    method = {"RoBERTa-base-125M": "mlm", "SD": "sd", "KD": "kd", "DML": "dml", "KD_DWML": "kd_dwml", "DWML": "dwml"}
+    rows = []
+    for _, r in t.iterrows():
+        cols = [c for c in t.columns if c.startswith("peer")]
+        for i, c in enumerate(cols, start=1):
+            if not pd.isna(r[c]):
+                rows.append({"method": method[r["method"]], "peer": i, "suite": suite[r["benchmark"]], "paper": r[c]})
+        rows.append({"method": method[r["method"]], "peer": "best", "suite": suite[r["benchmark"]], "paper": r["best_reported"]})
+    return pd.DataFrame(rows)
+
+
+def pearson_by_seed(scores: pd.DataFrame, weights: Mapping[int, Sequence[float]], params: Mapping[int, int]) -> pd.DataFrame:
+    """Per seed of one method's runs: Pearson R between peer size and accuracy (the mean over suites of the
+    macro accuracy) and between learned weight and accuracy (the paper's Figure 2c reports R = 0.7).
+    ``weights``: seed -> final w; ``params``: peer (1-based) -> parameter count."""
+    from scipy import stats
+
+    seeded = per_seed(scores, keys=("peer",))
+    acc = seeded.groupby(["seed", "peer"])["accuracy"].mean().reset_index()
+    rows = []
+    for seed, part in acc.groupby("seed"):
+        part = part.sort_values("peer")
+        w = list(weights[seed])
+        x_size = [params[p] for p in part["peer"]]
+        x_w = [w[p - 1] for p in part["peer"]]
+        ok = len(part) > 2
+        rows.append({"seed": seed, "peers": len(part),
+                     "r_size_accuracy": stats.pearsonr(x_size, part["accuracy"])[0] if ok else math.nan,
+                     "r_weight_accuracy": stats.pearsonr(x_w, part["accuracy"])[0] if ok and len(set(x_w)) > 1 else math.nan})
+    return pd.DataFrame(rows)
+
+
+def ablation_table(scores: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """One row per (``setting`` value, suite): the best peer's accuracy, mean over seeds with its 95% interval;
+    ``scores`` must carry a ``setting`` column (the number of peers, alpha, ...)."""
+    seeded = per_seed(scores, keys=(setting, "peer"))
+    avg = seeded.groupby([setting, "seed", "peer"])["accuracy"].mean().rename("avg").reset_index()
+    pick = avg.loc[avg.groupby([setting, "seed"])["avg"].idxmax(), [setting, "seed", "peer"]]
+    return over_seeds(seeded.merge(pick, on=[setting, "seed", "peer"]), keys=(setting,))
