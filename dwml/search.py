@@ -385,6 +385,16 @@ def load_peers(path: str | Path) -> tuple[list[PeerArch], dict]:
     return peers, doc.get("meta", {})
 
 
+def ensure_peers(path: str | Path, cfg: SearchConfig, vocab_size: int, max_position_embeddings: int
+                 ) -> tuple[list[PeerArch], dict]:
+    """The peers saved at ``path`` (by ``01_peer_search``); if there are none yet, run ``cfg``'s search at
+    this vocabulary and block size and save it there first, so every later notebook can run on its own."""
+    if not Path(path).is_file():
+        found, meta = run_search(cfg, vocab_size, max_position_embeddings)
+        save_peers(path, found, meta)
+    return load_peers(path)
+
+
 # --------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------

@@ -66,12 +66,7 @@ print("corpus:", prep.corpus_dir, "| vocab:", len(prep.tokenizer), "| train toke
 # runs here with the profile's settings.
 
 # %%
-peers_path = project_path(run_root) / "peers.json"
-if not peers_path.is_file():
-    found, meta = S.run_search(cfg.search, vocab_size=len(prep.tokenizer),
-                               max_position_embeddings=cfg.data.block_size + 2)
-    S.save_peers(peers_path, found, meta)
-archs, meta = S.load_peers(peers_path)
+archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
 names = [f"peer {i + 1} ({a.params / 1e6:.2f}M)" for i, a in enumerate(archs)]
 pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden": a.hidden_size,
                "params": a.params} for n, a in zip(names, archs)])

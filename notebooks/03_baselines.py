@@ -45,11 +45,7 @@ set_style()
 sections = {"data": data, "search": search, "train": train}
 cfg = Config.from_dict(**sections)
 prep = prepare_corpus(cfg.data)
-peers_path = project_path(run_root) / "peers.json"
-if not peers_path.is_file():  # 01_peer_search has not run: the same search, with the profile's settings
-    found, meta = S.run_search(cfg.search, vocab_size=len(prep.tokenizer), max_position_embeddings=cfg.data.block_size + 2)
-    S.save_peers(peers_path, found, meta)
-archs, meta = S.load_peers(peers_path)
+archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
 pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
 

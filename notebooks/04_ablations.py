@@ -48,11 +48,7 @@ set_style()
 sections = {"data": data, "search": search, "train": train}
 cfg = Config.from_dict(**sections)
 prep = prepare_corpus(cfg.data)
-peers_path = project_path(run_root) / "peers.json"
-if not peers_path.is_file():
-    found, meta = S.run_search(cfg.search, vocab_size=len(prep.tokenizer), max_position_embeddings=cfg.data.block_size + 2)
-    S.save_peers(peers_path, found, meta)
-archs, meta = S.load_peers(peers_path)
+archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
 pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
 paper = X.published("figure2")
 p_all = len(archs)

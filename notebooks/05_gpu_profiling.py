@@ -49,6 +49,7 @@ import shutil
 import pandas as pd
 import torch
 
+from dwml import experiments as X
 from dwml import profiling as prof
 from dwml import search as S
 from dwml.config import Config
@@ -69,16 +70,8 @@ cfg = Config.from_dict(data=data, search=search, train=budget)
 device = resolve_device(cfg.train.device)
 prep = prepare_corpus(cfg.data)
 vocab = len(prep.tokenizer)
-peers_path = project_path(run_root) / "peers.json"
-if not peers_path.is_file():
-    found, meta = S.run_search(cfg.search, vocab_size=vocab, max_position_embeddings=cfg.data.block_size + 2)
-    S.save_peers(peers_path, found, meta)
-archs, meta = S.load_peers(peers_path)
-t_params = S.teacher_params(meta["vocab_size"], cfg.search.teacher_layers, cfg.search.teacher_hidden,
-                            cfg.search.teacher_heads, meta["max_position_embeddings"])
-teacher_arch = S.PeerArch(num_layers=cfg.search.teacher_layers, num_heads=cfg.search.teacher_heads,
-                          hidden_size=cfg.search.teacher_hidden, intermediate_size=4 * cfg.search.teacher_hidden,
-                          params=t_params, target=t_params, rel_error=0.0, method="teacher")
+archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2)
+teacher_arch = X.teacher_arch(meta)  # the single-model baseline: the teacher-sized mlm model
 on_gpu = device.type == "cuda"
 device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
 print("device:", device_name, "| peers:", [a.params for a in archs], "| budget:", profiling_steps, "steps of",

@@ -211,3 +211,20 @@ def pd_concat(frames):
     import pandas as pd
 
     return pd.concat(frames, ignore_index=True)
+
+
+def test_ensure_peers_searches_once_then_reads(tmp_path):
+    from dwml.config import SearchConfig
+
+    cfg = SearchConfig(teacher_layers=2, teacher_hidden=128, teacher_heads=2, num_peers=2, method="exhaustive")
+    path = tmp_path / "peers.json"
+    peers, meta = S.ensure_peers(path, cfg, vocab_size=600, max_position_embeddings=66)
+    assert path.is_file() and len(peers) == 2 and meta["vocab_size"] == 600
+    assert [p.target for p in peers] == S.peer_targets(meta["teacher"]["params"], 2)
+    import json
+
+    doc = json.loads(path.read_text())
+    doc["peers"][0]["num_layers"] = changed = peers[0].num_layers % 12 + 1
+    path.write_text(json.dumps(doc))
+    again, _ = S.ensure_peers(path, cfg, vocab_size=600, max_position_embeddings=66)
+    assert again[0].num_layers == changed  # read back, not searched again
