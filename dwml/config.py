@@ -53,6 +53,9 @@ class DataConfig:
     """Size of the generated training corpus in words (the dev split is a tenth of it)."""
     synthetic_seed: int = 0
     """Seed of the synthetic corpus generator: the same seed gives the same corpus byte for byte."""
+    synthetic_lexicon: int = 0
+    """Keep only the first (most frequent) this-many words of every word list of the synthetic grammar, in
+    the corpus and its minimal pairs alike; 0 keeps the full lexicon (~300 content words, 808 types)."""
     vocab_size: int = 8192
     """Byte-level BPE vocabulary size, the five RoBERTa special tokens included."""
     min_frequency: int = 2
@@ -249,6 +252,7 @@ class Config:
                "data.mask_replace_prob/random_replace_prob", (d.mask_replace_prob, d.random_replace_prob),
                "must be >= 0 and sum to <= 1")
         _check(d.synthetic_words > 0, "data.synthetic_words", d.synthetic_words, "must be > 0")
+        _check(d.synthetic_lexicon >= 0, "data.synthetic_lexicon", d.synthetic_lexicon, "must be >= 0 (0: full lexicon)")
         _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
         _check(s.method in ("bayes", "exhaustive"), "search.method", s.method, "must be 'bayes' or 'exhaustive'")
         _check(0.0 <= t.loss_alpha <= 1.0, "train.loss_alpha", t.loss_alpha, "a must lie in [0, 1]")

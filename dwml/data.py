@@ -385,7 +385,8 @@ def resolve_corpus_dir(cfg: DataConfig) -> Path:
     if cfg.corpus == "synthetic":
         from dwml.synthetic import ensure_corpus
 
-        return ensure_corpus(project_path(cfg.cache_dir) / "synthetic", words=cfg.synthetic_words, seed=cfg.synthetic_seed)
+        return ensure_corpus(project_path(cfg.cache_dir) / "synthetic", words=cfg.synthetic_words, seed=cfg.synthetic_seed,
+                             lexicon=cfg.synthetic_lexicon or None)
     path = project_path(cfg.corpus)
     if not path.is_dir():
         raise DataError(f"data.corpus={cfg.corpus!r}: folder {path} does not exist "

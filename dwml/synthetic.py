@@ -172,13 +172,18 @@ class Sampler:
     """Draw list items with a Zipfian law over their order (rank r gets weight 1 / (r + 1) ** s), or
     uniformly (for the minimal pairs, so that rare words are tested as often as common ones)."""
 
-    def __init__(self, rng: random.Random, zipf: float | None):
-        self.rng, self.zipf, self._cum = rng, zipf, {}
+    def __init__(self, rng: random.Random, zipf: float | None, lexicon: int | None = None):
+        self.rng, self.zipf, self.lexicon, self._cum = rng, zipf, lexicon, {}
+
+    def visible(self, items: list) -> list:
+        """The first ``lexicon`` items of a word list (its most frequent words), or all of them."""
+        return items[: self.lexicon] if self.lexicon else items
 
     def pick(self, items: list):
+        items = self.visible(items)
         if self.zipf is None:
             return items[self.rng.randrange(len(items))]
-        key = (id(items), len(items))
+        key = len(items)  # the cumulative weights depend on the length alone (and zipf, fixed per sampler)
         if key not in self._cum:
             acc, total = [], 0.0
             for r in range(len(items)):
@@ -208,9 +213,16 @@ class Grammar:
     """Phrase builders shared by the corpus and the minimal pairs, so both speak the same language."""
 
     def __init__(self, seed: int | str, zipf: float | None = 1.1, p_pp: float = 0.18, p_rc: float = 0.10,
-                 p_adj: float = 0.2, p_deep: float = 0.3):
+                 p_adj: float = 0.2, p_deep: float = 0.3, lexicon: int | None = None):
+        if lexicon is not None and lexicon < 1:
+            raise ValueError(f"lexicon={lexicon!r} (data.synthetic_lexicon): must be >= 1, or None/0 for the full lexicon")
         self.rng = random.Random(seed)
-        self.s = Sampler(self.rng, zipf)
+        self.s = Sampler(self.rng, zipf, lexicon)
+        # The irregular verbs among the verbs this lexicon keeps: the pairs must test words the corpus has.
+        self.irregular = [v for v in self.s.visible(TRANSITIVE) if v in IRREGULAR]
+        if not self.irregular:
+            raise ValueError(f"lexicon={lexicon!r} (data.synthetic_lexicon) keeps no irregular transitive verb; "
+                             f"use at least {TRANSITIVE.index(IRREGULAR[0]) + 1}")
         self.p_pp, self.p_rc, self.p_adj, self.p_deep = p_pp, p_rc, p_adj, p_deep
 
     # ---- small helpers
@@ -549,7 +561,7 @@ def pair_irregular_past(g):
     """Simple past against participle with the same verb: 'the girl ate the cake' / '*the girl eaten the
     cake', and 'has eaten' / '*has ate'. Both forms occur in the corpus (past and perfect tenses)."""
     subj = g.subject()
-    verb = g.s.pick(IRREGULAR)
+    verb = g.s.pick(g.irregular)
     obj = ["the", g.obj_noun(verb, SG)]
     if g.chance(0.5):
         good = subj.words + [verb[2]] + obj
@@ -574,13 +586,13 @@ PARADIGMS: dict[str, tuple[PairFn, str, str]] = {
 
 
 def minimal_pairs(n_per_paradigm: int = 200, seed: int = 0, zipf: float | None = None,
-                  exclude: set[str] | None = None) -> list[dict]:
+                  exclude: set[str] | None = None, lexicon: int | None = None) -> list[dict]:
     """``n_per_paradigm`` distinct pairs per paradigm in the BLiMP schema.
 
     Words are drawn uniformly (``zipf=None``) so rare words are tested as often as common ones. No
     sentence is both a good and a bad member anywhere, and sentences in ``exclude`` (e.g. the corpus'
     lines) can be kept out of the pairs."""
-    g = Grammar(f"pairs-{seed}", zipf=zipf, p_pp=0.0, p_rc=0.0, p_adj=0.15, p_deep=0.0)
+    g = Grammar(f"pairs-{seed}", zipf=zipf, p_pp=0.0, p_rc=0.0, p_adj=0.15, p_deep=0.0, lexicon=lexicon)
     exclude = exclude or set()
     records, goods, bads = [], set(), set()
     for uid, (fn, field, term) in PARADIGMS.items():
@@ -605,9 +617,12 @@ def minimal_pairs(n_per_paradigm: int = 200, seed: int = 0, zipf: float | None =
 # Writing the corpus in the BabyLM layout
 # --------------------------------------------------------------------------------------------------
 
-def generate_lines(words: int, seed: int | str) -> Iterator[str]:
-    """Utterances until ``words`` words have been produced (deterministic for the seed)."""
-    g = Grammar(f"corpus-{seed}")
+def generate_lines(words: int, seed: int | str, lexicon: int | None = None) -> Iterator[str]:
+    """Utterances until ``words`` words have been produced (deterministic for the seed).
+
+    ``lexicon``: keep only the first (most frequent) ``lexicon`` words of every word list, for a grammar
+    that a small model learns within a CPU budget; None keeps them all."""
+    g = Grammar(f"corpus-{seed}", lexicon=lexicon)
     produced = 0
     while produced < words:
         line = g.sentence()
@@ -615,7 +630,8 @@ def generate_lines(words: int, seed: int | str) -> Iterator[str]:
         yield line
 
 
-def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_pairs: int = 200) -> Path:
+def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_pairs: int = 200,
+                 lexicon: int | None = None) -> Path:
     """Write ``train/synthetic.train`` (``words`` words), ``dev/synthetic.dev`` (a tenth),
     ``pairs/<UID>.jsonl`` and ``meta.json`` into ``out_dir``, atomically (a temp folder renamed)."""
     if words <= 0:
@@ -627,15 +643,15 @@ def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_p
         (tmp / "train").mkdir()
         (tmp / "dev").mkdir()
         (tmp / "pairs").mkdir()
-        train = list(generate_lines(words, f"{seed}-train"))
+        train = list(generate_lines(words, f"{seed}-train", lexicon))
         (tmp / "train" / "synthetic.train").write_text("\n".join(train) + "\n", encoding="utf-8")
-        dev = list(generate_lines(max(words // 10, 1), f"{seed}-dev"))
+        dev = list(generate_lines(max(words // 10, 1), f"{seed}-dev", lexicon))
         (tmp / "dev" / "synthetic.dev").write_text("\n".join(dev) + "\n", encoding="utf-8")
-        pairs = minimal_pairs(n_pairs, seed=seed)
+        pairs = minimal_pairs(n_pairs, seed=seed, lexicon=lexicon)
         for uid in PARADIGMS:
             rows = [json.dumps(r) for r in pairs if r["UID"] == uid]
             (tmp / "pairs" / f"{uid}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        meta = {"grammar_version": GRAMMAR_VERSION, "words": words, "seed": seed, "n_pairs": n_pairs,
+        meta = {"grammar_version": GRAMMAR_VERSION, "words": words, "seed": seed, "n_pairs": n_pairs, "lexicon": lexicon,
                 "train_lines": len(train), "dev_lines": len(dev), "paradigms": list(PARADIGMS)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():
@@ -647,15 +663,18 @@ def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_p
     return out_dir
 
 
-def ensure_corpus(root: str | Path, words: int = 1_000_000, seed: int = 0, n_pairs: int = 200) -> Path:
+def ensure_corpus(root: str | Path, words: int = 1_000_000, seed: int = 0, n_pairs: int = 200,
+                  lexicon: int | None = None) -> Path:
     """The corpus folder for these settings under ``root``, written once and reused afterwards."""
-    folder = Path(root) / f"v{GRAMMAR_VERSION}-w{words}-s{seed}-p{n_pairs}"
+    lexicon = lexicon or None
+    folder = Path(root) / f"v{GRAMMAR_VERSION}-w{words}-s{seed}-p{n_pairs}{f'-l{lexicon}' if lexicon else ''}"
     meta = folder / "meta.json"
     if meta.is_file():
         m = json.loads(meta.read_text())
-        if (m.get("grammar_version"), m.get("words"), m.get("seed"), m.get("n_pairs")) == (GRAMMAR_VERSION, words, seed, n_pairs):
+        if (m.get("grammar_version"), m.get("words"), m.get("seed"), m.get("n_pairs"), m.get("lexicon")) == \
+                (GRAMMAR_VERSION, words, seed, n_pairs, lexicon):
             return folder
-    return write_corpus(folder, words=words, seed=seed, n_pairs=n_pairs)
+    return write_corpus(folder, words=words, seed=seed, n_pairs=n_pairs, lexicon=lexicon)
 
 
 def pairs_dir(corpus_dir: str | Path) -> Path:

@@ -104,3 +104,28 @@ def test_grammar_agreement_in_pairs(pairs):
         verb = words[verb_idx]
         singular_verb = verb in ("is", "was", "has") or (verb.endswith("s") and verb not in ("was",))
         assert singular_verb == (head in singular_nouns), p
+
+
+def test_small_lexicon_keeps_corpus_and_pairs_consistent():
+    """data.synthetic_lexicon: every word list cut to its most frequent words, for corpus and pairs alike."""
+    lines = list(S.generate_lines(100_000, "0-train", lexicon=8))
+    vocab = {w for line in lines for w in line.split()}
+    full = {w for line in S.generate_lines(100_000, "0-train") for w in line.split()}
+    assert len(vocab) < 0.6 * len(full)
+    assert not {pl for _, pl, *_ in S.PEOPLE[8:]} & vocab  # nouns past the cut never occur
+    pairs = S.minimal_pairs(20, seed=1, lexicon=8)
+    assert {p["UID"] for p in pairs} == set(S.PARADIGMS)
+    for p in pairs:
+        for word in p["sentence_bad"].split() + p["sentence_good"].split():
+            assert word in vocab, (word, p)
+    with pytest.raises(ValueError, match="synthetic_lexicon"):
+        S.Grammar(0, lexicon=2)  # keeps no irregular verb
+    with pytest.raises(ValueError, match="synthetic_lexicon"):
+        S.Grammar(0, lexicon=-1)
+
+
+def test_ensure_corpus_names_the_lexicon(tmp_path):
+    a = S.ensure_corpus(tmp_path, words=2000, seed=0, n_pairs=3, lexicon=8)
+    b = S.ensure_corpus(tmp_path, words=2000, seed=0, n_pairs=3)
+    assert a.name.endswith("-l8") and not b.name.endswith("-l8")
+    assert json.loads((a / "meta.json").read_text())["lexicon"] == 8
