@@ -309,16 +309,23 @@ def mask_tokens(input_ids: torch.Tensor, vocab_size: int, generator: torch.Gener
 
 
 class MLMBatcher:
-    """Random contiguous blocks of the token stream, wrapped as ``<s> ... </s>`` and masked.
+    """Masked-LM batches from the token stream, in one of two packings:
 
-    Each block holds ``block_size - 2`` stream tokens (utterances separated by ``</s>``) between ``<s>``
-    and ``</s>``, so no padding is ever needed. The generator's state is all the state there is:
-    ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
+    * ``'blocks'``: random contiguous blocks wrapped as ``<s> ... </s>``, each ``block_size - 2`` stream
+      tokens (utterances separated by ``</s>``), so no padding is ever needed;
+    * ``'lines'``: one utterance per sequence, ``<s> utterance </s>``, drawn uniformly, cut to
+      ``block_size`` and right-padded with ``<pad>`` (attention mask 0) to the longest in the batch.
+
+    The generator's state is all the state there is: ``state_dict`` / ``load_state_dict`` make a resumed
+    run draw exactly the batches it would have drawn.
     """
 
     def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
                  mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                 seed: int = 0, vocab_size: int | None = None):
+                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks"):
+        if packing not in ("blocks", "lines"):
+            raise DataError(f"packing={packing!r}: must be 'blocks' or 'lines' (data.packing)")
+        self.packing = packing
         if block_size < 3:
             raise DataError(f"block_size={block_size}: must be >= 3 (<s>, one token, </s>)")
         if batch_size < 1:
@@ -336,8 +343,32 @@ class MLMBatcher:
         self.probs = dict(mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
                           random_replace_prob=random_replace_prob)
         self.generator = torch.Generator().manual_seed(seed)
+        if packing == "lines":
+            # Utterance i spans tokens[starts[i]:ends[i]] (its </s> excluded): the stream is
+            # utterance </s> utterance </s> ..., so an utterance starts after each </s>.
+            ends = np.flatnonzero(np.asarray(tokens) == EOS_ID)
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            keep = ends > starts  # no empty utterances
+            self.line_starts, self.line_ends = starts[keep], ends[keep]
+            if len(self.line_starts) == 0:
+                raise DataError("packing='lines' found no utterance (no </s> in the token stream)")
+
+    def _lines_batch(self) -> torch.Tensor:
+        pick = torch.randint(0, len(self.line_starts), (self.batch_size,), generator=self.generator).numpy()
+        rows = [np.asarray(self.tokens[s:min(e, s + self.body)], dtype=np.int64)
+                for s, e in zip(self.line_starts[pick], self.line_ends[pick])]
+        width = max(len(r) for r in rows) + 2
+        ids = torch.full((self.batch_size, width), PAD_ID, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, 0], ids[i, len(r) + 1] = BOS_ID, EOS_ID
+            ids[i, 1:len(r) + 1] = torch.from_numpy(r)
+        return ids
 
     def next_batch(self) -> dict[str, torch.Tensor]:
+        if self.packing == "lines":
+            ids = self._lines_batch()
+            masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
+            return {"input_ids": masked, "attention_mask": (ids != PAD_ID).long(), "labels": labels}
         starts = torch.randint(0, len(self.tokens) - self.body + 1, (self.batch_size,), generator=self.generator)
         body = np.stack([np.asarray(self.tokens[s:s + self.body], dtype=np.int64) for s in starts.tolist()])
         ids = torch.from_numpy(body)
@@ -377,7 +408,7 @@ class PreparedCorpus:
         cache = {"train": self.train, "dev": self.dev}[split]
         return MLMBatcher(cache.tokens, self.tokenizer, block_size=cfg.block_size, batch_size=batch_size,
                           mlm_probability=cfg.mlm_probability, mask_replace_prob=cfg.mask_replace_prob,
-                          random_replace_prob=cfg.random_replace_prob, seed=seed)
+                          random_replace_prob=cfg.random_replace_prob, seed=seed, packing=cfg.packing)
 
 
 def resolve_corpus_dir(cfg: DataConfig) -> Path:

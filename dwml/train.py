@@ -90,6 +90,7 @@ def total_steps(cfg: Config) -> int:
 
 
 def tokens_per_step(cfg: Config) -> int:
+    """Tokens of one optimizer step with ``data.packing='blocks'``; an upper bound with 'lines' (padding)."""
     return cfg.train.num_batches * cfg.train.batch_size * cfg.data.block_size
 
 
@@ -275,8 +276,11 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                 opt.zero_grad(set_to_none=True)
             sums: dict[str, torch.Tensor] = {}
             loss_sum = 0.0
+            step_tokens = 0  # real tokens: with data.packing='lines' the padding does not count
             for _ in range(t.num_batches):
-                batch = _to(batchers["train"].next_batch(), device)
+                cpu_batch = batchers["train"].next_batch()
+                step_tokens += int(cpu_batch["attention_mask"].sum())
+                batch = _to(cpu_batch, device)
                 with autocast:
                     loss, parts = method.loss(batch)
                 (loss / t.num_batches).backward()
@@ -296,7 +300,7 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
             for opt in optimizers:
                 opt.step()
             state["step"] = step + 1
-            state["tokens"] += tokens_per_step(cfg)
+            state["tokens"] += step_tokens
 
             eta, hyper = None, None
             if method.learns_weights:
@@ -313,7 +317,7 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                 row = {"kind": "train", "step": state["step"], "tokens": state["tokens"], "lr": lr, "eta": eta,
                        "w": _weights(method), "loss": float(loss_sum) / t.num_batches,
                        **{k: v.tolist() for k, v in parts.items()}, "grad_norm": norms,
-                       "tokens_per_s": tokens_per_step(cfg) / dt, "elapsed_s": state["elapsed"]}
+                       "tokens_per_s": step_tokens / dt, "elapsed_s": state["elapsed"]}
                 if hyper is not None:
                     row["hypergrad"] = hyper.tolist()
                 metrics.write(row)

@@ -181,3 +181,29 @@ def test_shared_corpus_reads_and_tokenizes(shared_data, tmp_path):
     prep = D.prepare_corpus(cfg, progress=False)
     lines = D.read_corpus(corpus, "dev")
     assert D.decode_cache(prep.dev, prep.tokenizer) == [D.normalize(prep.tokenizer, l) for l in lines]
+
+
+def test_lines_packing_gives_one_padded_utterance_per_sequence():
+    from dwml.data import BOS_ID, EOS_ID, PAD_ID, MLMBatcher
+
+    # stream: three utterances of lengths 3, 1, 5, each followed by </s>
+    stream = np.array([10, 11, 12, EOS_ID, 13, EOS_ID, 14, 15, 16, 17, 18, EOS_ID], dtype=np.uint16)
+    b = MLMBatcher(stream, vocab_size=40, block_size=6, batch_size=64, packing="lines", seed=0,
+                   mlm_probability=0.01)  # almost nothing masked: the structure is visible
+    batch = b.next_batch()
+    am = batch["attention_mask"]
+    ids = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])  # undo the masking
+    assert ids.shape[1] == 6  # the longest utterance (5) is cut to block_size - 2 = 4, + <s> </s>
+    assert (am == (ids != PAD_ID).long()).all()
+    seen = set()
+    for row, mask in zip(ids.tolist(), am.tolist()):
+        n = sum(mask)
+        assert row[0] == BOS_ID and row[n - 1] == EOS_ID and all(t == PAD_ID for t in row[n:])
+        seen.add(tuple(row[1:n - 1]))
+    assert seen <= {(10, 11, 12), (13,), (14, 15, 16, 17)} and len(seen) == 3
+    big = MLMBatcher(stream, vocab_size=40, block_size=6, batch_size=256, packing="lines", seed=1,
+                     mlm_probability=0.5).next_batch()
+    predicted = big["labels"][big["labels"] != -100]
+    assert len(predicted) > 100 and (predicted >= 5).all()  # specials and padding are never predicted
+    with pytest.raises(Exception, match="packing"):
+        MLMBatcher(stream, vocab_size=40, block_size=6, packing="sentences")
