@@ -129,3 +129,37 @@ def test_ensure_corpus_names_the_lexicon(tmp_path):
     b = S.ensure_corpus(tmp_path, words=2000, seed=0, n_pairs=3)
     assert a.name.endswith("-l8") and not b.name.endswith("-l8")
     assert json.loads((a / "meta.json").read_text())["lexicon"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 2, not yet met: 69.9% at 800 steps, 72.5% at 1600 steps (4 CPU min); the 8 grammatical paradigms "
+    "average 77%, but npi_scope (8.5%) and npi_licensing (100%) are decided by word frequency and need "
+    "frequency-matched bad forms"))
+def test_a_small_model_learns_the_synthetic_grammar(tmp_path):
+    """Issue 2's bar: one small masked LM, a few CPU minutes on the default corpus (one utterance per
+    sequence), scores >= 75% on the synthetic minimal pairs (and not 100%: the benchmark must not saturate)."""
+    import torch
+    import yaml
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from conftest import ROOT
+    from dwml.config import Config
+    from dwml.data import prepare_corpus
+    from dwml.evaluate import load_synthetic, score_pairs
+    from dwml.train import train
+
+    prof = yaml.safe_load((ROOT / "profiles" / "default.yaml").read_text())
+    cfg = Config.from_dict(data=prof["data"], train={**prof["train"], "method": "mlm", "num_epochs": 1600,
+                                                      "lr_decay_iters": 1600, "enable_early_stopping": False})
+    prep = prepare_corpus(cfg.data, progress=False)
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(RobertaConfig(
+        vocab_size=len(prep.tokenizer), hidden_size=192, num_hidden_layers=4, num_attention_heads=4,
+        intermediate_size=768, max_position_embeddings=cfg.data.block_size + 2, pad_token_id=1))
+    train(cfg, prep, [model], tmp_path / "run", progress=False)
+    df = score_pairs(model.eval(), prep.tokenizer, load_synthetic(prep.corpus_dir), progress=False)
+    per_task = df.groupby("task")["correct"].mean()
+    print(per_task.round(3).to_dict(), "mean", round(float(per_task.mean()), 3))
+    assert per_task.mean() >= 0.75, per_task
+    assert per_task.min() < 0.9, per_task  # some paradigm stays well below ceiling
