@@ -74,8 +74,10 @@ class MinimalPair:
     field: str = ""
 
 
-def _read_jsonl(lines: Iterable[str], where: str) -> list[tuple[int, dict]]:
-    """(line number, record) for every non-blank line; a bad line raises naming ``where:line``."""
+def _read_jsonl(lines: Iterable[str], where: str, error: type[Exception] | None = None) -> list[tuple[int, dict]]:
+    """(line number, record) for every non-blank line; a bad line raises ``error`` (default
+    :class:`EvalDataError`) naming ``where:line``."""
+    error = error or EvalDataError
     out = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -83,9 +85,9 @@ def _read_jsonl(lines: Iterable[str], where: str) -> list[tuple[int, dict]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise EvalDataError(f"{where}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            raise error(f"{where}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(rec, dict):
-            raise EvalDataError(f"{where}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            raise error(f"{where}:{lineno}: expected a JSON object, got {type(rec).__name__}")
         out.append((lineno, rec))
     return out
 

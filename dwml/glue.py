@@ -12,7 +12,6 @@ them: a model that learned nothing gets that, not 50%.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,13 +102,9 @@ def load_examples(path: str | Path, task: str) -> list[tuple[tuple[str, ...], in
                 raise GlueDataError(f"{path}:{n}: expected '<sentence><TAB><0|1>', got {line[:80]!r}")
             out.append(((parts[0],), int(parts[1])))
         return out
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise GlueDataError(f"{path}:{n}: not JSON ({err.msg})") from None
+    from dwml.evaluate import _read_jsonl
+
+    for n, rec in _read_jsonl(lines, str(path), GlueDataError):
         missing = [f for f in fields + ("label",) if f not in rec]
         if missing:
             raise GlueDataError(f"{path}:{n}: record lacks field(s) {missing} (task {task!r} needs {list(fields)})")

@@ -36,7 +36,7 @@ def test_malformed_records_name_file_and_line(tmp_path):
     with pytest.raises(G.GlueDataError, match=r":1: label 5"):
         G.load_examples(bad, "rte")
     bad.write_text('{"sentence1": "a",\n')
-    with pytest.raises(G.GlueDataError, match=r":1: not JSON"):
+    with pytest.raises(G.GlueDataError, match=r":1: not valid JSON"):
         G.load_examples(bad, "rte")
     tsv = tmp_path / "train.tsv"
     tsv.write_text("sentence\tlabel\ngood film\t1\nbad film\n")
