@@ -14,6 +14,7 @@ BabyLM does) per seed and then give the mean over seeds with a 95% t-interval.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -77,6 +78,36 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     torch.manual_seed(seed)
     models = build_peers(chosen, meta)
     return train(cfg, prep, models, run_dir, progress=progress)
+
+
+@dataclass
+class Study:
+    """What notebooks 03 and 04 start from: the profile's sections, config, corpus, peers and pairs."""
+
+    sections: dict
+    cfg: object
+    prep: object
+    archs: list
+    meta: dict
+    pairs: dict
+
+
+def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, suites: Sequence[str],
+          max_pairs_per_task: int = 0) -> Study:
+    """Config from the profile's sections, the prepared corpus, the peers of ``01_peer_search`` (searched
+    here if it has not run) and the minimal-pair suites."""
+    from dwml.config import Config
+    from dwml.data import prepare_corpus
+    from dwml.io import project_path
+    from dwml.search import ensure_peers
+
+    sections = {"data": dict(data), "search": dict(search), "train": dict(train)}
+    cfg = Config.from_dict(**sections)
+    prep = prepare_corpus(cfg.data)
+    archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer),
+                               cfg.data.block_size + 2)
+    pairs = load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
+    return Study(sections, cfg, prep, archs, meta, pairs)
 
 
 def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
@@ -148,13 +179,14 @@ def over_seeds(seeded: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -
     return pd.DataFrame(rows)
 
 
-def best_peer(seeded: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, seed, suite), the accuracy of the peer that is best on average over the suites: what a
+def best_peer(seeded: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd.DataFrame:
+    """Per (``by``..., seed, suite), the accuracy of the peer that is best on average over the suites: what a
     user who had to pick one peer of a run would keep (the paper's "Best" column picks per suite instead,
     which flatters a method by choosing after seeing each test)."""
-    avg = seeded.groupby(["method", "seed", "peer"])["accuracy"].mean().rename("avg").reset_index()
-    pick = avg.loc[avg.groupby(["method", "seed"])["avg"].idxmax(), ["method", "seed", "peer"]]
-    return seeded.merge(pick, on=["method", "seed", "peer"])
+    by = list(by)
+    avg = seeded.groupby(by + ["seed", "peer"])["accuracy"].mean().rename("avg").reset_index()
+    pick = avg.loc[avg.groupby(by + ["seed"])["avg"].idxmax(), by + ["seed", "peer"]]
+    return seeded.merge(pick, on=by + ["seed", "peer"])
 
 
 def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = None) -> pd.DataFrame:
@@ -209,7 +241,5 @@ def pearson_by_seed(scores: pd.DataFrame, weights: Mapping[int, Sequence[float]]
 def ablation_table(scores: pd.DataFrame, setting: str) -> pd.DataFrame:
     """One row per (``setting`` value, suite): the best peer's accuracy, mean over seeds with its 95% interval;
     ``scores`` must carry a ``setting`` column (the number of peers, alpha, ...)."""
-    seeded = per_seed(scores, keys=(setting, "peer"))
-    avg = seeded.groupby([setting, "seed", "peer"])["accuracy"].mean().rename("avg").reset_index()
-    pick = avg.loc[avg.groupby([setting, "seed"])["avg"].idxmax(), [setting, "seed", "peer"]]
-    return over_seeds(seeded.merge(pick, on=[setting, "seed", "peer"]), keys=(setting,))
+    best = best_peer(per_seed(scores, keys=(setting, "peer")), by=(setting,))
+    return over_seeds(best, keys=(setting,))

@@ -31,22 +31,15 @@ max_pairs_per_task = 0
 glue_tasks = []
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from dwml import experiments as X
-from dwml import search as S
-from dwml.config import Config
-from dwml.data import prepare_corpus
-from dwml.io import project_path
 from dwml.plots import save_figure, save_table, set_style
+from dwml.plots.experiments import plot_methods
 
 set_style()
-sections = {"data": data, "search": search, "train": train}
-cfg = Config.from_dict(**sections)
-prep = prepare_corpus(cfg.data)
-archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
-pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
+study = X.setup(data, search, train, run_root, suites, max_pairs_per_task)
+sections, cfg, prep, archs, meta, pairs = (study.sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
 
 # %% [markdown]
@@ -126,25 +119,6 @@ t1
 
 # %%
 seeded = X.best_peer(X.per_seed(scores))
-fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.6), squeeze=False)
-for ax, suite in zip(axes[0], pairs):
-    part = seeded[seeded["suite"] == suite]
-    summary = X.over_seeds(part.assign(peer="best"))
-    order = [m for m in baseline_methods if m in set(summary["method"])]
-    summary = summary.set_index("method").loc[order]
-    x = range(len(order))
-    ax.bar(x, summary["accuracy"], color="#9ecae1", edgecolor="#3182bd")
-    err = [summary["accuracy"] - summary["ci_low"], summary["ci_high"] - summary["accuracy"]]
-    ax.errorbar(x, summary["accuracy"], yerr=err, fmt="none", ecolor="black", capsize=4)
-    for i, m in enumerate(order):
-        ax.scatter([i] * int((part["method"] == m).sum()), part.loc[part["method"] == m, "accuracy"], s=12, color="black", zorder=3)
-    ref = paper[(paper["suite"] == suite) & (paper["peer"] == "best")].set_index("method")["paper"]
-    if len(ref):
-        ax.scatter([i for i, m in enumerate(order) if m in ref.index], [ref[m] for m in order if m in ref.index],
-                   marker="x", color="#de2d26", s=40, zorder=4, label="paper (best)")
-        ax.legend(loc="lower right")
-    ax.axhline(50, color="grey", lw=0.8, ls=":")
-    ax.set_xticks(list(x), order)
-    ax.set_title(suite)
-    ax.set_ylabel("accuracy (%)")
+fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), baseline_methods,
+                   paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")

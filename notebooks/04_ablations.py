@@ -38,18 +38,12 @@ import numpy as np
 import pandas as pd
 
 from dwml import experiments as X
-from dwml import search as S
-from dwml.config import Config
-from dwml.data import prepare_corpus
-from dwml.io import project_path
 from dwml.plots import save_figure, save_table, set_style
+from dwml.plots.experiments import plot_study
 
 set_style()
-sections = {"data": data, "search": search, "train": train}
-cfg = Config.from_dict(**sections)
-prep = prepare_corpus(cfg.data)
-archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
-pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
+study = X.setup(data, search, train, run_root, suites, max_pairs_per_task)
+sections, cfg, prep, archs, meta, pairs = (study.sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
 paper = X.published("figure2")
 p_all = len(archs)
 base_alpha = cfg.train.loss_alpha
@@ -80,26 +74,7 @@ save_table(t_peers, figures_dir, "table_ablation_peers", floatfmt=".2f")
 t_peers
 
 # %%
-def plot_study(table, setting, title, paper_panel=None, paper_key=float):
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for suite, part in table.groupby("suite"):
-        part = part.sort_values(setting)
-        ax.errorbar(part[setting].astype(str), part["accuracy"],
-                    yerr=[part["accuracy"] - part["ci_low"], part["ci_high"] - part["accuracy"]],
-                    marker="o", capsize=4, label=f"ours: {suite}")
-    if paper_panel is not None:
-        ref = paper[paper["panel"] == paper_panel]
-        for metric, part in ref.groupby("metric"):
-            ax.plot(part["setting"].astype(str), part["value"], ls="--", marker="x", label=f"paper: {metric}")
-    ax.axhline(50, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel(setting)
-    ax.set_ylabel("best peer accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    return fig
-
-
-save_figure(plot_study(t_peers, "num_peers", "Number of peers (DWML)", "a_num_peers"), figures_dir, "figure2a_num_peers")
+save_figure(plot_study(t_peers, "num_peers", "Number of peers (DWML)", paper[paper["panel"] == "a_num_peers"]), figures_dir, "figure2a_num_peers")
 
 # %% [markdown]
 # ## 2 · a, the weight of the peers' KL against the labels (Figure 2b)
@@ -111,7 +86,7 @@ for a in ablation_alphas:
     frames.append(sc.assign(alpha=a))
 t_alpha = X.ablation_table(pd.concat(frames, ignore_index=True), "alpha")
 save_table(t_alpha, figures_dir, "table_ablation_alpha", floatfmt=".2f")
-save_figure(plot_study(t_alpha, "alpha", "a in eq. 2 (DWML)", "b_alpha"), figures_dir, "figure2b_alpha")
+save_figure(plot_study(t_alpha, "alpha", "a in eq. 2 (DWML)", paper[paper["panel"] == "b_alpha"]), figures_dir, "figure2b_alpha")
 t_alpha
 
 # %% [markdown]

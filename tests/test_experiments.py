@@ -77,3 +77,15 @@ def test_train_run_refuses_overrides_without_a_tag_and_kd_without_teacher(tmp_pa
         X.train_run({}, None, [], {}, "dwml", 0, tmp_path, train_overrides={"loss_alpha": 0.3})
     with pytest.raises(ValueError, match="teacher_dir"):
         X.train_run({}, None, [], {}, "kd", 0, tmp_path)
+
+
+def test_plots_draw_one_panel_per_suite_and_a_line_per_suite():
+    from dwml.plots.experiments import plot_methods, plot_study
+
+    seeded = X.best_peer(X.per_seed(fake_scores()))
+    fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), ["dml", "dwml"],
+                       pd.DataFrame([{"method": "dwml", "suite": "synthetic", "paper": 51.58}]))
+    assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["dml", "dwml"]
+    table = X.ablation_table(fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5})), "alpha")
+    fig = plot_study(table, "alpha", "a")
+    assert len(fig.axes[0].lines) >= 1 and fig.axes[0].get_xlabel() == "alpha"

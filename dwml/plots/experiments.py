@@ -1,0 +1,60 @@
+"""Figures of notebooks 03 (methods) and 04 (ablations): means over seeds with their 95% intervals."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+
+def plot_methods(seeded_best: pd.DataFrame, over_seeds: pd.DataFrame, methods: Sequence[str],
+                 paper_best: pd.DataFrame | None = None):
+    """One panel per suite: each method's mean (bar) with its interval, the seeds' values (dots) and the
+    paper's 'Best' (x) where it has one. ``seeded_best``: method, seed, suite, accuracy; ``over_seeds``:
+    method, suite, accuracy, ci_low, ci_high; ``paper_best``: method, suite, paper."""
+    suites = list(dict.fromkeys(over_seeds["suite"]))
+    fig, axes = plt.subplots(1, len(suites), figsize=(4.5 * len(suites), 3.6), squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        part = seeded_best[seeded_best["suite"] == suite]
+        summary = over_seeds[over_seeds["suite"] == suite].set_index("method")
+        order = [m for m in methods if m in summary.index]
+        summary = summary.loc[order]
+        x = list(range(len(order)))
+        ax.bar(x, summary["accuracy"], color="#9ecae1", edgecolor="#3182bd")
+        ax.errorbar(x, summary["accuracy"], yerr=[summary["accuracy"] - summary["ci_low"],
+                                                  summary["ci_high"] - summary["accuracy"]],
+                    fmt="none", ecolor="black", capsize=4)
+        for i, m in enumerate(order):
+            values = part.loc[part["method"] == m, "accuracy"]
+            ax.scatter([i] * len(values), values, s=12, color="black", zorder=3)
+        if paper_best is not None:
+            ref = paper_best[paper_best["suite"] == suite].set_index("method")["paper"]
+            shown = [(i, ref[m]) for i, m in enumerate(order) if m in ref.index]
+            if shown:
+                ax.scatter(*zip(*shown), marker="x", color="#de2d26", s=40, zorder=4, label="paper (best)")
+                ax.legend(loc="lower right")
+        ax.axhline(50, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(x, order)
+        ax.set_title(suite)
+        ax.set_ylabel("accuracy (%)")
+    return fig
+
+
+def plot_study(table: pd.DataFrame, setting: str, title: str, paper: pd.DataFrame | None = None):
+    """Accuracy against one ablated ``setting`` (``dwml.experiments.ablation_table``), a line per suite with
+    its intervals; ``paper``: rows of the paper's figure2.csv for this panel (setting, metric, value)."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for suite, part in table.groupby("suite"):
+        part = part.sort_values(setting)
+        ax.errorbar(part[setting].astype(str), part["accuracy"],
+                    yerr=[part["accuracy"] - part["ci_low"], part["ci_high"] - part["accuracy"]],
+                    marker="o", capsize=4, label=f"ours: {suite}")
+    if paper is not None:
+        for metric, part in paper.groupby("metric"):
+            ax.plot(part["setting"].astype(str), part["value"], ls="--", marker="x", label=f"paper: {metric}")
+    ax.axhline(50, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(setting)
+    ax.set_ylabel("best peer accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
