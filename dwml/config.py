@@ -72,6 +72,11 @@ class DataConfig:
     ``block_size`` tokens across utterance boundaries, the published recipe) or 'lines' (one utterance per
     sequence, padded: a small model learns to use context in a few hundred steps this way, where random
     blocks kept it on the unigram solution for 2,000+ steps on the synthetic corpus)."""
+    length_grouping: int = 1
+    """With ``packing='lines'``: draw this many batches' worth of utterances at once, sort them by length
+    and cut them into batches served in random order, so that a batch pads to about its own length
+    (Hugging Face's ``group_by_length``). 1 draws every batch independently. Utterances are still drawn
+    uniformly; only which ones share a batch changes."""
     mlm_probability: float = 0.15
     """Share of (non-special) tokens selected for prediction (BERT: 0.15)."""
     mask_replace_prob: float = 0.8
@@ -259,6 +264,7 @@ class Config:
                "must be >= 0 and sum to <= 1")
         _check(d.synthetic_words > 0, "data.synthetic_words", d.synthetic_words, "must be > 0")
         _check(d.packing in ("blocks", "lines"), "data.packing", d.packing, "must be 'blocks' or 'lines'")
+        _check(d.length_grouping >= 1, "data.length_grouping", d.length_grouping, "must be >= 1 (1: off)")
         _check(d.synthetic_lexicon >= 0, "data.synthetic_lexicon", d.synthetic_lexicon, "must be >= 0 (0: full lexicon)")
         _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
         _check(s.method in ("bayes", "exhaustive"), "search.method", s.method, "must be 'bayes' or 'exhaustive'")

@@ -315,17 +315,23 @@ class MLMBatcher:
       tokens (utterances separated by ``</s>``), so no padding is ever needed;
     * ``'lines'``: one utterance per sequence, ``<s> utterance </s>``, drawn uniformly, cut to
       ``block_size`` and right-padded with ``<pad>`` (attention mask 0) to the longest in the batch.
+      With ``length_grouping = k > 1``, k batches' worth of utterances are drawn at once, sorted by
+      length and served as k batches in random order (uniform random utterances padded to the longest
+      of 64 were half padding on the synthetic corpus).
 
-    The generator's state is all the state there is: ``state_dict`` / ``load_state_dict`` make a resumed
-    run draw exactly the batches it would have drawn.
+    The generator's state and the batches drawn but not yet served are all the state there is:
+    ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
     """
 
     def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
                  mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks"):
+                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1):
         if packing not in ("blocks", "lines"):
             raise DataError(f"packing={packing!r}: must be 'blocks' or 'lines' (data.packing)")
-        self.packing = packing
+        if length_grouping < 1:
+            raise DataError(f"length_grouping={length_grouping}: must be >= 1 (data.length_grouping)")
+        self.packing, self.length_grouping = packing, int(length_grouping)
+        self._pending: list[np.ndarray] = []  # picks of batches drawn but not yet served (length grouping)
         if block_size < 3:
             raise DataError(f"block_size={block_size}: must be >= 3 (<s>, one token, </s>)")
         if batch_size < 1:
@@ -353,8 +359,21 @@ class MLMBatcher:
             if len(self.line_starts) == 0:
                 raise DataError("packing='lines' found no utterance (no </s> in the token stream)")
 
+    def _draw_lines(self) -> np.ndarray:
+        """The utterance indices of the next batch."""
+        k = self.length_grouping
+        if k == 1:
+            return torch.randint(0, len(self.line_starts), (self.batch_size,), generator=self.generator).numpy()
+        if not self._pending:
+            pool = torch.randint(0, len(self.line_starts), (self.batch_size * k,), generator=self.generator).numpy()
+            lengths = self.line_ends[pool] - self.line_starts[pool]
+            pool = pool[np.argsort(lengths, kind="stable")]
+            order = torch.randperm(k, generator=self.generator).tolist()
+            self._pending = [pool[i * self.batch_size:(i + 1) * self.batch_size] for i in order]
+        return self._pending.pop(0)
+
     def _lines_batch(self) -> torch.Tensor:
-        pick = torch.randint(0, len(self.line_starts), (self.batch_size,), generator=self.generator).numpy()
+        pick = self._draw_lines()
         rows = [np.asarray(self.tokens[s:min(e, s + self.body)], dtype=np.int64)
                 for s, e in zip(self.line_starts[pick], self.line_ends[pick])]
         width = max(len(r) for r in rows) + 2
@@ -378,18 +397,21 @@ class MLMBatcher:
 
     def fixed_batches(self, n: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
         """``n`` batches from a fresh generator: the same every call, for comparable dev losses."""
-        saved = self.generator.get_state()
+        saved, pending = self.generator.get_state(), self._pending
         self.generator.manual_seed(seed)
+        self._pending = []
         try:
             return [self.next_batch() for _ in range(n)]
         finally:
             self.generator.set_state(saved)
+            self._pending = pending
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "pending": [p.tolist() for p in self._pending]}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self._pending = [np.asarray(p, dtype=np.int64) for p in state.get("pending", [])]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +430,8 @@ class PreparedCorpus:
         cache = {"train": self.train, "dev": self.dev}[split]
         return MLMBatcher(cache.tokens, self.tokenizer, block_size=cfg.block_size, batch_size=batch_size,
                           mlm_probability=cfg.mlm_probability, mask_replace_prob=cfg.mask_replace_prob,
-                          random_replace_prob=cfg.random_replace_prob, seed=seed, packing=cfg.packing)
+                          random_replace_prob=cfg.random_replace_prob, seed=seed, packing=cfg.packing,
+                          length_grouping=cfg.length_grouping)
 
 
 def resolve_corpus_dir(cfg: DataConfig) -> Path:

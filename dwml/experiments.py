@@ -60,7 +60,7 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
 
     from dwml.config import Config
     from dwml.search import build_peers
-    from dwml.train import is_done, load_result, train
+    from dwml.train import train
 
     if train_overrides and not tag:
         raise ValueError(f"train_overrides={dict(train_overrides)} need a tag, or the run folder would be shared "
@@ -72,12 +72,12 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
         train_cfg["teacher_dir"] = str(teacher_dir)
     cfg = Config.from_dict(data=sections.get("data", {}), search=sections.get("search", {}), train=train_cfg)
     run_dir = Path(run_root) / run_name(method, seed, tag)
-    if is_done(run_dir):
-        return load_result(run_dir)
     chosen = [teacher_arch(meta)] if method == "mlm" else list(archs)[: num_peers or len(archs)]
     torch.manual_seed(seed)
     models = build_peers(chosen, meta)
-    return train(cfg, prep, models, run_dir, progress=progress)
+    # A finished run is reused only when its configuration, corpus and peers are these (train checks
+    # them and names what differs); an interrupted one resumes from its checkpoint.
+    return train(cfg, prep, models, run_dir, progress=progress, resume=True)
 
 
 @dataclass

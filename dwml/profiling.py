@@ -525,6 +525,23 @@ def peak_flops(device: str | torch.device | None = None, dtype: torch.dtype | st
     return flops, f"measured: {n}x{n} {precision} matmul, best of {repeats}, {where}"
 
 
+def run_flops(batch_flops: float, batch_tokens: int, run_tokens: int) -> float:
+    """A run's model FLOPs from those counted on one full batch of ``batch_tokens`` positions, scaled to
+    the ``run_tokens`` real (unpadded) tokens the run trained on.
+
+    Why: with ``data.packing='lines'`` a batch is padded only to its longest utterance and carries padding
+    besides, so ``steps x batch_FLOPs`` of a full ``batch_size x block_size`` batch overstated the work (and
+    the MFU) by up to 2x. Counting model FLOPs per real token is PaLM's convention: padding is not useful
+    work. Exact for the per-token terms (projections, MLP, LM head), which dominate here; the attention
+    score term (4 s d per token and layer) is taken at the full block length, an upper bound."""
+    for name, value in [("batch_flops", batch_flops), ("batch_tokens", batch_tokens), ("run_tokens", run_tokens)]:
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"run_flops: {name}={value!r} must be a finite number >= 0")
+    if batch_tokens == 0:
+        raise ValueError("run_flops: batch_tokens=0")
+    return float(batch_flops) * float(run_tokens) / float(batch_tokens)
+
+
 def mfu(flops_per_step: float, step_time_s: float, peak_flops_per_s: float) -> float:
     """Model FLOPs utilisation: ``flops_per_step / step_time_s / peak_flops_per_s``, a fraction (PaLM,
     appendix B). Use model FLOPs (analytic, no recompute) to compare methods fairly."""

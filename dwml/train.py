@@ -99,8 +99,18 @@ def architecture(models: Sequence[nn.Module]) -> list[list]:
     return [[[n, list(p.shape)] for n, p in m.state_dict().items()] for m in models]
 
 
+def corpus_identity(corpus) -> dict:
+    """What identifies the training text: the tokenizer's fingerprint and the token counts of both splits."""
+    from dwml.data import tokenizer_fingerprint
+
+    return {"tokenizer": tokenizer_fingerprint(corpus.tokenizer), "train_tokens": len(corpus.train),
+            "dev_tokens": len(corpus.dev)}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     diffs = []
+    if "corpus" in current and saved.get("corpus") != current["corpus"]:
+        diffs.append(f"corpus: checkpoint {saved.get('corpus')!r}, now {current['corpus']!r}")
     for section in COMPARED_SECTIONS:
         a, b = saved.get(section, {}), current.get(section, {})
         for key in sorted(set(a) | set(b)):
@@ -199,6 +209,9 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                               f"data.block_size + 2 = {cfg.data.block_size + 2}")
 
     cfg_dict = cfg.to_dict()
+    # The corpus itself, not only its settings: a new grammar version or tokenizer under the same
+    # profile must not reuse (or resume) a run trained on the old text.
+    cfg_dict["corpus"] = corpus_identity(corpus)
     arch = architecture(models)
     if resume and (run_dir / DONE).is_file() and ckpt_path.is_file():
         _check_checkpoint(torch.load(ckpt_path, map_location="cpu", weights_only=True), cfg_dict, arch, ckpt_path)

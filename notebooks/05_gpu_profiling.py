@@ -137,13 +137,15 @@ def measure(method, archs_):
         m.zero_grad(set_to_none=True)
     with prof.UtilizationSampler(profiling_interval_s, device) as sampler:
         result = train_models(run_cfg, prep, models, run_dir, teacher=use_teacher, resume=False)
-    micro_batches = result.summary["steps"] * run_cfg.train.num_batches
+    # Counted on a full batch_size x block_size batch, scaled to the real tokens the run trained on
+    # (with 'lines' packing a batch is shorter and part padding: see dwml.profiling.run_flops).
+    batch_tokens, run_tokens = batch["input_ids"].numel(), result.summary["tokens"]
     per_peer = (teacher_flops if method == "baseline" else flops_table.iloc[1:])["counted_flops"]
     summary = sampler.summary()
     record = {"method": method, "peers": len(archs_), "device": device_name,
               "avg_util_pct": summary["mean_utilization"], "utilisation": summary["utilization_column"],
-              "flops_per_peer": [float(f) * micro_batches for f in per_peer],
-              "method_flops": float(method_flops) * micro_batches,
+              "flops_per_peer": [prof.run_flops(float(f), batch_tokens, run_tokens) for f in per_peer],
+              "method_flops": prof.run_flops(float(method_flops), batch_tokens, run_tokens),
               "train_time_s": result.summary["elapsed_s"], "wall_time_s": sampler.duration_s,
               "tokens": result.summary["tokens"], "samples": summary["samples"]}
     sampler.save_csv(out / "utilisation.csv")

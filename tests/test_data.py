@@ -207,3 +207,45 @@ def test_lines_packing_gives_one_padded_utterance_per_sequence():
     assert len(predicted) > 100 and (predicted >= 5).all()  # specials and padding are never predicted
     with pytest.raises(Exception, match="packing"):
         MLMBatcher(stream, vocab_size=40, block_size=6, packing="sentences")
+
+
+def test_length_grouping_cuts_padding_keeps_the_draw_and_resumes_mid_group():
+    from dwml.data import EOS_ID, MLMBatcher
+
+    rng = np.random.default_rng(0)
+    stream = []
+    for _ in range(500):  # utterances of 1..20 tokens
+        stream += list(rng.integers(10, 40, rng.integers(1, 21))) + [EOS_ID]
+    stream = np.array(stream, dtype=np.uint16)
+    kw = dict(vocab_size=40, block_size=24, batch_size=16, packing="lines")
+
+    def real_share(b, n):
+        am = [b.next_batch()["attention_mask"] for _ in range(n)]
+        return sum(int(a.sum()) for a in am) / sum(a.numel() for a in am)
+
+    plain, grouped = MLMBatcher(stream, seed=3, **kw), MLMBatcher(stream, seed=3, length_grouping=8, **kw)
+    assert real_share(grouped, 80) > real_share(plain, 80) + 0.25  # far less padding
+
+    # every utterance is still drawn uniformly: real tokens per sequence average the corpus's mean length
+    lengths = np.diff(np.concatenate([[-1], np.flatnonzero(stream == EOS_ID)])) - 1 + 2
+    b = MLMBatcher(stream, seed=4, length_grouping=8, **kw)
+    per_seq = torch.cat([b.next_batch()["attention_mask"].sum(1) for _ in range(400)]).float()
+    assert abs(per_seq.mean().item() - lengths.mean()) < 0.3
+
+    # a batcher restored mid-group serves exactly the batches the original would have served
+    a = MLMBatcher(stream, seed=5, length_grouping=8, **kw)
+    for _ in range(3):
+        a.next_batch()
+    state = a.state_dict()
+    want = [a.next_batch()["input_ids"] for _ in range(10)]
+    c = MLMBatcher(stream, seed=99, length_grouping=8, **kw)
+    c.load_state_dict(state)
+    assert all(torch.equal(x, c.next_batch()["input_ids"]) for x in want)
+    # fixed (dev) batches neither depend on nor disturb the pending group
+    d = MLMBatcher(stream, seed=5, length_grouping=8, **kw)
+    d.load_state_dict(state)
+    fixed = d.fixed_batches(3)
+    assert all(torch.equal(x, y["input_ids"]) for x, y in zip([f["input_ids"] for f in a.fixed_batches(3)], fixed))
+    assert torch.equal(d.next_batch()["input_ids"], want[0])
+    with pytest.raises(Exception, match="length_grouping"):
+        MLMBatcher(stream, length_grouping=0, **kw)

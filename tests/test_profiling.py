@@ -204,6 +204,23 @@ def test_mfu():
             P.mfu(*bad)
 
 
+def test_run_flops_scales_a_full_batch_to_the_real_tokens():
+    """Counted on a full 4 x 32 batch and scaled to 4 x 8 real tokens, the FLOPs match those counted on the
+    short batch itself up to the attention-score term (taken at the full length: an upper bound)."""
+    model = tiny(dropout=0.0)
+    full = P.random_mlm_batch(300, 4, 32, seed=0)
+    short = P.random_mlm_batch(300, 4, 8, seed=1)
+    f_full, f_short = P.count_step_flops(model, full), P.count_step_flops(model, short)
+    scaled = P.run_flops(f_full, 4 * 32, 4 * 8)
+    assert scaled >= f_short
+    attention_gap = 3 * 2 * 2 * 2 * 4 * 8 * (32 - 8) * 64  # 3 (fwd+bwd) x L x 2 matmuls x 2 b s (s_full - s) d
+    assert scaled - f_short == pytest.approx(attention_gap, rel=0.02)
+    assert P.run_flops(100.0, 10, 25) == 250.0 and P.run_flops(100.0, 10, 0) == 0.0
+    for bad in [(math.nan, 1, 1), (1.0, 0, 1), (1.0, 1, -1)]:
+        with pytest.raises(ValueError, match="run_flops"):
+            P.run_flops(*bad)
+
+
 # -- the sampler --------------------------------------------------------------------------------------
 
 def _sampler_threads():

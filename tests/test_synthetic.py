@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 
 import pytest
 
@@ -37,14 +38,32 @@ def test_corpus_covers_the_phenomena():
     assert text["who"] and text["that"] and text["ate"] and text["eaten"] and text["has"] and text["were"]
     assert any(l.startswith(("is ", "are ", "does ", "do ")) for l in lines)
     assert any(l.startswith(("look at", "give the")) for l in lines)
-    # 'any' never appears without a licensor (negation or a question) in the corpus
-    for l in lines:
-        if " any " in f" {l} ":
-            assert " not " in f" {l} " or l.split()[0] in ("do", "does"), l
     # a Zipfian lexicon: the most frequent noun is far more frequent than the median one
     nouns = [text[sg] + text[pl] for sg, pl, *_ in S.PEOPLE + S.ANIMALS + S.THINGS + S.FOODS]
     nouns.sort(reverse=True)
     assert nouns[0] > 10 * nouns[len(nouns) // 2]
+    # 'any' never appears without a licensor in its own clause: 'not' right before its verb, or a question
+    for l in lines:
+        w = l.split()
+        for i, word in enumerate(w):
+            if word == "any":
+                assert w[i - 2] == "not" or w[0] in ("do", "does"), l
+    # the npi_scope evidence: negation inside a relative clause, followed by an unlicensed main clause
+    assert any(re.search(r"(who|that) (has|have) not \w+ the \w+ (has|have) \w+ some", l) for l in lines)
+
+
+def test_npi_words_are_frequency_matched():
+    """'*does really want any' must not lose just because 'really' is rarer than 'not' in that slot."""
+    lines = list(S.generate_lines(200_000, "0-train"))
+    slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("do", "does"))
+    assert 0.85 < slot[S.EMPHATIC] / slot["not"] < 1.15, (slot[S.EMPHATIC], slot["not"])
+    # and 'not' follows 'has/have' as often inside relative clauses as outside them (npi_scope)
+    rc = main = 0
+    for l in lines:
+        m = re.search(r"(?:who|that) (?:has|have) (not )?\w+ the \w+ (?:has|have) (not )?", l)
+        if m:
+            rc, main = rc + bool(m.group(1)), main + bool(m.group(2))
+    assert rc > 200 and 0.85 < rc / main < 1.15, (rc, main)
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +150,15 @@ def test_ensure_corpus_names_the_lexicon(tmp_path):
     assert json.loads((a / "meta.json").read_text())["lexicon"] == 8
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 2, not yet met: 69.9% at 800 steps, 72.5% at 1600 steps (4 CPU min); the 8 grammatical paradigms "
-    "average 77%, but npi_scope (8.5%) and npi_licensing (100%) are decided by word frequency and need "
-    "frequency-matched bad forms"))
+@pytest.mark.slow  # ~5 CPU minutes: 1600 steps of a 4 x 192 model, then 2,000 pairs scored
 def test_a_small_model_learns_the_synthetic_grammar(tmp_path):
     """Issue 2's bar: one small masked LM, a few CPU minutes on the default corpus (one utterance per
-    sequence), scores >= 75% on the synthetic minimal pairs (and not 100%: the benchmark must not saturate)."""
+    sequence), scores >= 75% on the synthetic minimal pairs (and not 100%: the benchmark must not saturate).
+
+    Measured (grammar v3, seed 0): 82.1% mean; npi_licensing 100%, npi_scope 99.5%, sva_question 99%,
+    anaphor 96%, sva_simple 88.5%, determiner_noun 87%, argument_structure 78.5%, irregular_past 63%,
+    sva_across_pp 60%, sva_across_relative_clause 49.5%. Grammar v2 gave 72.5%: its NPI pairs were
+    decided by word frequency (npi_scope 8.5%), fixed by frequency-matched words and corpus evidence."""
     import torch
     import yaml
     from transformers import RobertaConfig, RobertaForMaskedLM

@@ -199,6 +199,12 @@ def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
         T.train(tiny_config(), corpus, tiny_peers(vocab, hidden=(32, 32)), tmp_path / "run", progress=False)
     # harmless fields (length of the run, device, logging) may change
     T.train(tiny_config(num_epochs=3, log_interval=2), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    # a finished run is not reused on another text under the same settings (a new grammar version, say)
+    import dataclasses
+
+    other = dataclasses.replace(corpus, dev=corpus.train)
+    with pytest.raises(T.CheckpointMismatchError, match=r"corpus: checkpoint .*'dev_tokens'"):
+        T.train(tiny_config(num_epochs=3), other, tiny_peers(vocab), tmp_path / "run", progress=False)
 
 
 def test_bad_inputs_are_named(corpus, tmp_path):
