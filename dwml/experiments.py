@@ -50,12 +50,17 @@ def run_name(method: str, seed: int, tag: str = "") -> str:
 
 def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: str, seed: int, run_root: str | Path,
               *, teacher_dir: str | Path = "", tag: str = "", num_peers: int | None = None,
-              train_overrides: Mapping | None = None, progress: bool = True):
+              train_overrides: Mapping | None = None, progress: bool = True, curve_steps: Sequence[int] = (),
+              curve_pairs: Mapping | None = None, eval_cfg=None):
     """Train (or reuse) one run; returns its ``TrainResult``.
 
     ``sections``: the profile's ``data``/``search``/``train`` dicts; ``archs``/``meta``: the saved search;
     ``num_peers``: train only the first (largest) peers; ``train_overrides``: fields that differ from the
-    profile (an ablation's alpha, say), which must then also get their own ``tag``."""
+    profile (an ablation's alpha, say), which must then also get their own ``tag``.
+
+    ``curve_steps``: a learning curve for free: the run stops at each of these steps (a checkpoint, then a
+    resume, which gives the same run as an uninterrupted one), its peers are scored on ``curve_pairs`` there,
+    and the rows go to ``curve.csv`` in the run folder (see :func:`learning_curve`)."""
     import torch
 
     from dwml.config import Config
@@ -75,9 +80,69 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     chosen = [teacher_arch(meta)] if method == "mlm" else list(archs)[: num_peers or len(archs)]
     torch.manual_seed(seed)
     models = build_peers(chosen, meta)
+    if curve_steps and not (run_dir / "DONE").is_file():
+        if not curve_pairs:
+            raise ValueError("curve_steps need curve_pairs (the suites to score along the way)")
+        _curve(cfg, prep, models, run_dir, sorted(set(int(k) for k in curve_steps)), curve_pairs, eval_cfg, progress)
     # A finished run is reused only when its configuration, corpus and peers are these (train checks
     # them and names what differs); an interrupted one resumes from its checkpoint.
     return train(cfg, prep, models, run_dir, progress=progress, resume=True)
+
+
+CURVE = "curve.csv"
+
+
+def _curve(cfg, prep, models, run_dir: Path, steps: Sequence[int], pairs: Mapping, eval_cfg, progress: bool) -> None:
+    """Train up to each of ``steps`` in turn, scoring every peer there; append the rows to ``curve.csv``."""
+    import warnings
+
+    from dwml.evaluate import evaluate_model
+    from dwml.io import atomic_write_text
+    from dwml.train import read_metrics, total_steps, train
+
+    steps = [k for k in steps if 0 < k < total_steps(cfg)]  # the final point is the run's own scores.csv
+    path = run_dir / CURVE
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    have = set(done["step"]) if len(done) else set()
+    frames = [done] if len(done) else []
+    for k in steps:
+        if k in have:
+            continue
+        train(cfg, prep, models, run_dir, progress=progress, resume=True, max_steps=k)
+        history = read_metrics(run_dir)
+        train_rows = history[history["kind"] == "train"] if len(history) else history
+        at = int(train_rows["step"].iloc[-1]) if len(train_rows) else 0
+        if at != k:  # resumed from a checkpoint beyond k (or the run stopped early): this point is gone
+            warnings.warn(f"{run_dir}: learning-curve point {k} skipped (the run is at step {at})")
+            continue
+        tokens = int(train_rows["tokens"].iloc[-1])
+        for i, m in enumerate(models):
+            df = evaluate_model(m.eval(), prep.tokenizer, suites=pairs, cfg=eval_cfg, progress=False)
+            m.train()
+            df = df.groupby(["suite", "task"], sort=False)["correct"].mean().mul(100).rename("accuracy").reset_index()
+            frames.append(df.assign(step=k, tokens=tokens, peer=i + 1))
+        atomic_write_text(path, pd.concat(frames, ignore_index=True).to_csv(index=False))
+
+
+def learning_curve(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """The ``curve.csv`` rows of finished runs, with the final point (from ``scores.csv``) appended:
+    accuracy (%) per (seed, peer, step, tokens, suite, task)."""
+    from dwml.train import load_result
+
+    frames = []
+    for d in run_dirs:
+        d = Path(d)
+        seed = int(d.name.rsplit("seed", 1)[1])
+        if (d / CURVE).is_file():
+            frames.append(pd.read_csv(d / CURVE).assign(seed=seed))
+        if (d / SCORES).is_file():
+            summary = load_result(d).summary
+            final = pd.read_csv(d / SCORES).groupby(["peer", "suite", "task"], sort=False)["correct"].mean().mul(100)
+            frames.append(final.rename("accuracy").reset_index().assign(step=summary["steps"], tokens=summary["tokens"],
+                                                                        seed=seed))
+    if not frames:
+        raise FileNotFoundError(f"no {CURVE} or {SCORES} in {[str(d) for d in run_dirs]}")
+    return pd.concat(frames, ignore_index=True)
 
 
 @dataclass
@@ -243,3 +308,22 @@ def ablation_table(scores: pd.DataFrame, setting: str) -> pd.DataFrame:
     ``scores`` must carry a ``setting`` column (the number of peers, alpha, ...)."""
     best = best_peer(per_seed(scores, keys=(setting, "peer")), by=(setting,))
     return over_seeds(best, keys=(setting,))
+
+
+def paired_differences(seeded: pd.DataFrame, reference: str, key: str = "method") -> pd.DataFrame:
+    """Each ``key`` value against ``reference``, paired by seed: the mean over seeds of (its accuracy minus the
+    reference's, in points) with a 95% t-interval, per suite. ``seeded``: one accuracy per (key, seed, suite),
+    e.g. ``best_peer(per_seed(scores))``. An interval that excludes 0 is what "the methods differ" means
+    here; pairing by seed removes what the seeds share (the corpus order, the initialisation).
+
+    Only seeds that both have are used; ``differs`` is True when the interval excludes 0."""
+    ref = seeded[seeded[key] == reference][["seed", "suite", "accuracy"]].rename(columns={"accuracy": "ref"})
+    if ref.empty:
+        raise ValueError(f"paired_differences: reference {reference!r} is not among {sorted(seeded[key].unique())}")
+    both = seeded[seeded[key] != reference].merge(ref, on=["seed", "suite"])
+    rows = []
+    for (k, suite), part in both.groupby([key, "suite"], sort=False):
+        m, lo, hi = t_interval(part["accuracy"] - part["ref"])
+        rows.append({key: k, "reference": reference, "suite": suite, "difference": m, "ci_low": lo, "ci_high": hi,
+                     "seeds": len(part), "differs": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows)

@@ -22,16 +22,18 @@ figures_dir = "figures"
 seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "lines"}
 search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4}
-train = {"learning_rate": 0.001, "min_lr": 0.0001, "warmup_iters": 100, "lr_decay_iters": 600,
-         "num_epochs": 600, "num_batches": 1, "batch_size": 64, "eval_interval": 50, "eval_batches": 8,
+train = {"learning_rate": 0.001, "min_lr": 0.0001, "warmup_iters": 100, "lr_decay_iters": 250,
+         "num_epochs": 250, "num_batches": 1, "batch_size": 64, "eval_interval": 50, "eval_batches": 8,
          "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
 baseline_methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
 suites = ["synthetic"]
-max_pairs_per_task = 0
+max_pairs_per_task = 100
 glue_tasks = []
+curve_steps = [50, 100, 150, 200]
 
 # %%
 import pandas as pd
+from IPython.display import display
 
 from dwml import experiments as X
 from dwml.plots import save_figure, save_table, set_style
@@ -54,7 +56,8 @@ for seed in seeds:
         if method in ("kd", "kd_dwml") and teacher is None:
             raise ValueError("kd / kd_dwml need the 'mlm' run as their teacher")
         res = X.train_run(sections, prep, archs, meta, method, seed, run_root,
-                          teacher_dir=teacher.peer_dirs[0] if teacher else "")
+                          teacher_dir=teacher.peer_dirs[0] if teacher else "",
+                          curve_steps=curve_steps if method == "mlm" else (), curve_pairs=pairs, eval_cfg=cfg.eval)
         if method == "mlm":
             teacher = res
         if method in baseline_methods:
@@ -74,6 +77,24 @@ params = {(m, i + 1): a.params for m in baseline_methods for i, a in
 print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%")
 
 # %% [markdown]
+# ## Learning curve of the single model
+# The `mlm` run of every seed was stopped at `curve_steps` and scored there (a checkpoint and a resume:
+# the run is the same as an uninterrupted one); the last point is its final score. Which paradigms the
+# model learns early, which it never learns within the budget, and how far the seeds spread.
+
+# %%
+from dwml.plots.experiments import plot_learning_curve
+
+curve_table = None
+if curve_steps and "mlm" in baseline_methods:
+    curve = X.learning_curve([results["mlm", s].run_dir for s in seeds])
+    curve_table = curve.pivot_table(index=["step", "tokens", "seed"], columns="task", values="accuracy").reset_index()
+    curve_table["macro"] = curve_table[sorted(curve["task"].unique())].mean(axis=1)
+    save_table(curve_table, figures_dir, "table_learning_curve", floatfmt=".1f")
+    save_figure(plot_learning_curve(curve), figures_dir, "figure_learning_curve")
+curve_table
+
+# %% [markdown]
 # ## Table 2: per method and peer
 # Mean over seeds of each suite's macro accuracy (%) with its 95% t-interval; the `best` row is, in each
 # seed, the peer that is best on average over the suites (chosen once per run, not per suite as the paper's
@@ -87,6 +108,24 @@ t2["peer"], paper["peer"] = t2["peer"].astype(str), paper["peer"].astype(str)
 t2 = t2.merge(paper, how="left", on=["method", "suite", "peer"])
 save_table(t2, figures_dir, "table2_methods", floatfmt=".2f")
 t2
+
+# %% [markdown]
+# ## Which methods differ
+# Every method's best peer against DWML's and against the single model (`mlm`), paired by seed: the mean
+# difference in points with its 95% t-interval (`dwml.experiments.paired_differences`). `differs` is an
+# interval that excludes 0; with three seeds only large, consistent gaps get there. Chance is 50%: the
+# first table gives each method's weakest peer, whose interval should lie well above it.
+
+# %%
+seeded = X.best_peer(X.per_seed(scores))
+weakest = (X.over_seeds(X.per_seed(scores)).sort_values("accuracy").groupby(["method", "suite"], sort=False).head(1)
+           .rename(columns={"peer": "weakest_peer"}).sort_values(["suite", "method"]))
+save_table(weakest, figures_dir, "table_weakest_peer", floatfmt=".2f")
+diffs = pd.concat([X.paired_differences(seeded, ref) for ref in ("dwml", "mlm") if ref in baseline_methods],
+                  ignore_index=True)
+save_table(diffs, figures_dir, "table_method_differences", floatfmt=".2f")
+display(weakest)
+diffs
 
 # %% [markdown]
 # ## Table 1: the single-model baseline against the best DWML peer
@@ -118,7 +157,6 @@ t1
 # Each method's best peer per seed (dots) and the mean with its 95% interval (bar), per suite.
 
 # %%
-seeded = X.best_peer(X.per_seed(scores))
 fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), baseline_methods,
                    paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")

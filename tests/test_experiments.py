@@ -44,6 +44,20 @@ def test_best_peer_is_chosen_per_seed_on_the_average():
     assert best.to_dict() == {("dml", 0): 1, ("dml", 1): 1, ("dwml", 0): 2, ("dwml", 1): 1}
 
 
+def test_paired_differences_pair_by_seed():
+    seeded = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "seed": [0, 1, 2] * 2 + [0, 1],
+                           "suite": "s", "accuracy": [60.0, 70.0, 80.0, 62.0, 73.0, 84.0, 50.0, 40.0]})
+    d = X.paired_differences(seeded, "a").set_index("method")
+    # b - a = 2, 3, 4 per seed: mean 3, sd 1, n 3 (the unpaired intervals of a and b overlap widely)
+    half = 4.302652729749462 / math.sqrt(3)
+    assert (d.loc["b", "difference"], d.loc["b", "ci_low"], d.loc["b", "ci_high"]) == pytest.approx((3, 3 - half, 3 + half))
+    assert d.loc["b", "differs"] and d.loc["b", "seeds"] == 3
+    # c has seeds 0 and 1 only: -10 and -30
+    assert d.loc["c", "difference"] == pytest.approx(-20) and d.loc["c", "seeds"] == 2 and not d.loc["c", "differs"]
+    with pytest.raises(ValueError, match="reference 'z'"):
+        X.paired_differences(seeded, "z")
+
+
 def test_table2_rows_intervals_and_params():
     t = X.table2(fake_scores(), params={("dml", 1): 10, ("dml", 2): 5, ("dwml", 1): 10, ("dwml", 2): 5})
     row = t[(t["method"] == "dwml") & (t["peer"] == "best")].iloc[0]
@@ -89,3 +103,47 @@ def test_plots_draw_one_panel_per_suite_and_a_line_per_suite():
     table = X.ablation_table(fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5})), "alpha")
     fig = plot_study(table, "alpha", "a")
     assert len(fig.axes[0].lines) >= 1 and fig.axes[0].get_xlabel() == "alpha"
+
+
+def test_learning_curve_points_leave_the_run_unchanged(small_corpus, tmp_path):
+    """A run stopped and scored at steps 2 and 4 ends exactly where an uninterrupted run of the seed ends,
+    and its curve holds every peer and paradigm at each point, then the final scores."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from dwml.config import DataConfig
+    from dwml.data import prepare_corpus
+    from dwml.evaluate import load_synthetic, subsample
+    from dwml.search import PeerArch
+
+    data = {"corpus": str(small_corpus), "vocab_size": 600, "block_size": 40, "packing": "lines",
+            "cache_dir": str(tmp_path / "cache")}
+    prep = prepare_corpus(DataConfig(**data), progress=False)
+    sections = {"data": data, "train": dict(learning_rate=3e-3, min_lr=3e-4, warmup_iters=2, lr_decay_iters=6,
+                                            batch_size=4, num_epochs=6, eval_interval=3, eval_batches=2,
+                                            checkpoint_interval=100, device="cpu")}
+    arch = dict(num_heads=2, intermediate_size=64, params=0, target=0, rel_error=0.0, method="test")
+    archs = [PeerArch(num_layers=2, hidden_size=32, **arch), PeerArch(num_layers=1, hidden_size=16, **arch)]
+    meta = {"vocab_size": len(prep.tokenizer), "max_position_embeddings": 42}
+    pairs = {"synthetic": subsample(load_synthetic(small_corpus), 2, 0)}
+
+    curved = X.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "a", progress=False,
+                         curve_steps=[4, 2, 99], curve_pairs=pairs)
+    plain = X.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "b", progress=False)
+    for da, db in zip(curved.peer_dirs, plain.peer_dirs):
+        a, b = AutoModelForMaskedLM.from_pretrained(da), AutoModelForMaskedLM.from_pretrained(db)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    X.score_run(curved, pairs)
+    curve = X.learning_curve([curved.run_dir])
+    assert sorted(curve["step"].unique()) == [2, 4, 6]  # 99 is past the run: its end is the final point
+    assert curve.groupby("step").size().to_dict() == {k: 2 * 10 for k in (2, 4, 6)}  # 2 peers x 10 paradigms
+    assert curve["tokens"].is_monotonic_increasing and set(curve["seed"]) == {0}
+    from dwml.plots.experiments import plot_learning_curve
+
+    one = curve[curve["peer"] == 1]
+    fig = plot_learning_curve(one)
+    macro = [l for l in fig.axes[0].lines if l.get_label() == "macro average"][0]
+    assert list(macro.get_ydata()) == pytest.approx(one.groupby("step")["accuracy"].mean().tolist())
+    assert len(fig.axes[0].lines) == 10 + 2  # a line per paradigm, the average, the chance line
+    with pytest.raises(ValueError, match="curve_pairs"):
+        X.train_run(sections, prep, archs, meta, "dml", 1, tmp_path / "c", progress=False, curve_steps=[2])

@@ -58,3 +58,26 @@ def plot_study(table: pd.DataFrame, setting: str, title: str, paper: pd.DataFram
     ax.set_title(title)
     ax.legend(fontsize=7)
     return fig
+
+
+def plot_learning_curve(curve: pd.DataFrame, title: str = "single model (mlm)"):
+    """Accuracy per paradigm (thin lines) and their macro average (thick, with the seeds' range as a band)
+    against tokens seen; ``curve``: ``dwml.experiments.learning_curve`` rows of one peer (seed, step,
+    tokens, task, accuracy)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # tokens differ slightly between seeds at the same step: plot against the seeds' mean per step
+    x_of = curve.groupby("step")["tokens"].mean() / 1e3
+    task = curve.groupby(["task", "step"])["accuracy"].mean().reset_index()
+    for name, part in task.groupby("task"):
+        part = part.sort_values("step")
+        ax.plot(x_of[part["step"]].values, part["accuracy"], lw=0.9, alpha=0.8, label=name)
+    macro = curve.groupby(["seed", "step"])["accuracy"].mean().unstack("seed")
+    ax.fill_between(x_of[macro.index].values, macro.min(axis=1), macro.max(axis=1), color="black", alpha=0.15)
+    ax.plot(x_of[macro.index].values, macro.mean(axis=1), color="black", lw=2.5, label="macro average")
+    ax.axhline(50, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training tokens seen (thousands)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Learning curve, {title}: {curve['seed'].nunique()} seed(s)")
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    return fig
