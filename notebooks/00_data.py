@@ -21,6 +21,7 @@ compare_corpus = "../shared/data/corpus"
 # %%
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from dwml import data as D
 from dwml import synthetic
@@ -87,6 +88,22 @@ if cfg.data.corpus == "synthetic":
     print(pairs.groupby("UID").size().rename("pairs").to_string(), "\n")
     with pd.option_context("display.max_colwidth", 120, "display.width", 250):
         print(pairs.groupby("UID").head(2)[["UID", "sentence_good", "sentence_bad"]].to_string(index=False))
+
+# %% [markdown]
+# ## What word statistics alone decide
+# Word n-gram models counted on the training text (`dwml.baselines`: interpolated absolute discounting)
+# score the same pairs. A paradigm that the unigram model (word frequency) already gets right says little
+# about learned grammar; one that the trigram model gets right needs only local context. A tie (the same
+# words in another order, under the unigram model) counts as wrong, as it does for the masked LMs.
+
+# %%
+if cfg.data.corpus == "synthetic":
+    from dwml.baselines import ngram_accuracy_table, ngram_pair_scores
+    from dwml.evaluate import load_synthetic
+
+    ngram = ngram_accuracy_table(ngram_pair_scores(D.read_corpus(prep.corpus_dir, "train"), load_synthetic(prep.corpus_dir)))
+    save_table(ngram.reset_index(names="paradigm"), figures_dir, "table_ngram_baselines", floatfmt=".1f")
+    display(ngram.round(1))
 
 # %% [markdown]
 # ## The real corpus beside it
