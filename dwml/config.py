@@ -186,7 +186,8 @@ class TrainConfig:
     device: str = "auto"
     """'auto' (CUDA if present), 'cpu' or 'cuda[:n]'."""
     mixed_precision: bool = False
-    """bf16 autocast on CUDA (ignored on the CPU)."""
+    """bf16 autocast of the forward passes (CUDA, or a CPU: fast where it has bf16 matrix units such as
+    AMX; slower than fp32 where it has none). Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
     """``torch.compile`` the peers on CUDA (ignored on the CPU)."""
     checkpoint_interval: int = 50

@@ -327,3 +327,12 @@ def paired_differences(seeded: pd.DataFrame, reference: str, key: str = "method"
         rows.append({key: k, "reference": reference, "suite": suite, "difference": m, "ci_low": lo, "ci_high": hi,
                      "seeds": len(part), "differs": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows)
+
+
+def ablation_differences(scores: pd.DataFrame, setting: str, reference) -> pd.DataFrame:
+    """Each value of an ablated ``setting`` against ``reference`` (the profile's own value), paired by seed:
+    the best peer per (setting, seed), as :func:`ablation_table` picks it, then :func:`paired_differences`.
+    The setting's values are in a column named ``value`` (so that studies stack into one table)."""
+    seeded = best_peer(per_seed(scores, keys=(setting, "peer")), by=(setting,))
+    out = paired_differences(seeded, reference, key=setting)
+    return out.rename(columns={setting: "value"}).assign(setting=setting)

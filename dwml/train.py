@@ -242,7 +242,9 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
         if t.compile:
             for m in models:  # in place, so state_dict keys and save_pretrained stay as they were
                 getattr(m, "roberta", m).compile()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and t.mixed_precision
+    # bf16 autocast: on CUDA, and on CPUs with bf16 matrix units (AMX/AVX512-BF16), where it is also faster.
+    # The master weights, optimiser states and the hypergradient (dwml.bilevel turns autocast off) stay fp32.
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.mixed_precision and device.type in ("cuda", "cpu")
                 else contextlib.nullcontext())
 
     if resume and ckpt_path.is_file():

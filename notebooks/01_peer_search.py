@@ -18,8 +18,9 @@ profile = "default"
 run_root = "runs/default"
 figures_dir = "figures"
 seeds = [0, 1, 2]
-data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "lines"}
-search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4}
+data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "lines",
+        "mlm_probability": 0.3}
+search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
 search_paper_vocab_size = 50265
 search_head_dim_multiple = 8
 

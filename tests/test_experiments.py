@@ -58,6 +58,15 @@ def test_paired_differences_pair_by_seed():
         X.paired_differences(seeded, "z")
 
 
+def test_ablation_differences_use_the_best_peer_per_seed():
+    scores = fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5}))
+    d = X.ablation_differences(scores, "alpha", 0.5)
+    # best peers (see the test above): alpha 0.3 (dml) 75 and 62.5; alpha 0.5 (dwml) 100 and 50
+    row = d.iloc[0]
+    assert (row["setting"], row["value"], row["reference"], row["seeds"]) == ("alpha", 0.3, 0.5, 2)
+    assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx(X.t_interval([75.0 - 100.0, 62.5 - 50.0]))
+
+
 def test_table2_rows_intervals_and_params():
     t = X.table2(fake_scores(), params={("dml", 1): 10, ("dml", 2): 5, ("dwml", 1): 10, ("dwml", 2): 5})
     row = t[(t["method"] == "dwml") & (t["peer"] == "best")].iloc[0]
