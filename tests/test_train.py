@@ -243,6 +243,29 @@ def test_cuda_mixed_precision_and_compile_run(corpus, tmp_path):
     assert res.summary["final_dev_ensemble"] < evals["dev_ensemble"].iloc[0]
 
 
+def test_cpu_mixed_precision_runs_in_bf16_and_keeps_fp32_weights(corpus, tmp_path, monkeypatch):
+    """On the CPU, mixed_precision autocasts the forward passes to bf16 (the loss the method sees is bf16
+    logits' loss), the weights stay fp32, the outer step still runs in fp32, and training still learns."""
+    from dwml import methods as M
+
+    seen = []
+    original = M.DWML.loss
+
+    def spy(self, batch):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return original(self, batch)
+
+    monkeypatch.setattr(M.DWML, "loss", spy)
+    cfg = tiny_config(device="cpu", mixed_precision=True, num_epochs=4, learning_rate=1e-2)
+    peers = tiny_peers(len(corpus.tokenizer))
+    res = T.train(cfg, corpus, peers, tmp_path / "run", progress=False)
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(p.dtype == torch.float32 for m in peers for p in m.parameters())
+    evals = res.history[res.history["kind"] == "eval"]
+    assert res.summary["final_dev_ensemble"] < evals["dev_ensemble"].iloc[0]
+    assert res.weights != [0.5, 0.5]  # the outer steps ran
+
+
 @pytest.mark.parametrize("method", ["mlm", "sd", "kd", "dml", "kd_dwml"])
 def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
     """The baselines share the loop: metrics per peer, fixed weights stay fixed, dev CE falls, the
