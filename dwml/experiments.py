@@ -226,6 +226,15 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return m, m - half, m + half
 
 
+def r_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of correlation coefficients over seeds, through Fisher's z = atanh(r): the t-interval
+    of the mean z, mapped back with tanh, so that the interval stays inside (-1, 1) (a t-interval on R
+    itself does not: R's spread shrinks near +-1). |r| = 1 is clipped to 1 - 1e-12."""
+    z = np.arctanh(np.clip(np.asarray(values, dtype=float), -1 + 1e-12, 1 - 1e-12))
+    m, lo, hi = t_interval(z, level)
+    return float(np.tanh(m)), float(np.tanh(lo)), float(np.tanh(hi))
+
+
 def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
     """Macro accuracy (%) of each suite per (keys..., seed): the mean over a suite's tasks of the task's
     accuracy, a tie counting as wrong."""

@@ -108,12 +108,13 @@ t_dyn
 # %% [markdown]
 # ## 4 · Peer size against accuracy and learned weight (Figure 2c)
 # Each seed's four DWML peers give one R; the table gives the R of every seed and their mean with a 95%
-# interval. The paper's R = 0.7 comes from one run of four peers, where R has about 2 degrees of freedom.
+# interval (through Fisher's z, `dwml.experiments.r_interval`). The paper's R = 0.7 comes from one run of
+# four peers, where R has about 2 degrees of freedom.
 
 # %%
 params = {i + 1: a.params for i, a in enumerate(archs)}
 r = X.pearson_by_seed(base_scores, {s: res.weights for s, res in base_results.items()}, params)
-summary = pd.DataFrame([{"quantity": c, **dict(zip(["mean", "ci_low", "ci_high"], X.t_interval(r[c].dropna()) if r[c].notna().any() else (np.nan,) * 3))}
+summary = pd.DataFrame([{"quantity": c, **dict(zip(["mean", "ci_low", "ci_high"], X.r_interval(r[c].dropna()) if r[c].notna().any() else (np.nan,) * 3))}
                         for c in ("r_size_accuracy", "r_weight_accuracy")])
 save_table(pd.concat([r.astype({"seed": str}), summary.rename(columns={"quantity": "seed"})], ignore_index=True),
            figures_dir, "table_ablation_size", floatfmt=".3f")

@@ -38,6 +38,19 @@ def test_t_interval_golden_value():
     assert m1 == 42.0 and math.isnan(lo1) and math.isnan(hi1)
 
 
+def test_r_interval_goes_through_fisher_z():
+    from scipy import stats
+
+    r = [0.5, 0.6, 0.9]
+    z = [math.atanh(x) for x in r]
+    mz, sz = sum(z) / 3, (sum((x - sum(z) / 3) ** 2 for x in z) / 2) ** 0.5
+    half = stats.t.ppf(0.975, 2) * sz / math.sqrt(3)
+    assert X.r_interval(r) == pytest.approx((math.tanh(mz), math.tanh(mz - half), math.tanh(mz + half)))
+    m, lo, hi = X.r_interval([0.95, 0.98, 0.999])
+    assert -1 < lo < m < hi < 1  # a t-interval on R itself would pass 1 here
+    assert X.t_interval([0.95, 0.98, 0.999])[2] > 1
+
+
 def test_best_peer_is_chosen_per_seed_on_the_average():
     best = X.best_peer(X.per_seed(fake_scores())).set_index(["method", "seed"])["peer"]
     # dml: peer 1 beats peer 2 in both seeds; dwml: peer 2 in seed 0 (100 vs 50), peer 1 in seed 1 (50 vs 37.5)
