@@ -84,6 +84,17 @@ def test_pairs_schema_and_counts(pairs):
         json.dumps(p)
 
 
+def test_pairs_are_token_length_matched_at_the_default_vocabulary():
+    """With the default profile's vocabulary (2,048) every word of the grammar is one BPE token, so the two
+    members of a pair have the same number of tokens too: a summed PLL cannot prefer the shorter one."""
+    from dwml.data import train_tokenizer
+
+    tok = train_tokenizer(S.generate_lines(300_000, "0-train"), vocab_size=2048)
+    for p in S.minimal_pairs(50, seed=0):
+        good, bad = tok(p["sentence_good"])["input_ids"], tok(p["sentence_bad"])["input_ids"]
+        assert len(good) == len(bad), p
+
+
 def test_pairs_differ_minimally(pairs):
     for p in pairs:
         good, bad = p["sentence_good"].split(), p["sentence_bad"].split()
