@@ -51,7 +51,6 @@ from dwml.data import prepare_corpus
 from dwml.io import project_path
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.training import peer_table, plot_dev_ce, plot_kl, plot_weights
-from dwml.train import is_done, load_result
 from dwml.train import train as train_peers
 
 PUBLISHED_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
@@ -83,13 +82,11 @@ pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden"
 seed = seeds[0]
 run_dir = f"{run_root}/dwml_seed{seed}"
 run_cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml", "seed": seed})
-if is_done(run_dir):
-    result = load_result(run_dir)
-    print("reusing the finished run in", run_dir)
-else:
-    torch.manual_seed(seed)
-    models = S.build_peers(archs, meta)
-    result = train_peers(run_cfg, prep, models, run_dir)
+torch.manual_seed(seed)
+models = S.build_peers(archs, meta)
+# A finished run in run_dir is reused only when its configuration, corpus and peers are these ones
+# (dwml.train checks them and names what differs); an interrupted one resumes from its checkpoint.
+result = train_peers(run_cfg, prep, models, run_dir)
 history = result.history
 s = result.summary
 print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} min"
