@@ -76,7 +76,9 @@ class DataConfig:
     """With ``packing='lines'``: draw this many batches' worth of utterances at once, sort them by length
     and cut them into batches served in random order, so that a batch pads to about its own length
     (Hugging Face's ``group_by_length``). 1 draws every batch independently. Utterances are still drawn
-    uniformly; only which ones share a batch changes."""
+    uniformly; only which ones share a batch changes. Measured on the default corpus (4 peers, 300 steps):
+    k = 16 made a step 25% faster but left the dev CE at 4.69 against 4.21 (batches of only short or only
+    long utterances learn worse), so the profiles keep 1."""
     mlm_probability: float = 0.15
     """Share of (non-special) tokens selected for prediction (BERT: 0.15)."""
     mask_replace_prob: float = 0.8

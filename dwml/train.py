@@ -415,6 +415,3 @@ def load_result(run_dir: str | Path) -> TrainResult:
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
 
-
-def is_done(run_dir: str | Path) -> bool:
-    return (project_path(run_dir) / DONE).is_file()
