@@ -98,7 +98,7 @@ def _curve(cfg, prep, models, run_dir: Path, steps: Sequence[int], pairs: Mappin
 
     from dwml.evaluate import evaluate_model
     from dwml.io import atomic_write_text
-    from dwml.train import read_metrics, total_steps, train
+    from dwml.train import total_steps, train
 
     steps = [k for k in steps if 0 < k < total_steps(cfg)]  # the final point is the run's own scores.csv
     path = run_dir / CURVE
@@ -108,8 +108,7 @@ def _curve(cfg, prep, models, run_dir: Path, steps: Sequence[int], pairs: Mappin
     for k in steps:
         if k in have:
             continue
-        train(cfg, prep, models, run_dir, progress=progress, resume=True, max_steps=k)
-        history = read_metrics(run_dir)
+        history = train(cfg, prep, models, run_dir, progress=progress, resume=True, max_steps=k).history
         train_rows = history[history["kind"] == "train"] if len(history) else history
         at = int(train_rows["step"].iloc[-1]) if len(train_rows) else 0
         if at != k:  # resumed from a checkpoint beyond k (or the run stopped early): this point is gone
