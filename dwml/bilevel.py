@@ -18,6 +18,14 @@ the dev batch (for v and the direct term), and then either
 * ``mode="fd"``: two plain forward passes, the central difference
   (La(theta + h v/|v|) - La(theta - h v/|v|)) |v| / 2h, with error O(h^2) + O(eps_machine / h).
 
+With ``reuse_grad=True`` the first forward + backward is skipped: grad_theta L1(theta, w) is read from the
+parameters' ``.grad``, which the training loop's backward of the inner loss has just filled at this very
+theta and w (``dwml.train`` calls the outer step between that backward and the optimizer step). That is
+the same theta' on the same batch, one forward + backward cheaper, with two differences from the
+recomputed one: the loop's gradient was taken with dropout on (one draw of the stochastic inner step),
+and it is the gradient of everything the loop's loss holds (e.g. ``kd_dwml``'s teacher term, which does
+not depend on w) averaged over all of the step's micro-batches, while the JVP below sees ``train_batch``.
+
 Approximations and choices, stated once:
 
 * The unrolled step is plain SGD with gamma = the current learning rate, although the peers are
@@ -92,7 +100,7 @@ def _grad(loss: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
 def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dict, weights: Tensor, *,
                   alpha: float, gamma: float, temperature: float = 1.0, detach_targets: bool = True,
                   ensemble: str = "mixture", mode: str = "jvp", fd_eps: float | None = None,
-                  validate: bool = True) -> Tensor:
+                  validate: bool = True, reuse_grad: bool = False) -> Tensor:
     """g = dL2(theta'(w), w)/dw with theta' = theta - gamma grad_theta L1(theta, w) (eq. 3); shape [p].
 
     ``models`` are the p peers (``model(input_ids=..., attention_mask=...).logits``); the batches are
@@ -101,7 +109,9 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
     define L1 (eq. 2) and ``ensemble`` L2 (``dwml.losses``). ``gamma`` is the inner step size (the
     loop passes the current learning rate). ``mode`` is 'jvp' (exact) or 'fd' (central difference of
     step ``fd_eps`` along grad L2, by default eps_machine^(1/3) max(1, rms(theta))). ``validate=False``
-    accepts w off the simplex (the derivative is defined for any w; the tests use it).
+    accepts w off the simplex (the derivative is defined for any w; the tests use it). ``reuse_grad``
+    takes grad_theta L1 from the parameters' ``.grad`` (filled by the caller's backward of L1 at this
+    theta and w; a parameter without ``.grad`` counts as zero) instead of recomputing it on ``train_batch``.
     Returns g on ``weights``' device and dtype."""
     if len(models) == 0:
         raise ValueError("models is empty: the hypergradient needs at least one peer")
@@ -126,7 +136,7 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
     try:
         with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
             g = _hypergradient(peers, train_batch, dev_batch, weights, float(alpha), float(gamma), temperature,
-                               detach_targets, ensemble, mode, fd_eps)
+                               detach_targets, ensemble, mode, fd_eps, reuse_grad)
     finally:
         for m, t in zip(models, was_training):
             m.train(t)
@@ -134,7 +144,7 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
 
 
 def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, temperature, detach_targets, ensemble,
-                   mode, fd_eps) -> Tensor:
+                   mode, fd_eps, reuse_grad=False) -> Tensor:
     theta = _theta(peers)
     names = list(theta)
     dtype = theta[names[0]].dtype
@@ -143,13 +153,20 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     def f(params: dict[str, Tensor], batch: dict):
         return functional_call(peers, params, (batch,), strict=False)
 
-    # theta' = theta - gamma grad_theta L1(theta, w): one forward + backward on the train batch.
-    leaf = {k: t.detach().requires_grad_(True) for k, t in theta.items()}  # aliases: no copy, own autograd flag
-    z, y = f(leaf, train_batch)
-    L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
-    g1 = _grad(L1, [leaf[k] for k in names])
+    # theta' = theta - gamma grad_theta L1(theta, w): one forward + backward on the train batch, or the
+    # gradient the caller's backward left in .grad.
+    if reuse_grad:
+        params = dict(peers.named_parameters())
+        g1 = [torch.zeros_like(theta[k]) if params[k].grad is None else params[k].grad.detach().to(dtype)
+              for k in names]
+    else:
+        leaf = {k: t.detach().requires_grad_(True) for k, t in theta.items()}  # aliases: no copy, own autograd flag
+        z, y = f(leaf, train_batch)
+        L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
+        g1 = _grad(L1, [leaf[k] for k in names])
+        del leaf, z, L1
     theta1 = {k: (theta[k] - gamma * gk).requires_grad_(True) for k, gk in zip(names, g1)}
-    del leaf, z, L1, g1
+    del g1
 
     # v = grad_theta L2(theta', w) and the direct term dL2/dw: one forward + backward on the dev batch.
     w_leaf = w.clone().requires_grad_(True)

@@ -173,6 +173,11 @@ class TrainConfig:
     """Ensemble of the outer loss L2: 'mixture' (sum_i w_i p_i) or 'logits' (softmax of sum_i w_i z_i)."""
     hypergrad_mode: str = "jvp"
     """'jvp' (exact, forward-mode AD) or 'fd' (central finite difference along grad L2)."""
+    outer_grad: str = "reuse"
+    """Where the outer step's unrolled inner step theta' = theta - lr grad L1 takes its gradient from:
+    'reuse' (the inner step's own backward, at the same theta, w and batch; the outer step then runs between
+    that backward and the optimizer step and costs one forward + backward less) or 'recompute' (a fresh
+    forward + backward in eval mode on a separate training micro-batch, after the optimizer step)."""
     teacher_dir: str = ""
     """Folder of a saved teacher (``save_pretrained``) for 'kd' and 'kd_dwml'."""
     eval_interval: int = 10
@@ -187,6 +192,11 @@ class TrainConfig:
     """Seed of parameters, batches and masks."""
     device: str = "auto"
     """'auto' (CUDA if present), 'cpu' or 'cuda[:n]'."""
+    dropout: float | None = None
+    """If set, the hidden and attention dropout of every peer (written into each model's config, so the
+    saved peers carry it); None keeps what the models were built with (Hugging Face's 0.1). Dropout
+    regularises long runs; a few hundred steps on a small corpus are far from overfitting, and there it
+    only slows learning (default profile: 0.0, measured in profiles/default.yaml)."""
     mixed_precision: bool = False
     """bf16 autocast of the forward passes (CUDA, or a CPU: fast where it has bf16 matrix units such as
     AMX; slower than fp32 where it has none). Weights, optimiser states and the hypergradient stay fp32."""
@@ -282,6 +292,10 @@ class Config:
         _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
         _check(t.ensemble in ("mixture", "logits"), "train.ensemble", t.ensemble, "must be 'mixture' or 'logits'")
         _check(t.hypergrad_mode in ("jvp", "fd"), "train.hypergrad_mode", t.hypergrad_mode, "must be 'jvp' or 'fd'")
+        _check(t.dropout is None or (isinstance(t.dropout, (int, float)) and not isinstance(t.dropout, bool)
+                                      and 0.0 <= t.dropout < 1.0), "train.dropout", t.dropout, "must be in [0, 1) or null")
+        _check(t.outer_grad in ("reuse", "recompute"), "train.outer_grad", t.outer_grad,
+               "must be 'reuse' or 'recompute'")
         _check(0 <= t.min_step_size <= t.step_size, "train.min_step_size", t.min_step_size, "must be in [0, step_size]")
         _check(e.reduction in ("sum", "mean"), "eval.reduction", e.reduction, "must be 'sum' or 'mean'")
         _check(e.dtype in ("float32", "bfloat16"), "eval.dtype", e.dtype, "must be 'float32' or 'bfloat16'")

@@ -144,7 +144,8 @@ class Method:
             raise ValueError("dev batches hold no masked token to score")
         return {"dev_ce": (ce_sum / n_sum).tolist(), "dev_ensemble": ens_sum / n_sum}
 
-    def outer_step(self, train_batch: dict, dev_batch: dict, lr: float, eta: float) -> torch.Tensor | None:
+    def outer_step(self, train_batch: dict, dev_batch: dict, lr: float, eta: float,
+                   reuse_grad: bool = False) -> torch.Tensor | None:
         """No outer loop for fixed-weight methods."""
         return None
 
@@ -294,21 +295,23 @@ class DML(Method):
 class DWML(DML):
     """``dwml``: eq. 2 inner loss with weights w on the simplex, learned in an outer loop.
 
-    Every ``weight_update_frequency`` inner steps the loop calls :meth:`outer_step` with a fresh training
-    micro-batch and a dev micro-batch: the hypergradient of the dev ensemble loss L2 with respect to w
+    Every ``weight_update_frequency`` inner steps the loop calls :meth:`outer_step` with a training
+    micro-batch and a dev micro-batch (``train.outer_grad``: the step's own batch and gradient, or a fresh
+    batch after the step): the hypergradient of the dev ensemble loss L2 with respect to w
     through one inner step of size gamma = the current learning rate (eq. 3, ``dwml.bilevel``), then one
     mirror-descent (exponentiated-gradient) step of size eta (eq. 4), which keeps w on the simplex."""
 
     name = "dwml"
     learns_weights = True
 
-    def outer_step(self, train_batch, dev_batch, lr, eta):
+    def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False):
         from dwml.bilevel import hypergradient, mirror_descent_step
 
         # (hypergradient runs the peers in eval mode and restores them: see dwml.bilevel on dropout.)
+        # reuse_grad: theta' from the .grad the loop's backward left (train.outer_grad='reuse').
         g = hypergradient(self.models, train_batch, dev_batch, self.weights, alpha=self.alpha, gamma=lr,
                           temperature=self.cfg.temperature, detach_targets=self.cfg.detach_targets,
-                          ensemble=self.cfg.ensemble, mode=self.cfg.hypergrad_mode)
+                          ensemble=self.cfg.ensemble, mode=self.cfg.hypergrad_mode, reuse_grad=reuse_grad)
         if not torch.isfinite(g).all():
             raise FloatingPointError(f"non-finite hypergradient {g.tolist()} (peer(s) "
                                      f"{torch.nonzero(~torch.isfinite(g)).flatten().tolist()})")

@@ -99,6 +99,21 @@ def architecture(models: Sequence[nn.Module]) -> list[list]:
     return [[[n, list(p.shape)] for n, p in m.state_dict().items()] for m in models]
 
 
+def set_dropout(models: Sequence[nn.Module], p: float) -> None:
+    """Set the hidden and attention dropout of Hugging Face models in place: every ``nn.Dropout`` (RoBERTa's
+    attention reads its module's ``p`` too) and the config fields, so that ``save_pretrained`` records it."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout={p!r}: must be in [0, 1)")
+    for m in models:
+        for mod in m.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.p = p
+        cfg = getattr(m, "config", None)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if cfg is not None and hasattr(cfg, name):
+                setattr(cfg, name, p)
+
+
 def corpus_identity(corpus) -> dict:
     """What identifies the training text: the tokenizer's fingerprint and the token counts of both splits."""
     from dwml.data import tokenizer_fingerprint
@@ -219,6 +234,8 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
 
     torch.manual_seed(t.seed)
     models = [m.to(device).train() for m in models]
+    if t.dropout is not None:
+        set_dropout(models, t.dropout)
     if teacher is None and t.method in ("kd", "kd_dwml"):
         teacher = load_teacher(t.teacher_dir, device)
     elif teacher is not None:
@@ -304,26 +321,41 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                     sums[k] = sums.get(k, 0) + v.float()
             parts = {k: (v / t.num_batches).cpu() for k, v in sums.items()}
             _check_finite(parts, step + 1, ckpt_path)
+
+            # Per-peer gradient norms first (a non-finite one stops the run before anything is updated),
+            # then the outer step where it reuses this step's gradient, then clipping and the update.
+            grads = [[q for g in opt.param_groups for q in g["params"] if q.grad is not None] for opt in optimizers]
             norms = []
-            for i, opt in enumerate(optimizers):
-                params = [q for g in opt.param_groups for q in g["params"]]
-                norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
-                norms.append(float(norm))
-                if not math.isfinite(norms[-1]):
-                    raise FloatingPointError(f"step {step + 1}, peer {i}: non-finite gradient norm {norms[-1]}; "
+            for i, ps in enumerate(grads):
+                norms.append(torch.nn.utils.get_total_norm([q.grad for q in ps]) if ps else torch.zeros(()))
+                if not math.isfinite(float(norms[-1])):
+                    raise FloatingPointError(f"step {step + 1}, peer {i}: non-finite gradient norm {float(norms[-1])}; "
                                              f"stopped before updating; the last good checkpoint ({ckpt_path}) is kept")
+
+            eta, hyper, outer_now = None, None, False
+            if method.learns_weights:
+                eta = cosine_schedule(step, t.step_size, t.min_step_size, t.warmup_iters, t.lr_decay_iters)
+                outer_now = (step + 1) % t.weight_update_frequency == 0
+                if outer_now and t.outer_grad == "reuse":
+                    # Here, before clipping and the optimizer step, .grad is grad_theta L1(theta, w) at the
+                    # theta and w of this step: theta' of eq. 3 at no extra cost (dwml.bilevel). The new w
+                    # weighs the peers from the next step on.
+                    with autocast:
+                        hyper = method.outer_step(batch, _to(batchers["outer_dev"].next_batch(), device), lr, eta,
+                                                  reuse_grad=True)
+            for ps, norm in zip(grads, norms):
+                if t.grad_clip > 0 and ps:
+                    torch.nn.utils.clip_grads_with_norm_(ps, t.grad_clip, norm)
+            norms = [float(n) for n in norms]
             for opt in optimizers:
                 opt.step()
             state["step"] = step + 1
             state["tokens"] += step_tokens
 
-            eta, hyper = None, None
-            if method.learns_weights:
-                eta = cosine_schedule(step, t.step_size, t.min_step_size, t.warmup_iters, t.lr_decay_iters)
-                if state["step"] % t.weight_update_frequency == 0:
-                    with autocast:
-                        hyper = method.outer_step(_to(batchers["outer_train"].next_batch(), device),
-                                                  _to(batchers["outer_dev"].next_batch(), device), lr, eta)
+            if outer_now and t.outer_grad == "recompute":
+                with autocast:
+                    hyper = method.outer_step(_to(batchers["outer_train"].next_batch(), device),
+                                              _to(batchers["outer_dev"].next_batch(), device), lr, eta)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0

@@ -209,6 +209,35 @@ def test_dropout_mode_gradients_and_parameters_are_left_alone():
     assert rel_err(g1, want) < 1e-6 and rel_err(g2, want) < 1e-3
 
 
+@pytest.mark.parametrize("detach", [True, False])
+def test_reused_inner_gradient_gives_the_same_hypergradient(setup, detach):
+    """reuse_grad=True: theta' from the .grad a caller's backward of L1 left (here the hand-written eq. 2
+    of this file, not dwml.losses); it must equal the unrolled reference, and a missing .grad counts as 0."""
+    models, tb, db, w = setup
+    a, gamma = 0.5, 0.7
+    ty = tb["labels"][tb["labels"] != -100]
+    params = [dict(m.named_parameters()) for m in models]
+    for m in models:
+        m.zero_grad(set_to_none=True)
+    ref_l1([full_logits(m, P, tb) for m, P in zip(models, params)], ty, w, a, 1.0, detach).backward()
+    try:
+        w_leaf = w.clone().requires_grad_(True)
+        (want,) = torch.autograd.grad(unrolled_l2(models, tb, db, w_leaf, a, gamma, 1.0, detach), w_leaf)
+        got = hypergradient(models, tb, db, w, alpha=a, gamma=gamma, detach_targets=detach, reuse_grad=True)
+        assert rel_err(got, want) < 1e-6
+        for m in models:
+            m.zero_grad(set_to_none=True)
+        at_theta = hypergradient(models, tb, db, w, alpha=a, gamma=gamma, detach_targets=detach, reuse_grad=True)
+        # no .grad: theta' = theta whatever gamma, so g is affine in gamma: g(2 gamma) - g(gamma) = g(gamma) - g(0)
+        direct = hypergradient(models, tb, db, w, alpha=a, gamma=0.0, detach_targets=detach)
+        twice = hypergradient(models, tb, db, w, alpha=a, gamma=2 * gamma, detach_targets=detach, reuse_grad=True)
+        torch.testing.assert_close(twice - at_theta, at_theta - direct, rtol=1e-8, atol=1e-12)
+        assert rel_err(at_theta, want) > 1e-3  # so .grad is read: without it the result differs
+    finally:
+        for m in models:
+            m.zero_grad(set_to_none=True)
+
+
 def test_hypergradient_bad_input_names_the_parameter(setup):
     models, tb, db, w = setup
     with pytest.raises(ValueError, match="alpha"):

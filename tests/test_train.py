@@ -49,10 +49,11 @@ def params(models):
     return [p.detach().clone() for m in models for p in m.state_dict().values()]
 
 
-def test_resumed_run_equals_uninterrupted_run(corpus, tmp_path):
+@pytest.mark.parametrize("outer_grad", ["reuse", "recompute"])
+def test_resumed_run_equals_uninterrupted_run(corpus, tmp_path, outer_grad):
     """Stop after 3 of 6 steps (an outer step and an evaluation on each side), resume with freshly
     initialised models of another seed: the end state must equal the uninterrupted run's bit for bit."""
-    cfg = tiny_config()
+    cfg = tiny_config(outer_grad=outer_grad)
     vocab = len(corpus.tokenizer)
     full_models = tiny_peers(vocab)
     full = T.train(cfg, corpus, full_models, tmp_path / "full", progress=False)
@@ -167,6 +168,47 @@ def test_gradient_accumulation_and_per_peer_clipping(corpus, tmp_path, monkeypat
                 torch.testing.assert_close(q, want, atol=2e-5, rtol=1e-4)
 
 
+def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, monkeypatch):
+    """train.outer_grad='reuse': the outer step runs after the step's backward and before clipping and
+    AdamW, on the step's own batch; .grad then is grad L1 at the current theta and w, so (no dropout) the
+    hypergradient equals the one recomputed from scratch on that batch."""
+    import dwml.bilevel as B
+    from dwml.losses import inner_loss
+
+    cfg = tiny_config(num_batches=1, num_epochs=4, grad_clip=1e-4, loss_alpha=0.4)
+    models = tiny_peers(len(corpus.tokenizer))
+    for m in models:
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    real, calls = B.hypergradient, []
+
+    def spy(models_, train_batch, dev_batch, weights, **kw):
+        assert kw["reuse_grad"] is True
+        got = real(models_, train_batch, dev_batch, weights, **kw)
+        # the gradient in .grad: that of eq. 2 at this theta and w on this batch, not yet clipped
+        keep = train_batch["labels"] != -100
+        logits = [m(input_ids=train_batch["input_ids"], attention_mask=train_batch["attention_mask"]).logits[keep]
+                  for m in models_]
+        loss = inner_loss(logits, train_batch["labels"][keep], weights, 0.4).total
+        ps = [q for m in models_ for q in m.parameters()]
+        want = torch.autograd.grad(loss, ps)
+        for q, g in zip(ps, want):
+            torch.testing.assert_close(q.grad, g, rtol=1e-4, atol=1e-7)
+        assert torch.sqrt(sum((g ** 2).sum() for g in want)) > 1e-3, "clipping would have shrunk it"
+        fresh = real(models_, train_batch, dev_batch, weights, **{**kw, "reuse_grad": False})
+        torch.testing.assert_close(got, fresh, rtol=1e-4, atol=1e-6)
+        calls.append(got)
+        return got
+
+    monkeypatch.setattr(B, "hypergradient", spy)
+    res = T.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    assert len(calls) == 2  # steps 2 and 4 (weight_update_frequency 2)
+    hyper = res.history.dropna(subset=["hypergrad"])
+    assert hyper["step"].tolist() == [2, 4]
+    torch.testing.assert_close(torch.tensor(hyper["hypergrad"].tolist()), torch.stack(calls).float())
+
+
 def test_nan_loss_stops_naming_step_and_peer_and_keeps_checkpoint(corpus, tmp_path, monkeypatch):
     from dwml import methods as M
 
@@ -207,10 +249,35 @@ def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
         T.train(tiny_config(num_epochs=3), other, tiny_peers(vocab), tmp_path / "run", progress=False)
 
 
+def test_dropout_setting_reaches_every_module_and_the_saved_config(corpus, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    vocab = len(corpus.tokenizer)
+    models = tiny_peers(vocab)
+    assert all(mod.p == 0.1 for m in models for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
+    res = T.train(tiny_config(method="dml", num_epochs=2, dropout=0.0), corpus, models, tmp_path / "run", progress=False)
+    # the train-mode forward is now deterministic: nothing drops
+    b = corpus.batcher("train", tiny_config().data, 4, seed=0).next_batch()
+    m = models[0].train()
+    kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    assert torch.equal(m(**kw).logits, m(**kw).logits)
+    saved = AutoModelForMaskedLM.from_pretrained(res.peer_dirs[0])
+    assert saved.config.hidden_dropout_prob == 0.0 and saved.config.attention_probs_dropout_prob == 0.0
+    # None (the default) leaves the models' own dropout alone
+    others = tiny_peers(vocab)
+    T.train(tiny_config(method="dml", num_epochs=1), corpus, others, tmp_path / "keep", progress=False)
+    assert all(mod.p == 0.1 for m in others for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
+
+
 def test_bad_inputs_are_named(corpus, tmp_path):
     vocab = len(corpus.tokenizer)
     with pytest.raises(ConfigError, match="train.loss_alpha"):
         tiny_config(loss_alpha=1.5)
+    for bad in (1.0, -0.1, "0.1"):
+        with pytest.raises(ConfigError, match="train.dropout"):
+            tiny_config(dropout=bad)
+    with pytest.raises(ConfigError, match="train.outer_grad"):
+        tiny_config(outer_grad="fresh")
     with pytest.raises(ValueError, match="weights"):
         T.train(tiny_config(method="dml"), corpus, tiny_peers(vocab), tmp_path / "a", progress=False,
                 weights=[0.7, 0.7])
