@@ -5,9 +5,10 @@ blocks of ``block_size`` tokens: ``num_batches * batch_size * block_size`` token
 published 60 x 3 x 512), and ``num_epochs`` steps in all (``max_tokens`` can cut that shorter). Each peer
 has its own AdamW (decay on matrices only) and its own gradient clipping, and all peers share one
 learning-rate schedule: linear warm-up, then cosine decay to ``min_lr`` at ``lr_decay_iters``. Methods
-with learned weights (DWML) get an outer mirror-descent step after every ``weight_update_frequency``
-optimizer steps, on a fresh training micro-batch and a dev micro-batch, with gamma = the current learning
-rate and its own annealed step size eta (eq. 3, 4).
+with learned weights (DWML) get an outer mirror-descent step every ``weight_update_frequency`` optimizer
+steps, with gamma = the current learning rate and its own annealed step size eta (eq. 3, 4): by default
+(``outer_grad='reuse'``) between that step's backward and its clipping, from the step's own gradient and
+batch and a dev micro-batch; with 'recompute', after the step on a fresh training and a dev micro-batch.
 
 A run folder holds ``config.json``, ``metrics.jsonl`` (one line per logged step and per evaluation),
 ``checkpoint.pt`` (everything needed to continue bit for bit: models, optimisers, weights, batcher and RNG
