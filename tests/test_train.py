@@ -139,11 +139,7 @@ def test_gradient_accumulation_and_per_peer_clipping(corpus, tmp_path, monkeypat
                       eval_interval=100, warmup_iters=0)
     vocab = len(corpus.tokenizer)
     models, ref = tiny_peers(vocab), tiny_peers(vocab)
-    for m in models + ref:  # no dropout: the hand-made step must see the same function
-        m.config.hidden_dropout_prob = m.config.attention_probs_dropout_prob = 0.0
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Dropout):
-                mod.p = 0.0
+    T.set_dropout(models + ref, 0.0)  # no dropout: the hand-made step must see the same function
     T.train(cfg, corpus, models, tmp_path / "run", progress=False)
     batcher = corpus.batcher("train", cfg.data, cfg.train.batch_size, seed=cfg.train.seed)
     batches = [batcher.next_batch() for _ in range(3)]
@@ -177,10 +173,7 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
 
     cfg = tiny_config(num_batches=1, num_epochs=4, grad_clip=1e-4, loss_alpha=0.4)
     models = tiny_peers(len(corpus.tokenizer))
-    for m in models:
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Dropout):
-                mod.p = 0.0
+    T.set_dropout(models, 0.0)
     real, calls = B.hypergradient, []
 
     def spy(models_, train_batch, dev_batch, weights, **kw):
