@@ -94,8 +94,8 @@ def main():
         runs[name] = (method, opts)
     times = {"dml": [], "dwml": [], "outer": [], "recompute": []}
     dwml = runs["dwml"][0]
+    k = args.num_batches
     for r in range(args.warmup + args.repeats):
-        k = args.num_batches
         t_dml = timed(lambda: inner_step(*runs["dml"], batches[0], num_batches=k))
         t_dwml = timed(lambda: inner_step(*runs["dwml"], batches[0], num_batches=k))
         t_out = inner_step(*runs["dwml"], batches[0], num_batches=k,
