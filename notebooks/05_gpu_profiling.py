@@ -26,6 +26,10 @@
 # teacher-shaped model trained alone by masked LM (the paper's RoBERTa-base); the teacher of `kd` and
 # `kd_dwml` is the teacher of `profiling_teacher_dir` if given, else a freshly initialised model of the
 # teacher's shape: its weights do not change what a step costs.
+#
+# On a GPU, `python -m dwml.notebooks --profile gpu 05_gpu_profiling` runs this notebook at the paper's
+# shapes (a RoBERTa-base-shaped model, 4 peers, micro-batches of 3 x 512, bf16); `figures/gpu/` holds one
+# such run on an NVIDIA H200, and its README says how it was made.
 
 # %% tags=["parameters"]
 profile = "default"
