@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -287,6 +288,15 @@ class Config:
         _check(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be > 0")
         _check(0 <= t.min_lr <= t.learning_rate, "train.min_lr", t.min_lr, "must be in [0, learning_rate]")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        # The loop divides by the intervals and runs num_epochs steps: 0 or less cannot run.
+        for name in ("num_epochs", "eval_interval", "log_interval", "checkpoint_interval", "eval_batches", "patience"):
+            value = getattr(t, name)
+            _check(isinstance(value, int) and value >= 1, f"train.{name}", value, "must be an integer >= 1")
+        _check(t.max_tokens >= 0, "train.max_tokens", t.max_tokens, "must be >= 0 (0: no token limit)")
+        _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "must be >= 0")
+        _check(t.lr_decay_iters >= 1, "train.lr_decay_iters", t.lr_decay_iters, "must be >= 1")
+        _check(isinstance(t.device, str) and _DEVICE.fullmatch(t.device) is not None, "train.device", t.device,
+               "must be 'auto', 'cpu', 'cuda' or 'cuda:N' (the devices the loop can resolve)")
         _check(t.num_batches >= 1, "train.num_batches", t.num_batches, "must be >= 1")
         _check(t.temperature > 0, "train.temperature", t.temperature, "must be > 0")
         _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
@@ -299,6 +309,9 @@ class Config:
         _check(0 <= t.min_step_size <= t.step_size, "train.min_step_size", t.min_step_size, "must be in [0, step_size]")
         _check(e.reduction in ("sum", "mean"), "eval.reduction", e.reduction, "must be 'sum' or 'mean'")
         _check(e.dtype in ("float32", "bfloat16"), "eval.dtype", e.dtype, "must be 'float32' or 'bfloat16'")
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:

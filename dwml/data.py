@@ -34,7 +34,7 @@ IGNORE_INDEX = -100
 CHILDES_MARKERS = frozenset({"xxx", "yyy", "www"})
 """CHILDES transcription codes for unintelligible (xxx, yyy) or untranscribed (www) speech."""
 SPLITS = ("train", "dev", "test")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the sidecar records the cache's sha256 and its id range
 
 
 class DataError(ValueError):
@@ -181,9 +181,20 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    if not (path / "tokenizer.json").is_file():
+    file = path / "tokenizer.json"
+    if not file.is_file():
         raise DataError(f"{path} holds no tokenizer.json (train one with dwml.data.train_tokenizer)")
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:  # a truncated file fails deep in transformers ("Repo id must be in the form ..."): check it here
+        json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f"{file}:{err.lineno}:{err.colno}" if isinstance(err, json.JSONDecodeError) else str(file)
+        raise DataError(f"{where}: not a valid tokenizer file (truncated or corrupt: {err}); delete the folder "
+                        f"{path} to retrain the tokenizer") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:
+        raise DataError(f"{path}: the saved tokenizer cannot be loaded ({type(err).__name__}: {err}); delete "
+                        "the folder to retrain it") from err
 
 
 def normalize(tokenizer, text: str) -> str:
@@ -219,6 +230,20 @@ class TokenCache:
     def __len__(self) -> int:
         return int(self.meta["n_tokens"])
 
+    def check_ids(self, vocab_size: int) -> None:
+        """Raise :class:`DataError` naming the file if any stored id is outside ``[0, vocab_size)`` (a cache
+        changed after it was built, or peers built with a smaller vocabulary): caught here, before
+        training, instead of an ``IndexError`` deep in an embedding. Reads the file (fast: one pass)."""
+        tokens = self.tokens
+        if len(tokens) == 0:
+            return
+        hi = int(tokens.max())
+        if hi >= vocab_size:
+            at = int(np.argmax(np.asarray(tokens) >= vocab_size))
+            raise DataError(f"token cache {self.path}: id {int(tokens[at])} at token {at} (max id {hi}) is outside "
+                            f"the vocabulary of {vocab_size} ids; delete the cache to rebuild it, or build the "
+                            "peers with the tokenizer's vocabulary (data.vocab_size)")
+
 
 def _sources_meta(files: Sequence[Path]) -> list[dict]:
     return [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files]
@@ -229,7 +254,9 @@ def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | 
     """Encode ``files`` once into ``cache_path`` (+ ``.json`` sidecar); reuse it while nothing changed.
 
     The cache is rebuilt when a source file's hash, the tokenizer, or the cleaning option changed, and
-    (with a warning) when the data file's size disagrees with its sidecar. The data are written to a
+    (with a warning naming the file) when the data file's size or content (its sha256, recorded in the
+    sidecar with the ids' range) disagrees with its sidecar, or the sidecar is not a well-formed JSON
+    object with every field. Ids outside the tokenizer's vocabulary raise :class:`DataError`. The data are written to a
     temporary file and renamed, then the sidecar likewise, so an interrupted build leaves no valid-looking
     cache behind.
     """
@@ -241,17 +268,18 @@ def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | 
     want = {"format": CACHE_FORMAT, "dtype": dtype.name, "vocab_size": vocab, "drop_markers": drop_markers,
             "tokenizer": tokenizer_fingerprint(tokenizer), "sources": _sources_meta(files)}
     if sidecar.is_file() and cache_path.is_file():
-        meta = json.loads(sidecar.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
-            expected = meta["n_tokens"] * dtype.itemsize
-            if cache_path.stat().st_size == expected:
+        meta, problem = _read_sidecar(sidecar)
+        if meta is not None and all(meta.get(k) == v for k, v in want.items()):
+            problem = _cache_problem(cache_path, meta, dtype, vocab)
+            if problem is None:
                 return TokenCache(cache_path, meta)
-            warnings.warn(f"token cache {cache_path} has {cache_path.stat().st_size} bytes but its sidecar "
-                          f"says {meta['n_tokens']} tokens ({expected} bytes): rebuilding it", stacklevel=2)
+        if problem is not None:
+            warnings.warn(f"token cache {cache_path}: {problem}: rebuilding it", stacklevel=2)
 
     from tqdm.auto import tqdm
 
     n_tokens = n_lines = 0
+    lo, hi = None, None
     with atomic_path(cache_path) as tmp, open(tmp, "wb") as out:
         for path in tqdm(files, desc=f"encoding {cache_path.name}", disable=not progress):
             lines = read_lines(path, drop_markers)
@@ -260,13 +288,57 @@ def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | 
                 ids = tokenizer(chunk, add_special_tokens=False)["input_ids"]
                 flat = np.fromiter((t for seq in ids for t in (*seq, EOS_ID)), dtype=dtype,
                                    count=sum(len(s) + 1 for s in ids))
+                if flat.size:
+                    lo = int(flat.min()) if lo is None else min(lo, int(flat.min()))
+                    hi = int(flat.max()) if hi is None else max(hi, int(flat.max()))
                 flat.tofile(out)
                 n_tokens += flat.size
                 n_lines += len(chunk)
         out.flush()
-    meta = {**want, "n_tokens": n_tokens, "n_lines": n_lines}
+        if hi is not None and hi >= vocab:
+            raise DataError(f"{path}: the tokenizer gave id {hi}, outside its vocabulary of {vocab} ids")
+        checksum = file_sha256(tmp)
+    meta = {**want, "n_tokens": n_tokens, "n_lines": n_lines, "sha256": checksum,
+            "min_id": lo, "max_id": hi}
     atomic_write_json(sidecar, meta)
     return TokenCache(cache_path, meta)
+
+
+SIDECAR_FIELDS = {"format": int, "dtype": str, "vocab_size": int, "drop_markers": bool, "tokenizer": str,
+                  "sources": list, "n_tokens": int, "n_lines": int, "sha256": str,
+                  "min_id": (int, type(None)), "max_id": (int, type(None))}
+"""What a token cache's sidecar holds (format 2): a sidecar that lacks one, or holds another type, is rebuilt."""
+
+
+def _read_sidecar(sidecar: Path) -> tuple[dict | None, str | None]:
+    """(meta, None) for a well-formed sidecar of this format; (None, None) for an older format (rebuilt
+    silently: a new version of the package, not damage); (None, what is wrong) otherwise."""
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"its sidecar {sidecar} is not valid JSON ({err})"
+    if not isinstance(meta, dict):
+        return None, f"its sidecar {sidecar} holds a JSON {type(meta).__name__}, not an object"
+    if isinstance(meta.get("format"), int) and meta["format"] != CACHE_FORMAT:
+        return None, None
+    bad = [k for k, kind in SIDECAR_FIELDS.items()
+           if k not in meta or not isinstance(meta[k], kind) or (kind is int and isinstance(meta[k], bool))]
+    if bad:
+        return None, f"its sidecar {sidecar} lacks or mistypes field(s) {bad}"
+    return meta, None
+
+
+def _cache_problem(cache_path: Path, meta: dict, dtype: np.dtype, vocab: int) -> str | None:
+    """Why a cache whose sidecar matches cannot be used (size, content checksum, id range), or None."""
+    expected = meta["n_tokens"] * dtype.itemsize
+    size = cache_path.stat().st_size
+    if size != expected:
+        return f"{size} bytes, but its sidecar says {meta['n_tokens']} tokens ({expected} bytes)"
+    if file_sha256(cache_path) != meta["sha256"]:
+        return "its content does not match the checksum in its sidecar (the file was changed after it was built)"
+    if meta["max_id"] is not None and not 0 <= meta["min_id"] <= meta["max_id"] < vocab:
+        return f"its sidecar gives ids {meta['min_id']}..{meta['max_id']}, outside the vocabulary of {vocab}"
+    return None
 
 
 def decode_cache(cache: TokenCache, tokenizer) -> list[str]:
@@ -461,16 +533,24 @@ def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
     fp = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = project_path(cfg.cache_dir) / f"{corpus_dir.name}-{fp}"
     tok_dir = root / "tokenizer"
+    tokenizer = None
     if (tok_dir / "tokenizer.json").is_file():
-        tokenizer = load_tokenizer(tok_dir)
-    else:
+        try:
+            tokenizer = load_tokenizer(tok_dir)
+        except DataError as err:  # a build product: retrain it (same lines and settings, same tokenizer)
+            warnings.warn(f"cached tokenizer unusable, retraining it: {err}", stacklevel=2)
+    if tokenizer is None:
         lines = read_corpus(corpus_dir, "train", cfg.drop_markers)
         tokenizer = train_tokenizer(lines, cfg.vocab_size, tok_dir, lowercase=cfg.lowercase,
                                     min_frequency=cfg.min_frequency, model_max_length=max(cfg.block_size, 512))
         tokenizer = load_tokenizer(tok_dir)
     train = build_token_cache(train_files, tokenizer, root / "train.bin", cfg.drop_markers, progress=progress)
     dev = build_token_cache(dev_files, tokenizer, root / "dev.bin", cfg.drop_markers, progress=progress)
-    for name, cache in (("train", train), ("dev", dev)):
+    for name, cache, files in (("train", train, train_files), ("dev", dev, dev_files)):
+        if cache.meta["n_lines"] == 0:
+            raise DataError(f"the {name} split of {corpus_dir} is empty: its file(s) "
+                            f"{', '.join(str(f) for f in files)} hold no text after cleaning")
+        cache.check_ids(len(tokenizer))
         if len(cache) < cfg.block_size - 2:
             raise DataError(f"data.block_size={cfg.block_size} is larger than the {name} split of {corpus_dir} "
                             f"({len(cache)} tokens)")

@@ -99,6 +99,13 @@ def _text(rec: dict, key: str, where: str, lineno: int) -> str:
     return value
 
 
+def _read_utf8(path: Path) -> str:
+    """A data file's text; one that is not UTF-8 raises :class:`EvalDataError` naming the file and line."""
+    from dwml.io import read_utf8
+
+    return read_utf8(path, EvalDataError)
+
+
 def _jsonl_files(folder: str | Path, what: str) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -114,7 +121,7 @@ def load_blimp(folder: str | Path, suite: str = "blimp") -> list[MinimalPair]:
     ``pair_id`` or ``pairID``), one file per paradigm; also the synthetic corpus's ``pairs/`` folder."""
     pairs = []
     for path in _jsonl_files(folder, "BLiMP"):
-        for lineno, rec in _read_jsonl(path.read_text(encoding="utf-8").split("\n"), str(path)):
+        for lineno, rec in _read_jsonl(_read_utf8(path).split("\n"), str(path)):
             uid = _text(rec, "UID", str(path), lineno)
             pid = rec.get("pair_id", rec.get("pairID"))
             if pid is None:
@@ -135,7 +142,7 @@ def load_supplement(folder: str | Path) -> list[MinimalPair]:
     out of the pair, and dialogue turns separated by ``\\n`` inside a sentence (scored as written)."""
     pairs = []
     for path in _jsonl_files(folder, "BLiMP supplement"):
-        for k, (lineno, rec) in enumerate(_read_jsonl(path.read_text(encoding="utf-8").split("\n"), str(path))):
+        for k, (lineno, rec) in enumerate(_read_jsonl(_read_utf8(path).split("\n"), str(path))):
             pairs.append(MinimalPair(
                 suite="supplement", task=path.stem, pair_id=k,
                 good=_text(rec, "sentence_good", str(path), lineno), bad=_text(rec, "sentence_bad", str(path), lineno),
@@ -151,7 +158,7 @@ def load_ewok(source: str | Path, password: bytes = b"ewok") -> list[MinimalPair
     source = Path(source)
     files: list[tuple[str, str]] = []
     if source.is_dir():
-        files = [(str(p), p.read_text(encoding="utf-8")) for p in _jsonl_files(source, "EWoK")]
+        files = [(str(p), _read_utf8(p)) for p in _jsonl_files(source, "EWoK")]
     elif source.is_file():
         try:
             with zipfile.ZipFile(source) as z:

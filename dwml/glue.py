@@ -117,6 +117,30 @@ def load_examples(path: str | Path, task: str) -> list[tuple[tuple[str, ...], in
     return out
 
 
+def check_model_dir(model_dir: str | Path) -> Path:
+    """``model_dir`` as a Path if it holds a saved model with its tokenizer (``config.json`` and a
+    ``tokenizer.json``); else :class:`GlueDataError` naming the folder and what it lacks (instead of
+    transformers' "Repo id must be in the form ..." for a path that does not exist)."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise GlueDataError(f"model_dir {path}: no such folder (give a saved peer, e.g. a run's peer_0/)")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        missing.append("tokenizer.json")
+    if missing:
+        raise GlueDataError(f"model_dir {path}: lacks {missing}; not a folder written by save_pretrained "
+                            "with its tokenizer (e.g. a run's peer_0/)")
+    return path
+
+
+def check_task_files(data_root: str | Path, tasks: Sequence[str]) -> None:
+    """Raise :class:`GlueDataError` listing every missing train or validation file of ``tasks`` (with its
+    path), before anything is fine-tuned."""
+    missing = [f"{task}: {path}" for task in tasks for path in task_files(data_root, task) if not path.is_file()]
+    if missing:
+        raise GlueDataError(f"GLUE data under {data_root}: {len(missing)} file(s) missing: " + "; ".join(missing))
+
+
 def _pair(texts: tuple[str, ...]) -> tuple[str, str | None]:
     """Up to two segments for the tokenizer: a third field (MultiRC's answer, WSC's second span) joins the
     second segment, as the BabyLM pipeline concatenates them."""
@@ -191,6 +215,7 @@ def finetune(model_dir: str | Path, task: str, data_root: str | Path, output_dir
     from dwml.io import atomic_write_json
 
     cfg = cfg or GlueConfig()
+    model_dir = check_model_dir(model_dir)
     train_file, valid_file = task_files(data_root, task)
     train_ex, valid_ex = load_examples(train_file, task), load_examples(valid_file, task)
     if cfg.max_train_examples and len(train_ex) > cfg.max_train_examples:
@@ -228,8 +253,11 @@ def finetune(model_dir: str | Path, task: str, data_root: str | Path, output_dir
 
 def finetune_all(model_dir: str | Path, data_root: str | Path, output_dir: str | Path, cfg: GlueConfig | None = None,
                  progress: bool = True):
-    """:func:`finetune` on each of ``cfg.tasks``; one row per task as a DataFrame."""
+    """:func:`finetune` on each of ``cfg.tasks``; one row per task as a DataFrame. The model folder and
+    every task's files are checked first: a missing one stops the call before any fine-tuning."""
     import pandas as pd
 
     cfg = cfg or GlueConfig()
+    check_model_dir(model_dir)
+    check_task_files(data_root, cfg.tasks)
     return pd.DataFrame([finetune(model_dir, t, data_root, output_dir, cfg, progress) for t in cfg.tasks])

@@ -55,6 +55,35 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_utf8(path: str | Path, error: type[Exception] = ValueError) -> str:
+    """The text of a UTF-8 file; one that is not UTF-8 raises ``error`` naming the file and the line (1-based)
+    of the first bad byte, instead of a bare ``UnicodeDecodeError``."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = raw.count(b"\n", 0, err.start) + 1
+        raise error(f"{path}:{line_no}: not UTF-8 ({err.reason} at byte {err.start}); "
+                    "save the file as UTF-8") from None
+
+
+def read_yaml(path: str | Path, error: type[Exception] = ValueError) -> Any:
+    """Parse a YAML file (a profile); invalid YAML raises ``error`` naming the file, line and column
+    (1-based) and PyYAML's reason, instead of PyYAML's bare traceback."""
+    import yaml
+
+    path = Path(path)
+    text = read_utf8(path, error)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        reason = " ".join(str(x) for x in (getattr(err, "context", None), getattr(err, "problem", None)) if x)
+        raise error(f"{where}: not valid YAML ({reason or err})") from None
+
+
 def project_root() -> Path:
     """The checkout's root (the folder holding ``pyproject.toml`` and ``dwml/``), else the working folder.
 
