@@ -337,7 +337,8 @@ def _cache_problem(cache_path: Path, meta: dict, dtype: np.dtype, vocab: int) ->
     if file_sha256(cache_path) != meta["sha256"]:
         return "its content does not match the checksum in its sidecar (the file was changed after it was built)"
     if meta["max_id"] is not None and not 0 <= meta["min_id"] <= meta["max_id"] < vocab:
-        return f"its sidecar gives ids {meta['min_id']}..{meta['max_id']}, outside the vocabulary of {vocab}"
+        return (f"its sidecar {cache_path}.json gives ids {meta['min_id']}..{meta['max_id']}, outside the "
+                f"vocabulary of {vocab}")
     return None
 
 
