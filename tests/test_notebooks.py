@@ -56,3 +56,41 @@ def test_notebook_runs_on_ci_profile(path, ci_root):
     params = {**N.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
     out = N.run_notebook(path, "ci", params)
     assert out.is_file()
+
+
+def test_every_profile_key_is_a_declared_parameter():
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        N.check_profile(N.load_profile(str(path)), path)  # raises naming the key and the file
+
+
+def test_misspelled_profile_key_is_an_error_before_anything_runs(tmp_path, capsys):
+    prof = tmp_path / "typo.yaml"
+    prof.write_text(f"profile: typo\nrun_root: {tmp_path / 'runs'}\nfigures_dir: {tmp_path / 'fig'}\nseedz: [0]\n")
+    with pytest.raises(N.NotebookError, match=r"typo\.yaml: unknown parameter\(s\) 'seedz' \(did you mean 'seeds'\?\)"):
+        N.check_profile(N.load_profile(str(prof)), prof)
+    assert N.main(["--profile", str(prof), "00_data"]) == 2
+    err = capsys.readouterr().err
+    assert "'seedz'" in err and str(prof) in err
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_each_notebook_gets_only_its_parameters_and_the_console_shows_progress(tmp_path, capfd):
+    nb = tmp_path / "98_tiny.py"
+    nb.write_text('# %% tags=["parameters"]\nprofile = "default"\nrun_root = "runs/default"\nfigures_dir = "figures"\n'
+                  'seeds = [0]\n\n# %%\nimport time\ntime.sleep(1.5)\nprint("seeds", seeds)\n\n# %%\nassert "train" not in dir()\n')
+    params = {**N.load_profile("ci"), "run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig"),
+              "seeds": [7]}
+    assert "train" in params  # declared by other notebooks, not by this one
+    assert N.parameters_for(nb, params) == {k: params[k] for k in ("profile", "run_root", "figures_dir", "seeds")}
+    out = N.run_notebook(nb, "ci", params, progress=True, heartbeat=0.5)
+    import nbformat
+
+    executed = nbformat.read(out, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "train" not in injected[0].source and "seeds = [7]" in injected[0].source
+    assert any("seeds [7]" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    console = capfd.readouterr()
+    assert "Passed unknown parameter" not in console.out + console.err
+    assert "WARNING" not in console.out + console.err  # no kernel warnings
+    assert "98_tiny" in console.out and "cell 3/4: import time" in console.out
+    assert "still in cell 3/4" in console.out  # the heartbeat while the long cell runs
