@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dwml import search as S
+from dwml.model import build_peer, build_peers
 from dwml.io import atomic_write_text
 
 
@@ -31,7 +32,7 @@ def timed(fn, repeats: int):
 
 def built_count(arch: S.PeerArch, vocab: int) -> int:
     """One evaluation the published way: instantiate the model, count its parameters."""
-    model = S.build_peer(arch, vocab)
+    model = build_peer(arch, vocab)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -49,7 +49,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from dwml.losses import IGNORE_INDEX, check_alpha, ensemble_loss, inner_loss, per_peer_losses, validate_weights
+from dwml.losses import check_alpha, ensemble_loss, inner_loss, per_peer_losses, validate_weights
+from dwml.model import predicted_logits, prediction_targets
 
 MODES = ("jvp", "fd")
 
@@ -61,26 +62,15 @@ MODES = ("jvp", "fd")
 class _Peers(nn.Module):
     """All peers side by side, so that ``functional_call`` can evaluate them at any theta = {name: tensor}.
 
-    For a ``RobertaForMaskedLM`` the LM head runs on the predicted positions only (a masked LM predicts
-    ~15% of them, and at the peers' small widths the head costs more than a layer); any other model falls
-    back to its full forward. Either way the result is each peer's logits [n, V] and the labels [n]."""
+    Each peer runs through :func:`dwml.model.predicted_logits` (the LM head at the predicted positions
+    only, in any batch layout), so the result is each peer's logits [n, V] and the labels [n]."""
 
     def __init__(self, models: Sequence[nn.Module]):
         super().__init__()
         self.peers = nn.ModuleList(models)
 
     def forward(self, batch: dict) -> tuple[list[Tensor], Tensor]:
-        labels = batch["labels"]
-        keep = labels != IGNORE_INDEX
-        out = []
-        for m in self.peers:
-            encoder, head = getattr(m, "roberta", None), getattr(m, "lm_head", None)
-            if encoder is not None and head is not None:
-                h = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                out.append(head(h[keep]))
-            else:
-                out.append(m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[keep])
-        return out, labels[keep]
+        return [predicted_logits(m, batch)[0] for m in self.peers], prediction_targets(batch)
 
 
 def _theta(peers: _Peers) -> dict[str, Tensor]:

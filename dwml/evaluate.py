@@ -405,19 +405,13 @@ def _precision_context(device: torch.device, dtype: str):
 
 
 def _masked_logits_fn(model):
-    """A function (input_ids, attention_mask, positions) -> logits at ``positions`` only.
+    """A function (input_ids, attention_mask, positions) -> logits at ``positions`` only (one a row):
+    :func:`dwml.model.logits_at`, the forward pass training uses (the LM head on the gathered rows for
+    RoBERTa-style models, the full forward pass for any other masked LM)."""
+    from dwml.model import logits_at
 
-    RoBERTa-style models (``.roberta`` encoder + ``.lm_head``) apply the head to the gathered rows; any
-    other masked LM falls back to the full forward pass (correct, only slower)."""
-    encoder, head = getattr(model, "roberta", None), getattr(model, "lm_head", None)
-    if encoder is not None and head is not None:
-        def fn(ids, mask, pos):
-            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            return head(hidden[torch.arange(len(pos), device=ids.device), pos])
-    else:
-        def fn(ids, mask, pos):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            return logits[torch.arange(len(pos), device=ids.device), pos]
+    def fn(ids, mask, pos):
+        return logits_at(model, ids, mask, pos)
     return fn
 
 

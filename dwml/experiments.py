@@ -64,7 +64,7 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     import torch
 
     from dwml.config import Config
-    from dwml.search import build_peers
+    from dwml.model import build_peers
     from dwml.train import train
 
     if train_overrides and not tag:

@@ -94,6 +94,11 @@ def _check_temperature(temperature: float) -> float:
 # per-token building blocks
 
 
+def _up(t: Tensor) -> Tensor:
+    """Half precision to float32 (a log-softmax over a vocabulary in bf16 loses the small probabilities)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _select(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Logits [n, V] and labels [n] at the predicted positions; ``logits`` is [..., V], labels [...]."""
     if logits.shape[:-1] != labels.shape:
@@ -113,13 +118,29 @@ def masked_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(z, y, reduction="mean")
 
 
+def token_ce(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Cross-entropy of logits [n, V] at the predicted positions against ``targets`` [n], summed with
+    ``weight`` [n] (default 1/n: the mean per token; see :func:`fused_ce_kl`). Half precision is upcast."""
+    logits = _up(logits)
+    n = targets.shape[0]
+    if weight is None:
+        return F.cross_entropy(logits, targets) if n else logits.sum() * 0.0
+    logp_y = F.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+    return -(logp_y @ weight.to(logp_y.dtype))
+
+
 def masked_kl(target_logits: Tensor, logits: Tensor, labels: Tensor, temperature: float = 1.0,
-              detach_target: bool = True) -> Tensor:
+              detach_target: bool = True, weight: Tensor | None = None) -> Tensor:
     """Mean over predicted tokens of KL(softmax(target / T) || softmax(logits / T)), times T^2.
 
     The KL term of eq. 2 with ``target_logits`` = z_j (the teacher) and ``logits`` = z_i (the student).
-    ``detach_target`` makes the target a constant (deep mutual learning's convention)."""
+    ``detach_target`` makes the target a constant (deep mutual learning's convention). With ``weight``
+    [n] the logits are [n, V] at the predicted positions and the tokens are summed with those weights."""
     T = _check_temperature(temperature)
+    if weight is not None:
+        zt = target_logits.detach() if detach_target else target_logits
+        lt, lz = F.log_softmax(_up(zt) / T, dim=-1), F.log_softmax(_up(logits) / T, dim=-1)
+        return ((lt.exp() * (lt - lz)).sum(-1) @ weight.to(lt.dtype)) * (T * T)
     zt, _ = _select(target_logits, labels)
     z, y = _select(logits, labels)
     if zt.shape != z.shape:
@@ -150,56 +171,110 @@ class InnerLoss:
     """[p] La_k = (1 - a) CE_k + a sum_{i != k} KL(p_k || p_i): the terms of L1 that carry w_k."""
 
 
-def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: float, detach_targets: bool,
-                      target_logits: Sequence[Tensor] | None = None):
-    """CE [p] and the matrix K [p, p] with K[j, i] = KL(p_j || p_i) (zero diagonal), means per token.
+def _kl_rows(logq: Tensor, logp: Tensor, weight: Tensor) -> Tensor:
+    """K[j, i] = sum_t weight_t KL(q_j,t || p_i,t) for target log-probs ``logq`` [m, n, V] and student
+    log-probs ``logp`` [p, n, V]: [m, p].
 
-    ``target_logits`` (constants, same shapes as ``logits``) replace the peers' own logits on the targets'
-    side p_j: a detached target is a function of theta frozen at the current point, and a finite
-    difference in theta must hold it there to differentiate the same thing autograd does."""
+    KL(q || p) = sum_v q log q - sum_v q log p, and the second sum over (t, v) for every pair (j, i) is
+    one matrix product of [m, n V] by [n V, p]: the m p KL terms cost one GEMM and one exp, not m p
+    passes over [n, V] (and the same in the backward pass)."""
+    q = logq.exp()
+    qw = q * weight[None, :, None]
+    neg_entropy = (qw * logq).sum((1, 2))  # [m]
+    cross = qw.reshape(qw.shape[0], -1) @ logp.reshape(logp.shape[0], -1).T  # [m, p]
+    return neg_entropy[:, None] - cross
+
+
+def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None = None, temperature: float = 1.0,
+                detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
+                teacher_logits: Tensor | None = None, pairs: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """CE [p], the KL matrix K [p, p] (K[j, i] = KL(p_j || p_i), zero diagonal) and, with a teacher,
+    KT [p] = KL(p_T || p_i), from one log-softmax per peer (two at T != 1).
+
+    ``logits``: each peer's [n, V] at the predicted positions, ``targets`` [n] their labels (every one
+    predicted: no ``IGNORE_INDEX`` here). ``weight`` [n]: each token's weight in the sums, 1/n (the mean
+    per token) by default; a chunk of several micro-batches passes 1/n_m for the tokens of micro-batch m,
+    so that it sums their per-token means exactly as separate passes would. ``target_logits`` (constants)
+    replace the peers' own logits on the targets' side, as in :func:`per_peer_losses`. ``pairs=False``
+    skips K (returned as None) where only the teacher's terms are wanted. The teacher is a constant.
+    KL terms are at temperature T, times T^2; CE at T = 1. Half-precision logits are upcast to float32."""
     if len(logits) == 0:
         raise ValueError("logits is empty: eq. 2 needs at least one peer")
     T = _check_temperature(temperature)
-    sel = [_select(z, labels) for z in logits]
+    z = torch.stack([_up(zi) for zi in logits])
+    p, n = z.shape[0], z.shape[1]
+    if weight is None:
+        weight = torch.full((n,), 1.0 / max(n, 1), dtype=z.dtype, device=z.device)
+    weight = weight.to(z.dtype)
+    logp = F.log_softmax(z, dim=-1)  # [p, n, V]
+    logp_y = logp.gather(-1, targets.expand(p, n)[..., None])[..., 0]  # [p, n]
+    ce = -(logp_y @ weight)
+    logp_t = logp if T == 1.0 else F.log_softmax(z / T, dim=-1)
+    K = None
+    if pairs:
+        if target_logits is not None:
+            zt = torch.stack([_up(t) for t in target_logits])
+            logq = F.log_softmax(zt.detach().to(z.dtype) / T, dim=-1)
+        else:
+            logq = logp_t.detach() if detach_targets else logp_t
+        K = _kl_rows(logq, logp_t, weight) * (T * T)
+        K = K * (1.0 - torch.eye(p, dtype=K.dtype, device=K.device))  # the j = i terms are 0; make it exact
+    kt = None
+    if teacher_logits is not None:
+        zt = _up(teacher_logits.detach())
+        kt = _kl_rows(F.log_softmax(zt.to(z.dtype) / T, dim=-1)[None], logp_t, weight)[0] * (T * T)
+    return ce, K, kt
+
+
+def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: float, detach_targets: bool,
+                      target_logits: Sequence[Tensor] | None = None, weight: Tensor | None = None):
+    """CE [p] and the matrix K [p, p] with K[j, i] = KL(p_j || p_i) (zero diagonal), means per token.
+
+    ``logits`` are [..., V] with ``labels`` [...] (positions labelled ``IGNORE_INDEX`` are dropped here;
+    that selection asks the device for a count, so the training loop passes logits already at the
+    predicted positions, with labels that are all predicted). ``target_logits`` (constants, same shapes as
+    ``logits``) replace the peers' own logits on the targets' side p_j: a detached target is a function of
+    theta frozen at the current point, and a finite difference in theta must hold it there to
+    differentiate the same thing autograd does. ``weight``: see :func:`fused_ce_kl`."""
+    if len(logits) == 0:
+        raise ValueError("logits is empty: eq. 2 needs at least one peer")
+    _check_temperature(temperature)
+    if labels.dim() == 1 and all(z.dim() == 2 for z in logits) and weight is not None:
+        sel = [(z, labels) for z in logits]  # already the predicted positions
+    else:
+        sel = [_select(z, labels) for z in logits]
     y = sel[0][1]
     zs = [s[0] for s in sel]
     if any(z.shape != zs[0].shape for z in zs):
         raise ValueError(f"peers' logits differ in shape {[tuple(z.shape) for z in logits]}; they must share the vocabulary")
-    z = torch.stack(zs)  # [p, n, V]
-    p = z.shape[0]
+    p = len(zs)
     if y.numel() == 0:
-        zero = z.sum() * 0.0
+        zero = torch.stack(zs).sum() * 0.0
         return zero.expand(p) + 0.0, zero.expand(p, p) + 0.0
-    ce = torch.stack([F.cross_entropy(zi, y) for zi in z])
-    logp = F.log_softmax(z / T, dim=-1)  # students' side
+    zt = None
     if target_logits is not None:
-        zt = torch.stack([_select(t, labels)[0] for t in target_logits]).detach()
-        if zt.shape != z.shape:
-            raise ValueError(f"target_logits {tuple(zt.shape)} do not match the peers' logits {tuple(z.shape)}")
-        logq = F.log_softmax(zt / T, dim=-1)
-    else:
-        logq = logp.detach() if detach_targets else logp  # targets' side
-    rows = []
-    for j in range(p):
-        # KL(p_j || p_i) for every i at once, averaged over tokens: memory [p, n, V], not [p, p, n, V].
-        rows.append((logq[j].exp() * (logq[j] - logp)).sum(-1).mean(-1))
-    K = torch.stack(rows) * (T * T)
-    K = K * (1.0 - torch.eye(p, dtype=K.dtype, device=K.device))  # the j = i terms are 0; make it exact
+        zt = [t if (t.dim() == 2 and t.shape == zs[0].shape) else _select(t, labels)[0] for t in target_logits]
+        if any(t.shape != zs[0].shape for t in zt) or len(zt) != p:
+            raise ValueError(f"target_logits {[tuple(t.shape) for t in target_logits]} do not match the peers' "
+                             f"logits {[tuple(z.shape) for z in zs]}")
+    ce, K, _ = fused_ce_kl(zs, y, weight, temperature, detach_targets, target_logits=zt)
     return ce, K
 
 
 def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha: float, temperature: float = 1.0,
-               detach_targets: bool = True, *, validate: bool = True) -> InnerLoss:
+               detach_targets: bool = True, *, validate: bool = True, token_weight: Tensor | None = None) -> InnerLoss:
     """Eq. 2 on one batch: ``logits`` holds each peer's [..., V] logits, ``labels`` [...], ``weights`` [p].
 
     ``validate=False`` skips the simplex check (derivative checks evaluate L1 at w off the simplex;
-    L1 is defined for any w)."""
+    L1 is defined for any w; the training loop validates w where it changes, not at every micro-batch,
+    since the check reads w back from the device). ``token_weight`` [n]: the logits are [n, V] at the
+    predicted positions and each token weighs this much (see :func:`fused_ce_kl`)."""
     a = check_alpha(alpha)
     if validate:
         validate_weights(weights, "weights")
     if weights.dim() != 1 or weights.numel() != len(logits):
         raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, weight=token_weight)
     w = weights.to(device=ce.device, dtype=ce.dtype)
     kl = w @ K  # kl_i = sum_j w_j K[j, i]
     per_peer = (1.0 - a) * ce + a * K.sum(1)  # La_k = (1 - a) CE_k + a sum_i K[k, i]
@@ -208,12 +283,13 @@ def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha:
 
 
 def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temperature: float = 1.0,
-                    detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None) -> Tensor:
+                    detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
+                    token_weight: Tensor | None = None) -> Tensor:
     """La_k for k = 1..p (see the module docstring): L1(theta, w) = sum_k w_k La_k(theta) for every w.
 
     ``target_logits``: constant logits for the targets' side of the KL terms (see ``_ce_and_kl_matrix``)."""
     a = check_alpha(alpha)
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits, weight=token_weight)
     return (1.0 - a) * ce + a * K.sum(1)
 
 

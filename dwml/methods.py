@@ -15,9 +15,11 @@ a copy of the loop.
 ``kd_dwml`` DWML with the teacher's distribution as one more fixed target in every peer's loss
 =========  ==============================================================================================
 
-Speed: a masked LM predicts only ~15% of positions, so every method computes the LM head at those
-positions alone (:func:`masked_logits`): at the small widths of the peers the head (hidden x vocab) costs
-more than a transformer layer, and this saves most of it without changing any loss.
+Speed: every method runs its models through :func:`dwml.model.predicted_logits` (the LM head at the
+predicted positions only) and takes CE and KL terms from one log-softmax per model
+(:func:`dwml.losses.fused_ce_kl`), weighting each token by the batch's ``token_weight`` (1/n: the
+per-token mean; a merged chunk of micro-batches keeps each one's own mean). Nothing in :meth:`Method.loss`
+reads a value back from the device: the loop's micro-batches run without a host synchronisation.
 """
 from __future__ import annotations
 
@@ -30,31 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwml.config import ConfigError, TrainConfig
-from dwml.losses import IGNORE_INDEX, ensemble_loss, inner_loss, masked_ce, masked_kl, validate_weights
+from dwml.losses import ensemble_loss, fused_ce_kl, masked_kl, token_ce, validate_weights
+from dwml.model import predicted_logits, prediction_targets
 
 METHODS = ("mlm", "sd", "kd", "dml", "dwml", "kd_dwml")
-
-
-def masked_logits(model: nn.Module, batch: dict, output_hidden_states: bool = False):
-    """The model's logits at the predicted positions only: ``(logits [n, V], labels [n], hidden)``.
-
-    ``hidden`` is the tuple of every layer's hidden states at those positions (embeddings first), or None.
-    For a ``RobertaForMaskedLM`` the encoder runs on the whole block and the LM head on the n selected
-    positions; any other masked LM falls back to its full forward.
-    """
-    labels = batch["labels"]
-    keep = labels != IGNORE_INDEX
-    encoder, head = getattr(model, "roberta", None), getattr(model, "lm_head", None)
-    if encoder is None or head is None:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    output_hidden_states=output_hidden_states)
-        hidden = tuple(h[keep] for h in out.hidden_states) if output_hidden_states else None
-        return out.logits[keep], labels[keep], hidden
-    out = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  output_hidden_states=output_hidden_states)
-    logits = head(out.last_hidden_state[keep])
-    hidden = tuple(h[keep] for h in out.hidden_states) if output_hidden_states else None
-    return logits, labels[keep], hidden
 
 
 def check_alpha(alpha: float) -> float:
@@ -97,20 +78,21 @@ class Method:
         return [self.models[i]]
 
     def _forward(self, batch):
-        outs = [masked_logits(m, batch) for m in self.models]
-        return [o[0] for o in outs], outs[0][1]
+        """Each peer's logits [n, V] at the predicted positions, and their labels [n]."""
+        return [predicted_logits(m, batch)[0] for m in self.models], prediction_targets(batch)
 
     def _teacher_logits(self, batch) -> torch.Tensor:
         with torch.no_grad():
-            return masked_logits(self.teacher, batch)[0]
+            return predicted_logits(self.teacher, batch)[0]
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss to back-propagate on one micro-batch, and detached per-peer metrics (``ce``, maybe ``kl``).
+        """Loss to back-propagate on one micro-batch (or chunk), and detached per-peer metrics (``ce``,
+        maybe ``kl``), each a sum over tokens weighted by ``batch['token_weight']``.
 
         Independent models: the sum of their CEs, whose gradient for peer i is its own CE's (each peer
         has its own optimiser and clipping, so this is p separate trainings sharing the batches)."""
-        logits, labels = self._forward(batch)
-        ce = torch.stack([masked_ce(z, labels) for z in logits])
+        logits, y = self._forward(batch)
+        ce = torch.stack([token_ce(z, y, batch.get("token_weight")) for z in logits])
         return ce.sum(), {"ce": ce.detach()}
 
     def eval_weights(self) -> torch.Tensor:
@@ -134,7 +116,7 @@ class Method:
                 if n == 0:
                     continue
                 w = self.eval_weights().to(logits[0].device)
-                ce_sum += torch.stack([masked_ce(z, labels) for z in logits]).double().cpu() * n
+                ce_sum += torch.stack([token_ce(z, labels) for z in logits]).double().cpu() * n
                 ens_sum += float(ensemble_loss(logits, labels, w, kind=self.cfg.ensemble)) * n
                 n_sum += n
         finally:
@@ -175,10 +157,9 @@ class TeacherKD(Method):
     uses_teacher = True
 
     def loss(self, batch):
-        logits, labels = self._forward(batch)
-        target = self._teacher_logits(batch)
-        ce = torch.stack([masked_ce(z, labels) for z in logits])
-        kl = torch.stack([masked_kl(target, z, labels, self.cfg.temperature) for z in logits])
+        logits, y = self._forward(batch)
+        ce, _, kl = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
+                                teacher_logits=self._teacher_logits(batch), pairs=False)
         total = ((1 - self.alpha) * ce + self.alpha * kl).sum()
         return total, {"ce": ce.detach(), "kl": kl.detach()}
 
@@ -240,16 +221,21 @@ class SelfDistillation(Method):
 
     def loss(self, batch):
         total, ces, kls = 0.0, [], []
+        y, weight = prediction_targets(batch), batch.get("token_weight")
         for m, exits, heads in zip(self.models, self.exits, self.heads):
-            deep, labels, hidden = masked_logits(m, batch, output_hidden_states=bool(exits))
-            ce = masked_ce(deep, labels)
-            target = deep.detach() if self.cfg.detach_targets else deep
+            deep, hidden = predicted_logits(m, batch, output_hidden_states=bool(exits))
+            ce = token_ce(deep, y, weight)
             kl = deep.new_zeros(())
-            for k, head in zip(exits, heads):
-                z = head(hidden[k])
-                kl_k = masked_kl(target, z, labels, self.cfg.temperature, detach_target=self.cfg.detach_targets)
-                total = total + (1 - self.alpha) * masked_ce(z, labels) + self.alpha * kl_k
-                kl = kl + kl_k
+            if exits:
+                zs = [head(hidden[k]) for k, head in zip(exits, heads)]
+                if self.cfg.detach_targets:  # the deepest exit as a fixed teacher of every shallow one
+                    ce_k, _, kl_k = fused_ce_kl(zs, y, weight, self.cfg.temperature, teacher_logits=deep, pairs=False)
+                else:  # the target learns from its students too: the plain pairwise terms
+                    ce_k = torch.stack([token_ce(z, y, weight) for z in zs])
+                    kl_k = torch.stack([masked_kl(deep, z, y, self.cfg.temperature, detach_target=False,
+                                                  weight=weight) for z in zs])
+                total = total + ((1 - self.alpha) * ce_k + self.alpha * kl_k).sum()
+                kl = kl_k.sum()
             total = total + ce
             ces.append(ce.detach())
             kls.append(kl.detach())
@@ -282,14 +268,22 @@ class DML(Method):
         validate_weights(w, "weights")
         self.weights = w
 
-    def _inner(self, batch):
-        logits, labels = self._forward(batch)
-        il = inner_loss(logits, labels, self.weights, self.alpha, self.cfg.temperature, self.cfg.detach_targets)
-        return il, logits, labels
+    def _inner(self, batch, teacher: bool = False):
+        """Eq. 2 on one micro-batch: (L1, ce [p], kl [p] = sum_j w_j K[j, i], and with ``teacher`` the
+        KL each peer takes from the teacher). w is not validated here (that would read it back from the
+        device at every micro-batch): it is checked where it changes, in :meth:`DWML.outer_step`."""
+        logits, y = self._forward(batch)
+        target = self._teacher_logits(batch) if teacher else None
+        ce, K, kl_t = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
+                                  self.cfg.detach_targets, teacher_logits=target)
+        w = self.weights.to(ce.dtype)
+        kl = w @ K  # kl_i = sum_j w_j KL(p_j || p_i)
+        total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
+        return total, ce, kl, kl_t
 
     def loss(self, batch):
-        il, _, _ = self._inner(batch)
-        return il.total, {"ce": il.ce.detach(), "kl": il.kl.detach()}
+        total, ce, kl, _ = self._inner(batch)
+        return total, {"ce": ce.detach(), "kl": kl.detach()}
 
 
 class DWML(DML):
@@ -334,11 +328,9 @@ class KDDWML(DWML):
     uses_teacher = True
 
     def loss(self, batch):
-        il, logits, labels = self._inner(batch)
-        target = self._teacher_logits(batch)
-        kl_t = torch.stack([masked_kl(target, z, labels, self.cfg.temperature) for z in logits])
-        total = il.total + self.alpha * kl_t.sum() / self.p
-        return total, {"ce": il.ce.detach(), "kl": il.kl.detach(), "kl_teacher": kl_t.detach()}
+        total, ce, kl, kl_t = self._inner(batch, teacher=True)
+        total = total + self.alpha * kl_t.sum() / self.p
+        return total, {"ce": ce.detach(), "kl": kl.detach(), "kl_teacher": kl_t.detach()}
 
 
 CLASSES = {"mlm": MLM, "sd": SelfDistillation, "kd": TeacherKD, "dml": DML, "dwml": DWML, "kd_dwml": KDDWML}

@@ -211,7 +211,7 @@ def flops_per_peer(models: Sequence, batch_size: int, block_size: int, mlm_proba
 
     ``head``: where the LM head runs, 'all' positions (Hugging Face's loss, the default ``loss_fn``) or
     the 'labels' positions only (pass the matching ``loss_fn``, e.g. one built on
-    ``dwml.methods.masked_logits``). ``analytic_flops`` are model FLOPs (no recompute); ``ratio`` is
+    ``dwml.model.predicted_logits``). ``analytic_flops`` are model FLOPs (no recompute); ``ratio`` is
     counted over analytic: 1 when attention runs as plain matmuls (eager, or sdpa's math path, which the
     CPU takes under attention dropout), up to ``1 + 2 T L s d / analytic`` when a fused kernel recomputed
     Q K^T in the backward pass."""

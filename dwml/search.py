@@ -39,13 +39,12 @@ import numpy as np
 
 from dwml.config import SearchConfig
 from dwml.io import atomic_write_json
+from dwml.model import roberta_config
 
 PAPER_VOCAB_SIZE = 50265
 """RoBERTa's (and the BabyLM baselines') byte-level BPE vocabulary."""
 ROBERTA_HEAD_DIM = 64
 """RoBERTa-base's head size (768 / 12); the exhaustive search breaks exact ties towards it."""
-SPECIAL_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}
-"""``dwml.data.SPECIAL_TOKENS`` order: <s>, <pad>, </s>, <unk>, <mask>."""
 PEERS_FORMAT = 1
 _SEARCH_DEFAULTS = SearchConfig()
 
@@ -134,29 +133,10 @@ class PeerArch:
         return self.hidden_size // self.num_heads
 
     def to_roberta_config(self, vocab_size: int, max_position_embeddings: int = 514, **overrides):
-        """A ``RobertaConfig`` of this shape, with ``dwml.data``'s special-token ids and tied embeddings."""
-        from transformers import RobertaConfig
-
-        kwargs = dict(vocab_size=vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
-                      num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
-                      max_position_embeddings=max_position_embeddings, type_vocab_size=1,
-                      tie_word_embeddings=True, **SPECIAL_IDS)
-        kwargs.update(overrides)
-        return RobertaConfig(**kwargs)
-
-
-def build_peer(arch: PeerArch, vocab_size: int, max_position_embeddings: int = 514, **config_overrides):
-    """A freshly initialised ``RobertaForMaskedLM`` of ``arch``'s shape (seed torch before calling).
-
-    ``max_position_embeddings`` is the block size + 2 (RoBERTa's positions start after the padding id)."""
-    from transformers import RobertaForMaskedLM
-
-    return RobertaForMaskedLM(arch.to_roberta_config(vocab_size, max_position_embeddings, **config_overrides))
-
-
-def build_peers(peers: Sequence[PeerArch], meta: dict, **config_overrides) -> list:
-    """Every peer of a saved search, at the vocabulary and positions the search counted with."""
-    return [build_peer(a, meta["vocab_size"], meta["max_position_embeddings"], **config_overrides) for a in peers]
+        """A ``RobertaConfig`` of this shape (``dwml.model.roberta_config``); ``dwml.model.build_peer``
+        builds the model."""
+        return roberta_config(self.num_layers, self.num_heads, self.hidden_size, self.intermediate_size,
+                              vocab_size, max_position_embeddings, **overrides)
 
 
 def _arch(layers: int, heads: int, hidden: int, target: int, counts: dict, method: str) -> PeerArch:

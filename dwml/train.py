@@ -30,6 +30,7 @@ from torch import nn
 
 from dwml.bilevel import cosine_schedule
 from dwml.config import Config, ConfigError
+from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method
 
@@ -70,9 +71,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float, betas) -> torch.optim.AdamW:
+def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float, betas,
+                   fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the modules' parameters, decaying matrices (linear and embedding weights) only:
-    decaying a bias or a LayerNorm gain pulls it toward 0, which is not a simpler model but a broken one."""
+    decaying a bias or a LayerNorm gain pulls it toward 0, which is not a simpler model but a broken one.
+    ``fused``: PyTorch's fused kernel (one launch for all parameters; the loop asks for it on CUDA)."""
     seen, decay, no_decay = set(), [], []
     for mod in modules:
         for p in mod.parameters():
@@ -80,7 +83,7 @@ def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float,
                 seen.add(id(p))
                 (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
 
 
 def total_steps(cfg: Config) -> int:
@@ -91,7 +94,8 @@ def total_steps(cfg: Config) -> int:
 
 
 def tokens_per_step(cfg: Config) -> int:
-    """Tokens of one optimizer step with ``data.packing='blocks'``; an upper bound with 'lines' (padding)."""
+    """Tokens of one optimizer step with ``data.packing='blocks'``; an upper bound with 'lines' and
+    'packed' (utterances are shorter than a block)."""
     return cfg.train.num_batches * cfg.train.batch_size * cfg.data.block_size
 
 
@@ -157,10 +161,6 @@ def read_metrics(run_dir: str | Path):
     return pd.DataFrame(rows)
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -194,8 +194,313 @@ class _Metrics:
 
 
 # --------------------------------------------------------------------------------------------------
-# The loop
+# The loop, in named phases
 # --------------------------------------------------------------------------------------------------
+
+class Trainer:
+    """One run of ``cfg.train.method`` on ``corpus`` in ``run_dir``, as phases that others can call or
+    override (the benchmarks call :meth:`train_step`, the loop's own step, instead of copying it):
+
+    ``__init__`` (set-up and restore) -> per step :meth:`next_batches` (host: draw, pack, merge into
+    chunks, copy) -> :meth:`accumulate` (forward and backward of every chunk) -> :meth:`check`
+    (per-peer gradient norms, and the one read-back of the step: non-finite losses or norms stop the run
+    before anything is updated) -> :meth:`outer_step` (learned weights, ``train.outer_grad='reuse'``) ->
+    :meth:`clip_and_step` -> :meth:`log_evaluate_checkpoint`. :meth:`fit` runs them to the end.
+
+    Nothing between the start of :meth:`accumulate` and :meth:`check` reads a value back from the
+    device (``tests/test_train.py`` counts): losses and metrics stay on the device until the step's one
+    read-back, and every batch carries its predicted positions, computed on the host.
+    """
+
+    def __init__(self, cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
+                 teacher: nn.Module | None = None, resume: bool = True, progress: bool = True, **method_kwargs):
+        from dwml.model import use_fast_attention
+
+        cfg.validate()
+        self.cfg, self.corpus, self.progress = cfg, corpus, progress
+        t = self.t = cfg.train
+        self.run_dir = run_dir = project_path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device = resolve_device(t.device)
+        self.ckpt_path, self.metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
+        vocab = len(corpus.tokenizer)
+        for i, m in enumerate(models):
+            if m.config.vocab_size < vocab:
+                raise ConfigError(f"peer {i}: vocab_size {m.config.vocab_size} is smaller than the tokenizer's "
+                                  f"{vocab} (data.vocab_size); build the peers with the corpus's vocabulary")
+            if m.config.max_position_embeddings < cfg.data.block_size + 2:
+                raise ConfigError(f"peer {i}: max_position_embeddings {m.config.max_position_embeddings} < "
+                                  f"data.block_size + 2 = {cfg.data.block_size + 2}")
+        self.cfg_dict = cfg.to_dict()
+        # The corpus itself, not only its settings: a new grammar version or tokenizer under the same
+        # profile must not reuse (or resume) a run trained on the old text.
+        self.cfg_dict["corpus"] = corpus_identity(corpus)
+        self.arch = architecture(models)
+        self.finished = None
+        if resume and (run_dir / DONE).is_file() and self.ckpt_path.is_file():
+            _check_checkpoint(torch.load(self.ckpt_path, map_location="cpu", weights_only=True), self.cfg_dict,
+                              self.arch, self.ckpt_path)
+            self.finished = load_result(run_dir)
+            return
+
+        torch.manual_seed(t.seed)
+        self.models = models = [m.to(device).train() for m in models]
+        if t.dropout is not None:
+            set_dropout(models, t.dropout)
+        if teacher is None and t.method in ("kd", "kd_dwml"):
+            teacher = load_teacher(t.teacher_dir, device)
+        elif teacher is not None:
+            teacher = teacher.to(device)
+        self.attention = use_fast_attention(models)  # restored before saving (dwml.model)
+        if teacher is not None:
+            use_fast_attention([teacher])
+        self.method: Method = make_method(t, models, teacher, **method_kwargs)
+        self.optimizers = [make_optimizer(self.method.peer_modules(i), t.learning_rate, t.weight_decay,
+                                          (t.beta1, t.beta2), fused=device.type == "cuda")
+                           for i in range(self.method.p)]
+        # Three streams of training/dev batches with their own generators: the inner loop's, and the outer
+        # step's fresh train and dev micro-batches (so adding outer steps does not shift the inner batches).
+        self.batchers = {"train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed),
+                         "outer_train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 1),
+                         "outer_dev": corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed + 2)}
+        self.eval_batches = [self.to_device(b) for b in
+                             corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed).fixed_batches(t.eval_batches)]
+        self.n_steps = total_steps(cfg)
+        self.state = {"step": 0, "tokens": 0, "best": math.inf, "bad_evals": 0, "stopped_early": False,
+                      "elapsed": 0.0}
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            if t.compile:
+                for m in models:  # in place, so state_dict keys and save_pretrained stay as they were
+                    getattr(m, "roberta", m).compile()
+        # bf16 autocast: on CUDA, and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX), where it is
+        # faster too. Master weights, optimiser states, the losses over the vocabulary (dwml.losses) and the
+        # hypergradient (dwml.bilevel turns autocast off) stay float32.
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                         if t.mixed_precision and device.type in ("cuda", "cpu") else contextlib.nullcontext())
+        if resume and self.ckpt_path.is_file():
+            self.restore(torch.load(self.ckpt_path, map_location="cpu", weights_only=True))
+        else:
+            for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
+                (run_dir / name).unlink(missing_ok=True)
+            atomic_write_json(run_dir / CONFIG, self.cfg_dict)
+            self.metrics = _Metrics(self.metrics_path)
+            self.evaluate()  # step 0: the peers at initialisation
+
+    # ---- set-up and restore ---------------------------------------------------------------------
+
+    def restore(self, ck: dict) -> None:
+        """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state."""
+        _check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path)
+        for m, sd in zip(self.models, ck["models"]):
+            m.load_state_dict(sd)
+        for opt, sd in zip(self.optimizers, ck["optimizers"]):
+            opt.load_state_dict(sd)
+        self.method.load_state_dict(ck["method"])
+        for name, b in self.batchers.items():
+            b.load_state_dict(ck["batchers"][name])
+        _set_rng_state(ck["rng"])
+        self.state.update(ck["state"])
+        with open(self.metrics_path, "r+b") as fh:  # drop what was logged after the checkpoint: it is redone
+            fh.truncate(ck["metrics_bytes"])
+        self.metrics = _Metrics(self.metrics_path)
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(self.ckpt_path, {
+            "config": self.cfg_dict, "architecture": self.arch, "models": [m.state_dict() for m in self.models],
+            "optimizers": [o.state_dict() for o in self.optimizers], "method": self.method.state_dict(),
+            "batchers": {k: b.state_dict() for k, b in self.batchers.items()}, "rng": _rng_state(),
+            "state": dict(self.state), "metrics_bytes": self.metrics.size()})
+
+    # ---- one step ---------------------------------------------------------------------------------
+
+    def to_device(self, batch: dict) -> dict:
+        """Tensors to the device (through pinned memory on CUDA); Python numbers stay as they are."""
+        pin = self.device.type == "cuda"
+        return {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
+
+    def next_batches(self) -> tuple[list[dict], dict, int, int]:
+        """The step's ``num_batches`` micro-batches, drawn and merged into chunks of ``chunk_size`` on
+        the host, then copied: (chunks, the last micro-batch on its own (the outer step's), real tokens,
+        positions)."""
+        t = self.t
+        micro = [self.batchers["train"].next_batch() for _ in range(t.num_batches)]
+        size = min(t.chunk_size, t.num_batches)
+        chunks = [merge_batches(micro[i:i + size]) for i in range(0, len(micro), size)]
+        last = micro[-1] if size == 1 else self.to_device(micro[-1])
+        chunks = [self.to_device(c) for c in chunks]
+        if size == 1:
+            last = chunks[-1]
+        real = sum(b["n_real"] for b in micro)
+        positions = sum(b["input_ids"].numel() for b in micro)
+        return chunks, last, real, positions
+
+    def accumulate(self, chunks: Sequence[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Zero the gradients, then forward and backward every chunk. Each chunk's loss is the sum of
+        its micro-batches' per-token means, so dividing by ``num_batches`` gives the step's mean over
+        micro-batches however they are chunked. Returns (mean loss, mean per-peer parts), on the device."""
+        nb = self.t.num_batches
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss_sum, sums = None, {}
+        for batch in chunks:
+            with self.autocast:
+                loss, parts = self.method.loss(batch)
+            (loss / nb).backward()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            for k, v in parts.items():
+                sums[k] = v.float() if k not in sums else sums[k] + v.float()
+        return loss_sum / nb, {k: v / nb for k, v in sums.items()}
+
+    def check(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> tuple[list, list[float], dict]:
+        """Per-peer gradient norms, and the step's one read-back (losses, parts and norms together):
+        a non-finite loss or norm raises ``FloatingPointError`` naming step and peer, before any update.
+        Returns (each peer's gradient tensors, norms on the device, host copies of loss/parts/norms)."""
+        grads = [[q for g in opt.param_groups for q in g["params"] if q.grad is not None] for opt in self.optimizers]
+        dev = loss.device
+        norms = [torch.nn.utils.get_total_norm([q.grad for q in ps]) if ps else torch.zeros((), device=dev)
+                 for ps in grads]
+        names = list(parts)
+        flat = torch.cat([loss.float().reshape(1)] + [parts[k].reshape(-1) for k in names]
+                         + [torch.stack(norms).float().to(dev)]).cpu().tolist()
+        host = {"loss": flat[0]}
+        at = 1
+        for k in names:
+            host[k] = flat[at:at + parts[k].numel()]
+            at += parts[k].numel()
+        host["grad_norm"] = flat[at:]
+        step = self.state["step"] + 1
+        for k in names:
+            bad = [i for i, v in enumerate(host[k]) if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"step {step}, peer {bad[0]}: non-finite training loss ({k} = {host[k][bad[0]]}); "
+                                         f"stopped before updating; {self._kept()}")
+        for i, v in enumerate(host["grad_norm"]):
+            if not math.isfinite(v):
+                raise FloatingPointError(f"step {step}, peer {i}: non-finite gradient norm {v}; "
+                                         f"stopped before updating; {self._kept()}")
+        return grads, norms, host
+
+    def _kept(self) -> str:
+        if self.ckpt_path.is_file():
+            return f"the last good checkpoint ({self.ckpt_path}) is kept"
+        return f"no checkpoint had been written yet ({self.ckpt_path} does not exist)"
+
+    def outer_step(self, train_batch: dict, lr: float, eta: float) -> torch.Tensor | None:
+        """The outer mirror-descent step on w (eq. 3, 4) with a fresh dev micro-batch; ``train_batch`` is
+        the step's own last micro-batch ('reuse': theta' from the .grad just accumulated) or a fresh one
+        ('recompute', after the update)."""
+        dev_batch = self.to_device(self.batchers["outer_dev"].next_batch())
+        with self.autocast:
+            return self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
+
+    def clip_and_step(self, grads: list, norms: list) -> None:
+        """Each peer's own gradient clipping (with the norms :meth:`check` took), then its AdamW."""
+        for ps, norm in zip(grads, norms):
+            if self.t.grad_clip > 0 and ps:
+                torch.nn.utils.clip_grads_with_norm_(ps, self.t.grad_clip, norm)
+        for opt in self.optimizers:
+            opt.step()
+
+    def schedule(self, step: int) -> tuple[float, float | None]:
+        """Learning rate (set on every optimiser) and mirror-descent step eta at 0-based ``step``."""
+        t = self.t
+        lr = cosine_schedule(step, t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters)
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr
+        eta = (cosine_schedule(step, t.step_size, t.min_step_size, t.warmup_iters, t.lr_decay_iters)
+               if self.method.learns_weights else None)
+        return lr, eta
+
+    def train_step(self) -> dict:
+        """One optimizer step, every phase in order; returns what it logged (also when not written)."""
+        t = self.t
+        t0 = time.perf_counter()
+        step = self.state["step"]  # 0-based index of the step being taken; logged as step + 1
+        lr, eta = self.schedule(step)
+        chunks, last, real, positions = self.next_batches()
+        loss, parts = self.accumulate(chunks)
+        grads, norms, host = self.check(loss, parts)
+        hyper = None
+        outer_now = self.method.learns_weights and (step + 1) % t.weight_update_frequency == 0
+        if outer_now and t.outer_grad == "reuse":
+            # Here, before clipping and the optimizer step, .grad is grad_theta L1(theta, w) at the theta
+            # and w of this step: theta' of eq. 3 at no extra cost (dwml.bilevel). The new w weighs the
+            # peers from the next step on.
+            hyper = self.outer_step(last, lr, eta)
+        self.clip_and_step(grads, norms)
+        self.state["step"] = step + 1
+        self.state["tokens"] += real
+        if outer_now and t.outer_grad == "recompute":
+            hyper = self.outer_step(self.to_device(self.batchers["outer_train"].next_batch()), lr, eta)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        self.state["elapsed"] += dt
+        row = {"kind": "train", "step": self.state["step"], "tokens": self.state["tokens"], "lr": lr, "eta": eta,
+               "w": _weights(self.method), **host, "tokens_per_s": real / dt, "real_fraction": real / positions,
+               "elapsed_s": self.state["elapsed"]}
+        if hyper is not None:
+            row["hypergrad"] = hyper.tolist()
+        return row
+
+    def log_evaluate_checkpoint(self, row: dict, bar=None) -> None:
+        """Write the metrics line, evaluate and early-stop, checkpoint: each at its interval."""
+        t, state, n = self.t, self.state, self.n_steps
+        if state["step"] % t.log_interval == 0 or state["step"] == n:
+            self.metrics.write(row)
+        if state["step"] % t.eval_interval == 0 or state["step"] == n:
+            dev = self.evaluate()
+            if dev < state["best"]:
+                state["best"], state["bad_evals"] = dev, 0
+            else:
+                state["bad_evals"] += 1
+                if t.enable_early_stopping and state["bad_evals"] >= t.patience:
+                    state["stopped_early"] = True
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", dev=f"{dev:.3f}")
+        if state["step"] % t.checkpoint_interval == 0:
+            self.save_checkpoint()
+
+    def evaluate(self) -> float:
+        """Per-peer dev CE and the dev ensemble loss on the fixed dev batches, logged; returns the latter."""
+        with self.autocast:
+            out = self.method.eval_losses(self.eval_batches)
+        self.metrics.write({"kind": "eval", "step": self.state["step"], "tokens": self.state["tokens"],
+                            "w": _weights(self.method), **out})
+        return out["dev_ensemble"]
+
+    def fit(self, max_steps: int | None = None) -> TrainResult:
+        """Run to the end (or stop after ``max_steps`` steps in all, leaving a checkpoint), then save."""
+        from tqdm.auto import tqdm
+
+        if self.finished is not None:
+            return self.finished
+        state = self.state
+        bar = tqdm(total=self.n_steps, initial=state["step"], disable=not self.progress,
+                   desc=f"{self.t.method} x{self.method.p}", unit="step")
+        try:
+            while state["step"] < self.n_steps and not state["stopped_early"]:
+                if max_steps is not None and state["step"] >= max_steps:
+                    self.save_checkpoint()
+                    return TrainResult(self.run_dir, _weights(self.method), read_metrics(self.run_dir), done=False)
+                row = self.train_step()
+                self.log_evaluate_checkpoint(row, bar)
+                bar.update(1)
+            self.save_checkpoint()
+        finally:
+            bar.close()
+            self.metrics.close()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        from dwml.model import restore_attention
+
+        restore_attention(self.models, self.attention)
+        return _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
+
 
 def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path, teacher: nn.Module | None = None,
           resume: bool = True, progress: bool = True, max_steps: int | None = None, **method_kwargs) -> TrainResult:
@@ -205,196 +510,17 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
     return the finished result if the run is DONE. ``max_steps``: stop this call after that many optimizer
     steps in all, leaving a checkpoint to continue from (time-sliced runs, and the resume test).
     Raises ``FloatingPointError`` naming the step and peer on a non-finite loss or gradient; the last
-    checkpoint is left as it was.
+    checkpoint is left as it was. (:class:`Trainer` holds the phases.)
     """
-    from tqdm.auto import tqdm
-
-    cfg.validate()
-    t = cfg.train
-    run_dir = project_path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(t.device)
-    ckpt_path, metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
-    vocab = len(corpus.tokenizer)
-    for i, m in enumerate(models):
-        if m.config.vocab_size < vocab:
-            raise ConfigError(f"peer {i}: vocab_size {m.config.vocab_size} is smaller than the tokenizer's "
-                              f"{vocab} (data.vocab_size); build the peers with the corpus's vocabulary")
-        if m.config.max_position_embeddings < cfg.data.block_size + 2:
-            raise ConfigError(f"peer {i}: max_position_embeddings {m.config.max_position_embeddings} < "
-                              f"data.block_size + 2 = {cfg.data.block_size + 2}")
-
-    cfg_dict = cfg.to_dict()
-    # The corpus itself, not only its settings: a new grammar version or tokenizer under the same
-    # profile must not reuse (or resume) a run trained on the old text.
-    cfg_dict["corpus"] = corpus_identity(corpus)
-    arch = architecture(models)
-    if resume and (run_dir / DONE).is_file() and ckpt_path.is_file():
-        _check_checkpoint(torch.load(ckpt_path, map_location="cpu", weights_only=True), cfg_dict, arch, ckpt_path)
-        return load_result(run_dir)
-
-    torch.manual_seed(t.seed)
-    models = [m.to(device).train() for m in models]
-    if t.dropout is not None:
-        set_dropout(models, t.dropout)
-    if teacher is None and t.method in ("kd", "kd_dwml"):
-        teacher = load_teacher(t.teacher_dir, device)
-    elif teacher is not None:
-        teacher = teacher.to(device)
-    method: Method = make_method(t, models, teacher, **method_kwargs)
-    p = method.p
-    optimizers = [make_optimizer(method.peer_modules(i), t.learning_rate, t.weight_decay, (t.beta1, t.beta2))
-                  for i in range(p)]
-    # Three streams of training/dev batches with their own generators: the inner loop's, and the outer
-    # step's fresh train and dev micro-batches (so adding outer steps does not shift the inner batches).
-    batchers = {"train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed),
-                "outer_train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 1),
-                "outer_dev": corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed + 2)}
-    eval_batches = [_to(b, device) for b in
-                    corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed).fixed_batches(t.eval_batches)]
-    n_steps = total_steps(cfg)
-    state = {"step": 0, "tokens": 0, "best": math.inf, "bad_evals": 0, "stopped_early": False, "elapsed": 0.0}
-
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        if t.compile:
-            for m in models:  # in place, so state_dict keys and save_pretrained stay as they were
-                getattr(m, "roberta", m).compile()
-    # bf16 autocast: on CUDA, and on CPUs with bf16 matrix units (AMX/AVX512-BF16), where it is also faster.
-    # The master weights, optimiser states and the hypergradient (dwml.bilevel turns autocast off) stay fp32.
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.mixed_precision and device.type in ("cuda", "cpu")
-                else contextlib.nullcontext())
-
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_checkpoint(ck, cfg_dict, arch, ckpt_path)
-        for m, sd in zip(models, ck["models"]):
-            m.load_state_dict(sd)
-        for opt, sd in zip(optimizers, ck["optimizers"]):
-            opt.load_state_dict(sd)
-        method.load_state_dict(ck["method"])
-        for name, b in batchers.items():
-            b.load_state_dict(ck["batchers"][name])
-        _set_rng_state(ck["rng"])
-        state.update(ck["state"])
-        with open(metrics_path, "r+b") as fh:  # drop what was logged after the checkpoint: it is redone
-            fh.truncate(ck["metrics_bytes"])
-        metrics = _Metrics(metrics_path)
-    else:
-        for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
-            (run_dir / name).unlink(missing_ok=True)
-        atomic_write_json(run_dir / CONFIG, cfg_dict)
-        metrics = _Metrics(metrics_path)
-        _evaluate(method, eval_batches, state, metrics, autocast)  # step 0: the peers at initialisation
-
-    def save_checkpoint():
-        atomic_torch_save(ckpt_path, {
-            "config": cfg_dict, "architecture": arch, "models": [m.state_dict() for m in models],
-            "optimizers": [o.state_dict() for o in optimizers], "method": method.state_dict(),
-            "batchers": {k: b.state_dict() for k, b in batchers.items()}, "rng": _rng_state(),
-            "state": dict(state), "metrics_bytes": metrics.size()})
-
-    bar = tqdm(total=n_steps, initial=state["step"], disable=not progress, desc=f"{t.method} x{p}", unit="step")
+    trainer = Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
+                      **method_kwargs)
     try:
-        while state["step"] < n_steps and not state["stopped_early"]:
-            if max_steps is not None and state["step"] >= max_steps:
-                save_checkpoint()
-                return TrainResult(run_dir, _weights(method), read_metrics(run_dir), done=False)
-            t0 = time.perf_counter()
-            step = state["step"]  # 0-based index of the step being taken; logged as step + 1
-            lr = cosine_schedule(step, t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters)
-            for opt in optimizers:
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-            sums: dict[str, torch.Tensor] = {}
-            loss_sum = 0.0
-            step_tokens = 0  # real tokens: with data.packing='lines' the padding does not count
-            for _ in range(t.num_batches):
-                cpu_batch = batchers["train"].next_batch()
-                step_tokens += int(cpu_batch["attention_mask"].sum())
-                batch = _to(cpu_batch, device)
-                with autocast:
-                    loss, parts = method.loss(batch)
-                (loss / t.num_batches).backward()
-                loss_sum = loss_sum + loss.detach()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0) + v.float()
-            parts = {k: (v / t.num_batches).cpu() for k, v in sums.items()}
-            _check_finite(parts, step + 1, ckpt_path)
-
-            # Per-peer gradient norms first (a non-finite one stops the run before anything is updated),
-            # then the outer step where it reuses this step's gradient, then clipping and the update.
-            grads = [[q for g in opt.param_groups for q in g["params"] if q.grad is not None] for opt in optimizers]
-            norms = []
-            for i, ps in enumerate(grads):
-                norms.append(torch.nn.utils.get_total_norm([q.grad for q in ps]) if ps else torch.zeros(()))
-                if not math.isfinite(float(norms[-1])):
-                    raise FloatingPointError(f"step {step + 1}, peer {i}: non-finite gradient norm {float(norms[-1])}; "
-                                             f"stopped before updating; the last good checkpoint ({ckpt_path}) is kept")
-
-            eta, hyper, outer_now = None, None, False
-            if method.learns_weights:
-                eta = cosine_schedule(step, t.step_size, t.min_step_size, t.warmup_iters, t.lr_decay_iters)
-                outer_now = (step + 1) % t.weight_update_frequency == 0
-                if outer_now and t.outer_grad == "reuse":
-                    # Here, before clipping and the optimizer step, .grad is grad_theta L1(theta, w) at the
-                    # theta and w of this step: theta' of eq. 3 at no extra cost (dwml.bilevel). The new w
-                    # weighs the peers from the next step on.
-                    with autocast:
-                        hyper = method.outer_step(batch, _to(batchers["outer_dev"].next_batch(), device), lr, eta,
-                                                  reuse_grad=True)
-            for ps, norm in zip(grads, norms):
-                if t.grad_clip > 0 and ps:
-                    torch.nn.utils.clip_grads_with_norm_(ps, t.grad_clip, norm)
-            norms = [float(n) for n in norms]
-            for opt in optimizers:
-                opt.step()
-            state["step"] = step + 1
-            state["tokens"] += step_tokens
-
-            if outer_now and t.outer_grad == "recompute":
-                with autocast:
-                    hyper = method.outer_step(_to(batchers["outer_train"].next_batch(), device),
-                                              _to(batchers["outer_dev"].next_batch(), device), lr, eta)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            state["elapsed"] += dt
-            if state["step"] % t.log_interval == 0 or state["step"] == n_steps:
-                row = {"kind": "train", "step": state["step"], "tokens": state["tokens"], "lr": lr, "eta": eta,
-                       "w": _weights(method), "loss": float(loss_sum) / t.num_batches,
-                       **{k: v.tolist() for k, v in parts.items()}, "grad_norm": norms,
-                       "tokens_per_s": step_tokens / dt, "elapsed_s": state["elapsed"]}
-                if hyper is not None:
-                    row["hypergrad"] = hyper.tolist()
-                metrics.write(row)
-            if state["step"] % t.eval_interval == 0 or state["step"] == n_steps:
-                dev = _evaluate(method, eval_batches, state, metrics, autocast)
-                if dev < state["best"]:
-                    state["best"], state["bad_evals"] = dev, 0
-                else:
-                    state["bad_evals"] += 1
-                    if t.enable_early_stopping and state["bad_evals"] >= t.patience:
-                        state["stopped_early"] = True
-                bar.set_postfix(loss=f"{float(loss_sum) / t.num_batches:.3f}", dev=f"{dev:.3f}")
-            if state["step"] % t.checkpoint_interval == 0:
-                save_checkpoint()
-            bar.update(1)
-        save_checkpoint()
+        return trainer.fit(max_steps)
     finally:
-        bar.close()
-        metrics.close()
-    return _finish(run_dir, models, corpus.tokenizer, method, state)
+        if trainer.finished is None:
+            from dwml.model import restore_attention
 
-
-def _check_finite(parts: dict[str, torch.Tensor], step: int, ckpt_path: Path) -> None:
-    for name, values in parts.items():
-        bad = torch.nonzero(~torch.isfinite(values)).flatten().tolist()
-        if bad:
-            raise FloatingPointError(
-                f"step {step}, peer {bad[0]}: non-finite training loss ({name} = {values[bad[0]].item()}); "
-                f"stopped before updating; the last good checkpoint ({ckpt_path}) is kept")
+            restore_attention(trainer.models, trainer.attention)
 
 
 def _check_checkpoint(ck: dict, cfg_dict: dict, arch: list, path: Path) -> None:
@@ -411,13 +537,6 @@ def _check_checkpoint(ck: dict, cfg_dict: dict, arch: list, path: Path) -> None:
 
 def _weights(method: Method) -> list[float] | None:
     return None if method.weights is None else method.weights.detach().cpu().tolist()
-
-
-def _evaluate(method: Method, batches, state: dict, metrics: _Metrics, autocast) -> float:
-    with autocast:
-        out = method.eval_losses(batches)
-    metrics.write({"kind": "eval", "step": state["step"], "tokens": state["tokens"], "w": _weights(method), **out})
-    return out["dev_ensemble"]
 
 
 def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> TrainResult:

@@ -30,6 +30,7 @@ import dataclasses
 import pandas as pd
 
 from dwml import search as S
+from dwml.model import build_peers
 from dwml.config import Config, SearchConfig
 from dwml.io import project_path
 from dwml.plots import save_figure, save_table, set_style
@@ -101,13 +102,13 @@ save_figure(fig, figures_dir, "figure_peer_shapes")
 # %% [markdown]
 # ## The peers the training notebooks use
 # The search at the tokenizer's vocabulary with the configured method (`search.method`, the paper's 'bayes'
-# by default) is saved to `<run_root>/peers.json`; `dwml.search.load_peers` and `build_peers` read it back.
+# by default) is saved to `<run_root>/peers.json`; `dwml.search.load_peers` and `dwml.model.build_peers` read it back.
 
 # %%
 ours = list(settings)[1]
 peers, meta = results[ours, cfg.search.method]
 path = S.save_peers(project_path(run_root) / "peers.json", peers, meta)
-models = S.build_peers(*S.load_peers(path))
+models = build_peers(*S.load_peers(path))
 for arch, model in zip(peers, models):
     built = sum(p.numel() for p in model.parameters())
     assert built == arch.params, (built, arch)

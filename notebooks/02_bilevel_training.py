@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 
 from dwml import search as S
+from dwml.model import build_peers
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.io import project_path
@@ -85,7 +86,7 @@ seed = seeds[0]
 run_dir = f"{run_root}/dwml_seed{seed}"
 run_cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml", "seed": seed})
 torch.manual_seed(seed)
-models = S.build_peers(archs, meta)
+models = build_peers(archs, meta)
 # A finished run in run_dir is reused only when its configuration, corpus and peers are these ones
 # (dwml.train checks them and names what differs); an interrupted one resumes from its checkpoint.
 result = train_peers(run_cfg, prep, models, run_dir)

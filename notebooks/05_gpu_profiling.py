@@ -60,7 +60,8 @@ from dwml import search as S
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.io import atomic_write_json, project_path
-from dwml.methods import make_method, masked_logits
+from dwml.methods import make_method
+from dwml.model import build_peers, predicted_logits, prediction_targets
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.profiling import plot_cost, plot_utilisation
 from dwml.train import load_teacher, resolve_device
@@ -87,18 +88,18 @@ if not on_gpu:
 
 # %% [markdown]
 # ## FLOPs of one micro-batch, per peer: counted against the closed form
-# Every method computes the LM head at the masked positions only (`dwml.methods.masked_logits`), so the
+# Every method computes the LM head at the masked positions only (`dwml.model.predicted_logits`), so the
 # count uses that loss and the closed form puts the head on the labelled positions.
 
 # %%
 def masked_loss(model, batch):
-    logits, labels, _ = masked_logits(model, batch)
-    return torch.nn.functional.cross_entropy(logits, labels)
+    logits, _ = predicted_logits(model, batch)
+    return torch.nn.functional.cross_entropy(logits, prediction_targets(batch))
 
 
 def build(archs_, seed):
     torch.manual_seed(seed)
-    return [m.to(device) for m in S.build_peers(archs_, meta)]
+    return [m.to(device) for m in build_peers(archs_, meta)]
 
 
 peer_names = [f"peer {i + 1}" for i in range(len(archs))]

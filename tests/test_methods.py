@@ -65,12 +65,14 @@ def cfg(**kw):
     return TrainConfig(**{"loss_alpha": 0.3, "temperature": 1.0, **kw})
 
 
-def test_masked_logits_equal_the_full_forward_at_masked_positions():
+def test_predicted_logits_equal_the_full_forward_at_masked_positions():
+    from dwml.model import predicted_logits, prediction_targets
+
     m, b = peers(1)[0].eval(), batch()
-    logits, labels, hidden = M.masked_logits(m, b, output_hidden_states=True)
+    logits, hidden = predicted_logits(m, b, output_hidden_states=True)
     out, ref, y, keep = full_logits(m, b, output_hidden_states=True)
     torch.testing.assert_close(logits, ref)
-    assert torch.equal(labels, y)
+    assert torch.equal(prediction_targets(b), y)
     assert len(hidden) == m.config.num_hidden_layers + 1
     torch.testing.assert_close(hidden[1], out.hidden_states[1][keep])
 

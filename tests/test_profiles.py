@@ -9,6 +9,7 @@ import pytest
 
 from dwml import notebooks as N
 from dwml import search as S
+from dwml.model import build_peers
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.train import train
@@ -36,7 +37,7 @@ def test_paper_scale_profile_builds_its_models_and_trains_one_step(name, small_c
     teacher = meta["teacher"]["params"]
     assert all(abs(a.target - teacher / (i + 1)) <= 1 for i, a in enumerate(archs, start=1))  # N / (i + 1)
     assert all(abs(a.rel_error) < 0.05 for a in archs), [a.rel_error for a in archs]
-    models = S.build_peers(archs, meta)
+    models = build_peers(archs, meta)
     assert [sum(p.numel() for p in m.parameters()) for m in models] == [a.params for a in archs]
 
     res = train(cfg, prep, models, tmp_path / "run", progress=False)

@@ -10,6 +10,7 @@ import torch
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from dwml import search as S
+from dwml.model import build_peer, build_peers
 from dwml.config import SearchConfig
 
 
@@ -49,7 +50,7 @@ def test_built_peer_has_the_searched_count():
     peers = S.search_peers(S.teacher_params(300, 2, 64, 2, 34), 2, 300, "exhaustive", max_layers=2,
                            max_hidden=64, min_hidden=8, max_heads=4, max_position_embeddings=34)
     for arch in peers:
-        model = S.build_peer(arch, 300, max_position_embeddings=34)
+        model = build_peer(arch, 300, max_position_embeddings=34)
         assert sum(p.numel() for p in model.parameters()) == arch.params
         assert model.lm_head.decoder.weight is model.roberta.embeddings.word_embeddings.weight
         assert (model.config.pad_token_id, model.config.bos_token_id, model.config.eos_token_id) == (1, 0, 2)
@@ -135,7 +136,7 @@ def test_save_and_load_round_trip(tmp_path):
     path = S.save_peers(tmp_path / "peers.json", peers, meta)
     loaded, meta2 = S.load_peers(path)
     assert loaded == peers and meta2 == json.loads(json.dumps(meta))
-    models = S.build_peers(loaded, meta2)
+    models = build_peers(loaded, meta2)
     assert [sum(p.numel() for p in m.parameters()) for m in models] == [a.params for a in peers]
 
 
