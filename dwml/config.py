@@ -67,14 +67,16 @@ class DataConfig:
     """Drop CHILDES markers of unintelligible speech (``xxx``, ``yyy``, ``www``) while reading."""
     block_size: int = 512
     """Tokens per training block, ``<s>`` and ``</s>`` included (published: 512); with ``packing='lines'``
-    the longest sequence (longer utterances are cut)."""
+    the longest sequence (longer utterances are cut), with 'packed' the width of a packed row."""
     packing: str = "blocks"
     """How training sequences are cut from the token stream: 'blocks' (random contiguous blocks of
     ``block_size`` tokens across utterance boundaries, the published recipe) or 'lines' (one utterance per
     sequence, padded: a small model learns to use context in a few hundred steps this way, where random
-    blocks kept it on the unigram solution for 2,000+ steps on the synthetic corpus)."""
+    blocks kept it on the unigram solution for 2,000+ steps on the synthetic corpus) or 'packed' (the
+    same utterances as 'lines', several whole ones a row, each attending only to itself: the same
+    computation on about half the positions; ``dwml.data.pack_lines``)."""
     length_grouping: int = 1
-    """With ``packing='lines'``: draw this many batches' worth of utterances at once, sort them by length
+    """With ``packing='lines'`` or 'packed': draw this many batches' worth of utterances at once, sort them by length
     and cut them into batches served in random order, so that a batch pads to about its own length
     (Hugging Face's ``group_by_length``). 1 draws every batch independently. Utterances are still drawn
     uniformly; only which ones share a batch changes. Measured on the default corpus (4 peers, 300 steps):
@@ -154,6 +156,10 @@ class TrainConfig:
     """Blocks per micro-batch."""
     num_batches: int = 60
     """Micro-batches accumulated per optimizer step (one published 'epoch' is one step)."""
+    chunk_size: int = 1
+    """Micro-batches run as one forward/backward pass (a chunk), each keeping its own per-token mean
+    (``dwml.data.merge_batches``): the same objective as one pass each, in fewer, larger matrix products.
+    Capped at ``num_batches``."""
     num_epochs: int = 100
     """Optimizer steps to run (the published 'epochs')."""
     max_tokens: int = 0
@@ -277,7 +283,8 @@ class Config:
                "data.mask_replace_prob/random_replace_prob", (d.mask_replace_prob, d.random_replace_prob),
                "must be >= 0 and sum to <= 1")
         _check(d.synthetic_words > 0, "data.synthetic_words", d.synthetic_words, "must be > 0")
-        _check(d.packing in ("blocks", "lines"), "data.packing", d.packing, "must be 'blocks' or 'lines'")
+        _check(d.packing in ("blocks", "lines", "packed"), "data.packing", d.packing,
+               "must be 'blocks', 'lines' or 'packed'")
         _check(d.length_grouping >= 1, "data.length_grouping", d.length_grouping, "must be >= 1 (1: off)")
         _check(d.synthetic_lexicon >= 0, "data.synthetic_lexicon", d.synthetic_lexicon, "must be >= 0 (0: full lexicon)")
         _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
@@ -298,6 +305,7 @@ class Config:
         _check(isinstance(t.device, str) and _DEVICE.fullmatch(t.device) is not None, "train.device", t.device,
                "must be 'auto', 'cpu', 'cuda' or 'cuda:N' (the devices the loop can resolve)")
         _check(t.num_batches >= 1, "train.num_batches", t.num_batches, "must be >= 1")
+        _check(t.chunk_size >= 1, "train.chunk_size", t.chunk_size, "must be >= 1")
         _check(t.temperature > 0, "train.temperature", t.temperature, "must be > 0")
         _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
         _check(t.ensemble in ("mixture", "logits"), "train.ensemble", t.ensemble, "must be 'mixture' or 'logits'")

@@ -34,6 +34,7 @@ IGNORE_INDEX = -100
 CHILDES_MARKERS = frozenset({"xxx", "yyy", "www"})
 """CHILDES transcription codes for unintelligible (xxx, yyy) or untranscribed (www) speech."""
 SPLITS = ("train", "dev", "test")
+PACKINGS = ("blocks", "lines", "packed")
 CACHE_FORMAT = 2  # 2: the sidecar records the cache's sha256 and its id range
 
 
@@ -381,8 +382,98 @@ def mask_tokens(input_ids: torch.Tensor, vocab_size: int, generator: torch.Gener
     return masked, labels
 
 
+def add_targets(batch: dict) -> dict:
+    """``batch`` with what the forward pass and the loop need, computed here on the host (numpy), so that
+    the device is never asked for a count: ``pred_index`` [n] (flat ``row * width + col`` of the predicted
+    positions), ``targets`` [n] (their labels), ``token_weight`` [n] (1/n: a per-token mean) and the
+    Python ints ``n_pred`` and ``n_real`` (tokens that are not padding)."""
+    labels = batch["labels"].numpy().reshape(-1)
+    idx = np.flatnonzero(labels != IGNORE_INDEX)
+    n = int(idx.size)
+    if "segment_ids" in batch:
+        n_real = int(np.count_nonzero(batch["segment_ids"].numpy()))
+    else:
+        n_real = int(batch["attention_mask"].numpy().sum())
+    return {**batch, "pred_index": torch.from_numpy(idx.astype(np.int64)), "targets": torch.from_numpy(labels[idx]),
+            "token_weight": torch.full((n,), 1.0 / max(n, 1)), "n_pred": n, "n_real": n_real}
+
+
+def pack_lines(batch: dict, width: int) -> dict:
+    """A 'lines' batch (one padded utterance a row) repacked with several whole utterances a row of
+    ``width`` positions ('packed'): first-fit decreasing by length, each utterance kept whole and in
+    order, with ``segment_ids`` (1, 2, ... within a row; 0 for the padded tail) and ``positions`` (0 at
+    each utterance's ``<s>``; -1 in the tail). The same tokens, masks and labels: a model that lets a
+    token attend only to its own segment, and numbers positions per segment (``dwml.model``), computes
+    exactly what it computes on the 'lines' batch, on fewer padded positions."""
+    mask = batch["attention_mask"].numpy().astype(bool)
+    lengths = mask.sum(1)
+    if lengths.size and lengths.max() > width:
+        raise DataError(f"an utterance of {int(lengths.max())} tokens does not fit a packed row of {width} "
+                        "(data.block_size)")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in np.argsort(-lengths, kind="stable"):  # first fit, longest first: rows end ~95% full
+        n = int(lengths[i])
+        for r, free in enumerate(room):
+            if free >= n:
+                rows[r].append(int(i))
+                room[r] -= n
+                break
+        else:
+            rows.append([int(i)])
+            room.append(width - n)
+    ids_in, lab_in = batch["input_ids"].numpy(), batch["labels"].numpy()
+    shape = (len(rows), width)
+    ids = np.full(shape, PAD_ID, dtype=np.int64)
+    labels = np.full(shape, IGNORE_INDEX, dtype=np.int64)
+    seg = np.zeros(shape, dtype=np.int64)
+    pos = np.full(shape, -1, dtype=np.int64)
+    for r, members in enumerate(rows):
+        col = 0
+        for k, i in enumerate(sorted(members)):  # in the order the batch drew them
+            n = int(lengths[i])
+            ids[r, col:col + n] = ids_in[i, :n]
+            labels[r, col:col + n] = lab_in[i, :n]
+            seg[r, col:col + n] = k + 1
+            pos[r, col:col + n] = np.arange(n)
+            col += n
+    return add_targets({"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
+                        "segment_ids": torch.from_numpy(seg), "positions": torch.from_numpy(pos)})
+
+
+def merge_batches(batches: Sequence[dict]) -> dict:
+    """Micro-batches as one chunk: rows stacked (padded on the right to the widest), ``pred_index`` moved
+    to the new rows, and each token weighted 1/n_m of its own micro-batch m, so that a loss summed with
+    ``token_weight`` over the chunk is the sum of the micro-batches' own per-token means: exactly what
+    ``len(batches)`` separate passes accumulate (``train.chunk_size``)."""
+    if len(batches) == 1:
+        return batches[0]
+    packed = "segment_ids" in batches[0]
+    if any(("segment_ids" in b) != packed for b in batches):
+        raise DataError("merge_batches: micro-batches of different packings")
+    width = max(b["input_ids"].shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    keys = {"input_ids": PAD_ID, "labels": IGNORE_INDEX}
+    keys.update({"segment_ids": 0, "positions": -1} if packed else {"attention_mask": 0})
+    out = {k: torch.cat([pad(b[k], v) for b in batches]) for k, v in keys.items()}
+    index, row0 = [], 0
+    for b in batches:  # flat row * width + col, re-based on the merged rows and width
+        w = b["input_ids"].shape[1]
+        index.append((b["pred_index"] // w + row0) * width + b["pred_index"] % w)
+        row0 += b["input_ids"].shape[0]
+    out["pred_index"] = torch.cat(index)
+    out["targets"] = torch.cat([b["targets"] for b in batches])
+    out["token_weight"] = torch.cat([b["token_weight"] for b in batches])
+    out["n_pred"] = sum(b["n_pred"] for b in batches)
+    out["n_real"] = sum(b["n_real"] for b in batches)
+    return out
+
+
 class MLMBatcher:
-    """Masked-LM batches from the token stream, in one of two packings:
+    """Masked-LM batches from the token stream, in one of three packings:
 
     * ``'blocks'``: random contiguous blocks wrapped as ``<s> ... </s>``, each ``block_size - 2`` stream
       tokens (utterances separated by ``</s>``), so no padding is ever needed;
@@ -391,7 +482,11 @@ class MLMBatcher:
       With ``length_grouping = k > 1``, k batches' worth of utterances are drawn at once, sorted by
       length and served as k batches in random order (uniform random utterances padded to the longest
       of 64 were half padding on the synthetic corpus).
+    * ``'packed'``: exactly the utterances, masks and labels of a 'lines' batch (the same draws from the
+      same generator), repacked several whole utterances to a row of ``block_size`` (:func:`pack_lines`),
+      so that a batch is ~95% real tokens instead of ~50%, and a run trains as its 'lines' twin would.
 
+    Every batch carries its predicted positions, computed on the host (:func:`add_targets`).
     The generator's state and the batches drawn but not yet served are all the state there is:
     ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
     """
@@ -399,8 +494,8 @@ class MLMBatcher:
     def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
                  mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
                  seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1):
-        if packing not in ("blocks", "lines"):
-            raise DataError(f"packing={packing!r}: must be 'blocks' or 'lines' (data.packing)")
+        if packing not in PACKINGS:
+            raise DataError(f"packing={packing!r}: must be one of {', '.join(PACKINGS)} (data.packing)")
         if length_grouping < 1:
             raise DataError(f"length_grouping={length_grouping}: must be >= 1 (data.length_grouping)")
         self.packing, self.length_grouping = packing, int(length_grouping)
@@ -422,7 +517,7 @@ class MLMBatcher:
         self.probs = dict(mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
                           random_replace_prob=random_replace_prob)
         self.generator = torch.Generator().manual_seed(seed)
-        if packing == "lines":
+        if packing in ("lines", "packed"):
             # Utterance i spans tokens[starts[i]:ends[i]] (its </s> excluded): the stream is
             # utterance </s> utterance </s> ..., so an utterance starts after each </s>.
             ends = np.flatnonzero(np.asarray(tokens) == EOS_ID)
@@ -457,16 +552,17 @@ class MLMBatcher:
         return ids
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        if self.packing == "lines":
+        if self.packing in ("lines", "packed"):
             ids = self._lines_batch()
             masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
-            return {"input_ids": masked, "attention_mask": (ids != PAD_ID).long(), "labels": labels}
+            batch = {"input_ids": masked, "attention_mask": (ids != PAD_ID).long(), "labels": labels}
+            return pack_lines(batch, self.block_size) if self.packing == "packed" else add_targets(batch)
         starts = torch.randint(0, len(self.tokens) - self.body + 1, (self.batch_size,), generator=self.generator)
         body = np.stack([np.asarray(self.tokens[s:s + self.body], dtype=np.int64) for s in starts.tolist()])
         ids = torch.from_numpy(body)
         ids = torch.cat([torch.full((self.batch_size, 1), BOS_ID), ids, torch.full((self.batch_size, 1), EOS_ID)], 1)
         masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
-        return {"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels}
+        return add_targets({"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels})
 
     def fixed_batches(self, n: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
         """``n`` batches from a fresh generator: the same every call, for comparable dev losses."""
