@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= default
 STAMP  := $(VENV)/.installed
 
-.PHONY: reproduce test test-slow test-all notebooks sync benchmarks clean-runs
+.PHONY: reproduce test test-slow test-all notebooks sync lab benchmarks clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-all: $(STAMP)
 # Write the paired .ipynb files for JupyterLab (they are git-ignored; the .py files are the source).
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+# JupyterLab on this checkout, the py:percent notebooks opening as notebooks (jupytext's contents manager).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=. notebooks/
 
 benchmarks: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
