@@ -401,8 +401,9 @@ def add_targets(batch: dict) -> dict:
 def pack_lines(batch: dict, width: int) -> dict:
     """A 'lines' batch (one padded utterance a row) repacked with several whole utterances a row of
     ``width`` positions ('packed'): first-fit decreasing by length, each utterance kept whole and in
-    order, with ``segment_ids`` (1, 2, ... within a row; 0 for the padded tail) and ``positions`` (0 at
-    each utterance's ``<s>``; -1 in the tail). The same tokens, masks and labels: a model that lets a
+    order, with ``segment_ids`` (1, 2, ... within a row; 0 for the padded tail), ``positions`` (0 at
+    each utterance's ``<s>``; -1 in the tail) and ``source_rows`` (the row of ``batch`` each token came
+    from; -1 in the tail). The same tokens, masks and labels: a model that lets a
     token attend only to its own segment, and numbers positions per segment (``dwml.model``), computes
     exactly what it computes on the 'lines' batch, on fewer padded positions."""
     mask = batch["attention_mask"].numpy().astype(bool)
@@ -428,6 +429,7 @@ def pack_lines(batch: dict, width: int) -> dict:
     labels = np.full(shape, IGNORE_INDEX, dtype=np.int64)
     seg = np.zeros(shape, dtype=np.int64)
     pos = np.full(shape, -1, dtype=np.int64)
+    src = np.full(shape, -1, dtype=np.int64)
     for r, members in enumerate(rows):
         col = 0
         for k, i in enumerate(sorted(members)):  # in the order the batch drew them
@@ -436,9 +438,11 @@ def pack_lines(batch: dict, width: int) -> dict:
             labels[r, col:col + n] = lab_in[i, :n]
             seg[r, col:col + n] = k + 1
             pos[r, col:col + n] = np.arange(n)
+            src[r, col:col + n] = i
             col += n
     return add_targets({"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels),
-                        "segment_ids": torch.from_numpy(seg), "positions": torch.from_numpy(pos)})
+                        "segment_ids": torch.from_numpy(seg), "positions": torch.from_numpy(pos),
+                        "source_rows": torch.from_numpy(src)})
 
 
 def merge_batches(batches: Sequence[dict]) -> dict:
