@@ -335,7 +335,8 @@ def encode_scored(tokenizer, sentences: Sequence[str], prefixes: Sequence[str | 
     - ``'dwml'``: :func:`encode_for_pll` (``<s> [prefix] sentence </s>``, the prefix encoded on its own).
     - ``'babylm2024'`` (minicons ``conditional_score(context, ' ' + sentence)`` as the 2024 ``hf-mlm`` path
       calls it): the text ``context + '  ' + sentence`` with the tokenizer's special tokens, the context
-      being the end token (``'</s>'``) when there is none; scored are the tokens from position n on, n the
+      being the end token (``'</s>'``) when there is none (written as the pipeline writes it,
+      ``f"{tokenizer.eos_token}"``: the text ``'None'`` for a tokenizer without one, e.g. BERT's); scored are the tokens from position n on, n the
       number of non-pad, non-separator tokens of the context encoded alone, that are not pad / CLS / SEP.
     - ``'babylm2025'`` (``sentence_zero_shot``, backend ``mlm``): the text is the sentence, or ``prefix +
       ' ' + sentence``; scored are the tokens whose character span ends after the prefix (all real tokens
@@ -368,9 +369,7 @@ def encode_scored(tokenizer, sentences: Sequence[str], prefixes: Sequence[str | 
                          f"{type(tokenizer).__name__} is not one")
     special = {t for t in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id) if t is not None}
     if prefixing == "babylm2024":
-        if tokenizer.eos_token is None:
-            raise ValueError("prefixing='babylm2024' needs the tokenizer's end token (it stands in for an empty context)")
-        contexts = [p if p else tokenizer.eos_token for p in pre]
+        contexts = [p if p else f"{tokenizer.eos_token}" for p in pre]  # 'None' without one, as the pipeline
         texts = [c + " " + " " + s for c, s in zip(contexts, sentences)]
         ctx = tokenizer(contexts, add_special_tokens=True)["input_ids"]
         skip = {t for t in (tokenizer.pad_token_id, tokenizer.sep_token_id) if t is not None}
