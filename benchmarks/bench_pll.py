@@ -4,7 +4,10 @@ On the same saved model and the same BLiMP sentences it times, one after the oth
   (ref) minicons 0.3.39, in its own environment (it calls ``batch_encode_plus``, which transformers 5
         removed, so it runs under transformers 4 through ``benchmarks/minicons_pll.py``; no shim);
   (a)   ours in float32, which must give the same scores (|diff| < 1e-3: minicons sums in float32);
-  (b)   ours under bfloat16 autocast, which must decide the same way on >= 99.5% of pairs.
+  (b)   ours under bfloat16 autocast, which must decide the same way on >= 99.5% of pairs;
+  (c)   ours under the ``babylm2024`` convention against minicons' ``conditional_score`` called as the
+        BabyLM 2024 pipeline's ``hf-mlm`` model calls it (context ``'</s>'``, continuation ``' ' + sentence``,
+        the mean), which must give the same scores (|diff| < 1e-3).
 and reports the speed-ups against minicons, the FLOP floor of the work at this CPU's measured float32
 matmul peak, and optionally (``--full``) the time to score the whole filtered BLiMP with a small peer.
 
@@ -92,16 +95,21 @@ def main(argv=None) -> int:
         res = Path(tmp) / "res.json"
         job.write_text(json.dumps({"model_dir": str(model_dir), "sentences": sentences, "prefixes": None,
                                    "batch_sentences": 64, "threads": args.threads}))
-        ref = None
+        ref = ref24 = None
         if Path(args.minicons_python).is_file():
             subprocess.run([args.minicons_python, str(HERE / "minicons_pll.py"), str(job), str(res)], check=True)
             ref = json.loads(res.read_text())
+            job.write_text(json.dumps({**json.loads(job.read_text()), "mode": "babylm2024"}))
+            subprocess.run([args.minicons_python, str(HERE / "minicons_pll.py"), str(job), str(res)], check=True)
+            ref24 = json.loads(res.read_text())
         else:
             print(f"minicons environment {args.minicons_python} not found: reference skipped", file=sys.stderr)
 
         f32, t32 = timed(lambda: pll_scores(model, tok, sentences, batch_size=args.batch_size, progress=False))
         bf16, t16 = timed(lambda: pll_scores(model, tok, sentences, batch_size=args.batch_size, dtype="bfloat16",
                                              progress=False))
+        b24, t24 = timed(lambda: pll_scores(model, tok, sentences, batch_size=args.batch_size, reduction="mean",
+                                            prefixing="babylm2024", progress=False))
     dec32 = f32[:n] > f32[n:]
     dec16 = bf16[:n] > bf16[n:]
     lines += ["# PLL scoring: ours against minicons", "",
@@ -127,6 +135,24 @@ def main(argv=None) -> int:
                      f"{np.abs(bf16 - f32).max():.2e} (vs ours f32) | {100 * (dec16 == dec32).mean():.2f}% (vs ours f32) |")
     lines += ["", f"bfloat16 against our float32: same decision on {100 * (dec16 == dec32).mean():.2f}% of pairs, "
               f"max |diff| {np.abs(bf16 - f32).max():.3f}."]
+    lines += ["", "## The BabyLM 2024 convention", "",
+              "minicons `conditional_score(['</s>'], [' ' + sentence])` with its default reduction (the mean), as the "
+              "2024 pipeline's `hf-mlm` model calls it (its text: `'</s>' + '  ' + sentence`), against "
+              "`pll_scores(..., reduction='mean', prefixing='babylm2024')` (the `--convention babylm2024` preset), "
+              "float32, same model and sentences.", ""]
+    if ref24 is not None:
+        r24 = np.array(ref24["scores"])
+        d24, dref = b24[:n] >= b24[n:], r24[:n] >= r24[n:]  # ties right under this convention
+        diff = np.abs(b24 - r24).max()
+        lines += ["| scorer | seconds | x minicons (speed-up) | max abs diff vs minicons | same decision (ties right) |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| minicons conditional_score (2024 pipeline call) | {ref24['seconds']:.1f} | 1.00 | 0 | 100% |",
+                  f"| ours, babylm2024 preset | {t24:.1f} | {ref24['seconds'] / t24:.2f} | {diff:.2e} | "
+                  f"{100 * (d24 == dref).mean():.2f}% |", "",
+                  f"Equal within 1e-3: {'yes' if diff < 1e-3 else 'NO'}; accuracy (ties right, micro over these pairs): "
+                  f"ours {100 * d24.mean():.2f}%, minicons {100 * dref.mean():.2f}%."]
+    else:
+        lines.append(f"minicons environment not found: ours alone, {t24:.1f} s.")
 
     if args.full:
         from transformers import RobertaConfig, RobertaForMaskedLM

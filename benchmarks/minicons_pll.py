@@ -6,8 +6,12 @@ e.g. ``python3 -m venv /tmp/minicons-venv && /tmp/minicons-venv/bin/pip install 
 
     python minicons_pll.py job.json result.json
 
-job: ``{"model_dir", "sentences", "prefixes" (or null), "batch_sentences", "threads"}``;
-result: ``{"scores", "seconds", "versions"}``. Scores are summed log-probabilities ("PLL-original").
+job: ``{"model_dir", "sentences", "prefixes" (or null), "batch_sentences", "threads", "mode"}``;
+result: ``{"scores", "seconds", "versions"}``. ``mode`` 'sum' (the default): summed log-probabilities
+("PLL-original", ``sequence_score`` / ``conditional_score`` with a sum); 'babylm2024': as the BabyLM 2024
+pipeline's ``hf-mlm`` model calls minicons: ``conditional_score(context, continuation)`` with its default
+separator and reduction (the mean), the empty context replaced by the end token and lm-eval's target
+delimiter (a space) before the sentence.
 """
 import json
 import sys
@@ -35,8 +39,13 @@ def main(job_path: str, out_path: str) -> None:
     mlm = scorer.MaskedLMScorer(model, "cpu", tokenizer=tok)
     sentences, prefixes, bs = job["sentences"], job.get("prefixes"), job["batch_sentences"]
     total = lambda x: x.sum(0).item()  # noqa: E731  (sum of token log-probs, as BabyLM's PLL)
+    mode = job.get("mode", "sum")
 
     def run(sl):
+        if mode == "babylm2024":
+            contexts = [p if p else tok.eos_token for p in (prefixes[sl] if prefixes is not None
+                                                             else [""] * len(sentences[sl]))]
+            return mlm.conditional_score(contexts, [" " + s for s in sentences[sl]])
         if prefixes is None:
             return mlm.sequence_score(sentences[sl], reduction=total)
         return mlm.conditional_score(prefixes[sl], sentences[sl], reduction=total)
