@@ -463,7 +463,9 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
     copy_sent = np.concatenate([np.full(len(pos), u) for u, (_, pos, _) in enumerate(encoded)])
     copy_pos = np.concatenate([pos for _, pos, _ in encoded])
     copy_end = np.concatenate([ends for _, _, ends in encoded])  # masked span [pos, end): pos + 1 unless l2r
-    order = np.argsort(lengths[copy_sent], kind="stable")
+    # Longest first: the progress bar's first rates are the slowest, so its estimate of the time left errs
+    # long, never short (ascending, a BLiMP run showed 2 min left at 13% of an 8-minute run).
+    order = np.argsort(-lengths[copy_sent], kind="stable")
     copy_sent, copy_pos, copy_end = copy_sent[order], copy_pos[order], copy_end[order]
     multi = bool((copy_end > copy_pos + 1).any())
     # The copies of a sentence stay together (a stable sort on its length), so a sentence is done at its

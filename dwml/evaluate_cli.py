@@ -94,10 +94,15 @@ def model_tables(results, n_boot: int, seed: int) -> dict[str, tuple[str, object
               "table_paradigms": ("Accuracy per paradigm / task / domain (%)", R.accuracy_table(results, "task", n_boot, seed))}
     titles = {"blimp": "BLiMP per phenomenon (Table 6 columns, %)", "supplement": "BLiMP supplement per task (Table 7, %)",
               "ewok": "EWoK per domain (Table 8, %)", "synthetic": "Synthetic pairs per phenomenon (%)"}
+    order = {"blimp": R.PHENOMENON_COLUMNS, "supplement": R.SUPPLEMENT_COLUMNS, "ewok": R.EWOK_COLUMNS}
     for suite in results["suite"].unique():
         part = results[results["suite"] == suite]
-        tables[TABLE_OF_SUITE.get(suite, f"table_{suite}")] = (titles.get(suite, suite),
-                                                              R.accuracy_table(part, "group", n_boot, seed))
+        table = R.accuracy_table(part, "group", n_boot, seed)
+        cols = order.get(suite, [])  # the paper's column order; groups it does not name after them
+        rank = {g: i for i, g in enumerate(cols)}
+        table = table.iloc[sorted(range(len(table)), key=lambda i: (rank.get(table["group"].iloc[i], len(cols)),
+                                                                      str(table["group"].iloc[i])))]
+        tables[TABLE_OF_SUITE.get(suite, f"table_{suite}")] = (titles.get(suite, suite), table.reset_index(drop=True))
     return tables
 
 

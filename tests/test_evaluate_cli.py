@@ -132,6 +132,7 @@ def test_cli_writes_files_and_scores_equal_pll_scores(data, models, tmp_path, ca
         assert abs(summary["suites"]["blimp"]["tie_rate"] - 100 / 5) < 1e-9
         md = (folder / "table_blimp_phenomena.md").read_text()
         assert "convention dwml (ties wrong, reduction sum" in md and "SVA" in md and "DNA" in md
+        assert list(pd.read_csv(folder / "table_blimp_phenomena.csv")["group"]) == ["DNA", "SVA"]  # Table 6 order
         assert "SR" in (folder / "table_ewok_domains.md").read_text()
         assert "turn_taking" in (folder / "table_supplement_tasks.csv").read_text()
     assert summary["architecture"] == "BertForMaskedLM"
