@@ -23,9 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 
-from dwml.io import project_path, project_root
+from dwml.io import project_path, project_root, read_yaml
 
 PARAMETERS_TAG = "parameters"
 
@@ -56,7 +55,7 @@ def load_profile(name_or_path: str) -> dict:
     if not path.is_file():
         known = sorted(p.stem for p in (project_root() / "profiles").glob("*.yaml"))
         raise NotebookError(f"profile {name_or_path!r}: {path} not found (known profiles: {known})")
-    params = yaml.safe_load(path.read_text()) or {}
+    params = read_yaml(path, NotebookError) or {}
     if not isinstance(params, dict):
         raise NotebookError(f"{path}: a profile must be a mapping of parameter names to values")
     return params

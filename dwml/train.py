@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,24 +30,14 @@ import torch
 from torch import nn
 
 from dwml.bilevel import cosine_schedule
+from dwml.checkpoint import (HARMLESS, CheckpointError, CheckpointMismatchError, check_checkpoint, checkpoint_note,
+                             config_differences, extension_note, read_checkpoint)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
-
-# Fields that may differ between a checkpoint and the run that resumes it: where it runs, how often it
-# writes, and how long it goes on (the schedule depends on lr_decay_iters, not on the run's length).
-# The eval and search sections are not read by training (the peers' shapes are compared separately).
-HARMLESS = {"train.device", "train.compile", "train.log_interval", "train.checkpoint_interval",
-            "train.num_epochs", "train.max_tokens", "data.cache_dir"}
-COMPARED_SECTIONS = ("data", "train")
-
-
-class CheckpointMismatchError(ConfigError):
-    """The checkpoint in a run folder was written under another configuration or other peers."""
-
 
 @dataclass
 class TrainResult:
@@ -125,19 +116,6 @@ def corpus_identity(corpus) -> dict:
 
     return {"tokenizer": tokenizer_fingerprint(corpus.tokenizer), "train_tokens": len(corpus.train),
             "dev_tokens": len(corpus.dev)}
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    diffs = []
-    if "corpus" in current and saved.get("corpus") != current["corpus"]:
-        diffs.append(f"corpus: checkpoint {saved.get('corpus')!r}, now {current['corpus']!r}")
-    for section in COMPARED_SECTIONS:
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            name = f"{section}.{key}"
-            if name not in HARMLESS and a.get(key) != b.get(key):
-                diffs.append(f"{name}: checkpoint {a.get(key)!r}, now {b.get(key)!r}")
-    return diffs
 
 
 def load_teacher(teacher_dir: str, device: torch.device) -> nn.Module:
@@ -238,10 +216,17 @@ class Trainer:
         self.arch = architecture(models)
         self.finished = None
         if resume and (run_dir / DONE).is_file() and self.ckpt_path.is_file():
-            _check_checkpoint(torch.load(self.ckpt_path, map_location="cpu", weights_only=True), self.cfg_dict,
-                              self.arch, self.ckpt_path)
-            self.finished = load_result(run_dir)
-            return
+            # A finished run is reused only for the same computation; a longer run of the same settings
+            # goes on from the final checkpoint (dwml.checkpoint); anything else is refused, naming fields.
+            ck = read_checkpoint(self.ckpt_path)
+            if check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=True) == "same":
+                self.finished = load_result(run_dir)
+                return
+            warnings.warn(extension_note(self.ckpt_path, ck["config"], self.cfg_dict, ck["state"]), stacklevel=2)
+            (run_dir / DONE).unlink()
+            (run_dir / SUMMARY).unlink(missing_ok=True)
+        for cache in (corpus.train, corpus.dev):  # ids outside the vocabulary: caught here, naming the file
+            cache.check_ids(min(m.config.vocab_size for m in models))
 
         torch.manual_seed(t.seed)
         self.models = models = [m.to(device).train() for m in models]
@@ -279,7 +264,7 @@ class Trainer:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if t.mixed_precision and device.type in ("cuda", "cpu") else contextlib.nullcontext())
         if resume and self.ckpt_path.is_file():
-            self.restore(torch.load(self.ckpt_path, map_location="cpu", weights_only=True))
+            self.restore(read_checkpoint(self.ckpt_path))
         else:
             for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
                 (run_dir / name).unlink(missing_ok=True)
@@ -291,7 +276,8 @@ class Trainer:
 
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state."""
-        _check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path)
+        check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=False)
+        atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)  # config.json: the run that goes on
         for m, sd in zip(self.models, ck["models"]):
             m.load_state_dict(sd)
         for opt, sd in zip(self.optimizers, ck["optimizers"]):
@@ -327,11 +313,8 @@ class Trainer:
         t = self.t
         micro = [self.batchers["train"].next_batch() for _ in range(t.num_batches)]
         size = min(t.chunk_size, t.num_batches)
-        chunks = [merge_batches(micro[i:i + size]) for i in range(0, len(micro), size)]
-        last = micro[-1] if size == 1 else self.to_device(micro[-1])
-        chunks = [self.to_device(c) for c in chunks]
-        if size == 1:
-            last = chunks[-1]
+        chunks = [self.to_device(merge_batches(micro[i:i + size])) for i in range(0, len(micro), size)]
+        last = chunks[-1] if size == 1 else self.to_device(micro[-1])
         real = sum(b["n_real"] for b in micro)
         positions = sum(b["input_ids"].numel() for b in micro)
         return chunks, last, real, positions
@@ -383,9 +366,7 @@ class Trainer:
         return grads, norms, host
 
     def _kept(self) -> str:
-        if self.ckpt_path.is_file():
-            return f"the last good checkpoint ({self.ckpt_path}) is kept"
-        return f"no checkpoint had been written yet ({self.ckpt_path} does not exist)"
+        return checkpoint_note(self.ckpt_path)
 
     def outer_step(self, train_batch: dict, lr: float, eta: float) -> torch.Tensor | None:
         """The outer mirror-descent step on w (eq. 3, 4) with a fresh dev micro-batch; ``train_batch`` is
@@ -507,7 +488,9 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
     """Train ``models`` with ``cfg.train.method`` on ``corpus`` (a ``dwml.data.PreparedCorpus``) in ``run_dir``.
 
     ``resume``: continue from ``run_dir/checkpoint.pt`` if present (the configuration must match), or
-    return the finished result if the run is DONE. ``max_steps``: stop this call after that many optimizer
+    return the finished result if the run is DONE and the configuration computes the same thing; a
+    finished run asked for more steps (and nothing else) continues from its final checkpoint with a
+    warning; any other difference raises ``CheckpointMismatchError`` naming the fields (``dwml.checkpoint``). ``max_steps``: stop this call after that many optimizer
     steps in all, leaving a checkpoint to continue from (time-sliced runs, and the resume test).
     Raises ``FloatingPointError`` naming the step and peer on a non-finite loss or gradient; the last
     checkpoint is left as it was. (:class:`Trainer` holds the phases.)
@@ -521,18 +504,6 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
             from dwml.model import restore_attention
 
             restore_attention(trainer.models, trainer.attention)
-
-
-def _check_checkpoint(ck: dict, cfg_dict: dict, arch: list, path: Path) -> None:
-    diffs = config_differences(ck["config"], cfg_dict)
-    if diffs:
-        raise CheckpointMismatchError(f"{path} was written under another configuration: " + "; ".join(diffs)
-                                      + ". Use another run folder, or resume=False to start over.")
-    if ck["architecture"] != arch:
-        which = [i for i in range(max(len(arch), len(ck["architecture"])))
-                 if i >= len(arch) or i >= len(ck["architecture"]) or arch[i] != ck["architecture"][i]]
-        raise CheckpointMismatchError(f"{path} holds other peers: peer(s) {which} differ in number or shape "
-                                      f"({len(ck['architecture'])} saved, {len(arch)} given)")
 
 
 def _weights(method: Method) -> list[float] | None:

@@ -15,7 +15,7 @@ profile = "default"
 run_root = "runs/default"
 figures_dir = "figures"
 seeds = [0, 1, 2]
-data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "lines",
+data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
 compare_corpus = "../shared/data/corpus"
 

@@ -2,8 +2,7 @@
 build product) that names the file, line or parameter, and none of them changing what was already written.
 
 Every case asserts the error type, that the message names the file or parameter, and (where files exist)
-that their bytes are the same afterwards. Cases that need ``dwml.train`` to call :mod:`dwml.checkpoint` are
-marked xfail until it does.
+that their bytes are the same afterwards.
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from dwml import checkpoint as C
 from dwml import data as D
 from dwml.config import Config, ConfigError, DataConfig
 
-WIRING = pytest.mark.xfail(reason="needs train.py wiring", strict=False)
 BLOCK = 16
 
 
@@ -120,7 +118,6 @@ def test_non_utf8_profile_names_file_and_line(tmp_path):
         read_yaml(path)
 
 
-@pytest.mark.xfail(reason="needs dwml/notebooks.py wiring: load_profile to call dwml.io.read_yaml", strict=False)
 def test_runner_load_profile_names_file_and_line(tmp_path):
     from dwml.notebooks import load_profile
 
@@ -541,7 +538,6 @@ def _params(models):
     return [p.detach().clone() for m in models for p in m.state_dict().values()]
 
 
-@WIRING
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_train_names_an_unreadable_checkpoint(corpus, tmp_path, damage):
     from dwml import train as T
@@ -557,7 +553,6 @@ def test_train_names_an_unreadable_checkpoint(corpus, tmp_path, damage):
     assert_unchanged(before, tmp_path / "run")
 
 
-@WIRING
 def test_finished_run_with_more_steps_is_extended_not_reused(corpus, tmp_path):
     """4 steps, then 6 in the same folder: the run continues from its final checkpoint to 6 steps and
     its peers equal those of an uninterrupted 6-step run (the old end, step 4, is an evaluation step of
@@ -579,7 +574,6 @@ def test_finished_run_with_more_steps_is_extended_not_reused(corpus, tmp_path):
     assert ref.history.drop(columns=drop).to_json() == longer.history.drop(columns=drop).to_json()
 
 
-@WIRING
 def test_finished_run_under_a_shorter_or_other_config_is_refused(corpus, tmp_path):
     from dwml import train as T
 
@@ -604,7 +598,6 @@ def test_train_refuses_what_validate_refuses_before_writing(corpus, tmp_path):
     assert not (tmp_path / "run" / T.CHECKPOINT).exists() and not (tmp_path / "run" / T.DONE).exists()
 
 
-@WIRING
 def test_nan_before_the_first_checkpoint_does_not_claim_one(corpus, tmp_path, monkeypatch):
     from dwml import methods as M
     from dwml import train as T
@@ -624,7 +617,6 @@ def test_nan_before_the_first_checkpoint_does_not_claim_one(corpus, tmp_path, mo
     assert not (tmp_path / "run" / T.CHECKPOINT).exists()
 
 
-@WIRING
 def test_cache_ids_outside_the_peers_vocabulary_stop_train_naming_the_file(corpus, tmp_path):
     import dataclasses
 
