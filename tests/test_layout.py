@@ -50,3 +50,36 @@ def test_profiles_are_mappings_with_the_shared_keys():
         assert prof["profile"] == name
     ci = yaml.safe_load((ROOT / "profiles" / "ci.yaml").read_text())
     assert ci["figures_dir"].startswith("runs/"), "the ci profile must not overwrite committed figures"
+
+
+def _floors() -> dict[str, int]:
+    """Module -> floor, as CONTRIBUTING.md's layout lists them (``plots/`` is the package dwml.plots)."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    floors = {}
+    for level, rest in re.findall(r"^\s+(\d)\. (.*)$", text, re.M):
+        for name in re.findall(r"`([a-z_]+)/?`", rest):
+            floors[name] = int(level)
+    return floors
+
+
+def test_no_module_imports_one_on_a_higher_floor():
+    """CONTRIBUTING's floors, checked: every ``dwml`` module (function-level imports included) imports
+    only modules on its own floor or below, and every module is on a floor."""
+    import ast
+
+    floors = _floors()
+    modules = {p.stem: p for p in (ROOT / "dwml").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    assert set(modules) - set(floors) == set(), "modules missing from CONTRIBUTING.md's floors"
+    bad = []
+    for name, path in sorted(modules.items()) + [("plots", p) for p in sorted((ROOT / "dwml" / "plots").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dwml"):
+                parts = node.module.split(".")
+                targets = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("dwml.")]
+            for t in targets:
+                if t in floors and floors[t] > floors[name]:
+                    bad.append(f"{path.relative_to(ROOT)} (floor {floors[name]}) imports {t} (floor {floors[t]})")
+    assert bad == []
