@@ -23,7 +23,8 @@ Writes ``benchmarks/results/train.md``. On a GPU, ``--shape paper`` times the pa
 on the published step of 60 x 3 x 512 tokens: the commit before the fast step, this code eager with one
 pass a micro-batch, with micro-batches merged in chunks of 20, and chunked + ``torch.compile`` (the new
 path), with MFU against the GPU's bf16 dense peak; ``--rounds 1 --steps 8`` fits 5 minutes on an H100/H200
-(writes ``benchmarks/results/train_paper.md``; ``--device cpu --steps 2 --rounds 1`` tries it here).
+(writes ``benchmarks/results/train_paper.md``; ``--device cpu --num-batches 2 --steps 3 --skip 1 --rounds 1
+--settings eager,chunked --out /tmp/x.md`` tries it on a CPU).
 """
 from __future__ import annotations
 
@@ -63,23 +64,25 @@ torch.set_num_threads(args["threads"])
 prof = yaml.safe_load(open(args["profile"]))
 tr = {**prof["train"], "method": "dwml", "num_epochs": args["steps"], "eval_interval": 10_000,
       "checkpoint_interval": 10_000, "mixed_precision": args["bf16"], "device": args["device"],
-      "enable_early_stopping": False, **args.get("train", {})}
+      "enable_early_stopping": False, "seed": args.get("seed", 0), **args.get("train", {})}
 data = {**prof["data"], "packing": args["packing"], "cache_dir": args["cache"]}
 cfg = Config.from_dict(data=data, train=tr)
 prep = prepare_corpus(cfg.data, progress=False)
-torch.manual_seed(0)
+torch.manual_seed(args.get("seed", 0))
 vocab = args.get("model_vocab") or len(prep.tokenizer)
 models = [build_peer(SimpleNamespace(num_layers=l, num_heads=a, hidden_size=h, intermediate_size=4 * h),
                      vocab, cfg.data.block_size + 2, attn_implementation="sdpa") for l, a, h in args["peers"]]
 train(cfg, prep, models, args["run_dir"], progress=False, resume=False)
 m = read_metrics(args["run_dir"])
+ev = m[m["kind"] == "eval"]
 m = m[m["kind"] == "train"]
 m = m[m["step"] > args["skip"]]
 tokens = float(m["tokens"].iloc[-1] - m["tokens"].iloc[0])  # the steps after the first kept one
 elapsed = float(m["elapsed_s"].iloc[-1] - m["elapsed_s"].iloc[0])
 step_s = m["elapsed_s"].diff().dropna()
 out = {"tokens_per_s": tokens / elapsed, "step_ms": 1000 * float(step_s.median()),
-       "tokens_per_step": tokens / max(len(m) - 1, 1)}
+       "tokens_per_step": tokens / max(len(m) - 1, 1), "dev_ce": list(ev["dev_ce"].iloc[-1]),
+       "dev_ensemble": float(ev["dev_ensemble"].iloc[-1])}
 if "real_fraction" in m:
     out["real_fraction"] = float(m["real_fraction"].mean())
 print("RESULT " + json.dumps(out))
@@ -157,6 +160,10 @@ def main():
     ap.add_argument("--old-commit", default="d175dfe", help="the commit before the fast step")
     ap.add_argument("--settings", default="", help="comma-separated subset of the shape's settings")
     ap.add_argument("--device", default="", help="override the shape's device (e.g. cpu, to try --shape paper)")
+    ap.add_argument("--num-batches", type=int, default=0,
+                    help="override the shape's micro-batches a step (chunks capped at it), to try --shape paper on a CPU")
+    ap.add_argument("--vary-seed", action="store_true",
+                    help="round r trains with seed r (the dev CE at the end is then compared over seeds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -166,6 +173,11 @@ def main():
 
     profile_name, peers, model_vocab, device, settings = SHAPES[args.shape]
     device = args.device or device
+    if args.num_batches:
+        nb = args.num_batches
+        settings = {k: (pk, {**tr, **({"num_batches": nb} if "num_batches" in tr else {}),
+                             **({"chunk_size": min(tr["chunk_size"], nb)} if "chunk_size" in tr else {})})
+                    for k, (pk, tr) in settings.items()}
     out = args.out or (RESULTS if args.shape == "default" else RESULTS.with_name(f"train_{args.shape}.md"))
     profile = ROOT / "profiles" / profile_name
     cache = str(ROOT / ".cache" / "dwml")
@@ -186,7 +198,7 @@ def main():
                 res = run_setting(sys.executable, tree, {
                     "profile": str(profile), "cache": cache, "steps": args.steps, "skip": args.skip,
                     "packing": packing, "bf16": bf16, "peers": peers, "threads": args.threads, "device": device,
-                    "model_vocab": model_vocab, "train": train})
+                    "model_vocab": model_vocab, "train": train, "seed": r if args.vary_seed else 0})
                 results[s].append(res)
                 print(f"round {r + 1}/{args.rounds} {s:>7}: {res['tokens_per_s']:9.0f} real tokens/s, "
                       f"step {res['step_ms']:.0f} ms", flush=True)
@@ -233,6 +245,12 @@ def main():
         tokens_per_step = statistics.median(x["tokens_per_step"] for x in results[s])
         achieved = per_step * med[s] / tokens_per_step
         lines.append(f"| {s} | {achieved / 1e12:.4f} | {100 * achieved / peak16:.2f}% | {100 * achieved / peak32:.2f}% |")
+    lines += ["", f"Dev CE per peer after {args.steps} steps (the loop's own final evaluation; "
+              f"{'seed = round' if args.vary_seed else 'seed 0 every round'}):", "",
+              "| setting | round | dev CE per peer | dev ensemble |", "|---|---:|---|---:|"]
+    for s in chosen:
+        for r, x in enumerate(results[s]):
+            lines.append(f"| {s} | {r} | {', '.join(f'{v:.3f}' for v in x['dev_ce'])} | {x['dev_ensemble']:.3f} |")
     lines += ["", "Per round (real tokens/s): " + "; ".join(
         f"{s} " + ", ".join(f"{x['tokens_per_s']:.0f}" for x in v) for s, v in results.items())]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -208,7 +208,8 @@ class TrainConfig:
     """bf16 autocast of the forward passes (CUDA, or a CPU: fast where it has bf16 matrix units such as
     AMX; slower than fp32 where it has none). Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
-    """``torch.compile`` the peers on CUDA (ignored on the CPU)."""
+    """``torch.compile`` each peer's encoder and LM head on CUDA, with dynamic shapes (ignored on the CPU,
+    where it gave nothing at these sizes). The loss over the vocabulary is not compiled."""
     checkpoint_interval: int = 50
     """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
     log_interval: int = 1

@@ -257,7 +257,9 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             if t.compile:
                 for m in models:  # in place, so state_dict keys and save_pretrained stay as they were
-                    getattr(m, "roberta", m).compile()
+                    getattr(m, "roberta", m).compile(dynamic=True)  # packed rows and predicted counts vary
+                    if hasattr(m, "lm_head"):
+                        m.lm_head.compile(dynamic=True)
         # bf16 autocast: on CUDA, and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX), where it is
         # faster too. Master weights, optimiser states, the losses over the vocabulary (dwml.losses) and the
         # hypergradient (dwml.bilevel turns autocast off) stay float32.
