@@ -22,7 +22,8 @@ Run: ``flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_train.py`` (
 Writes ``benchmarks/results/train.md``. On a GPU, ``--shape paper`` times the paper's peers (vocab 50,265)
 on the published step of 60 x 3 x 512 tokens: the commit before the fast step, this code eager with one
 pass a micro-batch, with micro-batches merged in chunks of 20, and chunked + ``torch.compile`` (the new
-path), with MFU against the GPU's bf16 dense peak; ``--rounds 1 --steps 8`` fits 5 minutes on an H100/H200
+path), with MFU against the GPU's bf16 dense peak; ``--rounds 1 --steps 6 --skip 2`` should fit ~5 minutes on an H100/H200 (estimated from the old path's 1.4 s per 10
+micro-batches measured there; compilation comes on top)
 (writes ``benchmarks/results/train_paper.md``; ``--device cpu --num-batches 2 --steps 3 --skip 1 --rounds 1
 --settings eager,chunked --out /tmp/x.md`` tries it on a CPU).
 """
