@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dwml.config import DataConfig
-from dwml.io import atomic_path, atomic_write_json, file_sha256, project_path
+from dwml.io import atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(5)
@@ -62,13 +62,7 @@ def read_lines(path: str | Path, drop_markers: bool = False) -> list[str]:
 
     A file that is not UTF-8 raises :class:`DataError` naming the file and the line of the first bad byte.
     """
-    path = Path(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line_no = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path}:{line_no}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    text = read_utf8(path, DataError)
     cleaned = (clean_line(line, drop_markers) for line in text.splitlines())
     return [line for line in cleaned if line]
 
@@ -651,7 +645,6 @@ def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
         if cache.meta["n_lines"] == 0:
             raise DataError(f"the {name} split of {corpus_dir} is empty: its file(s) "
                             f"{', '.join(str(f) for f in files)} hold no text after cleaning")
-        cache.check_ids(len(tokenizer))
         if len(cache) < cfg.block_size - 2:
             raise DataError(f"data.block_size={cfg.block_size} is larger than the {name} split of {corpus_dir} "
                             f"({len(cache)} tokens)")

@@ -403,17 +403,6 @@ def _precision_context(device: torch.device, dtype: str):
     raise ValueError(f"dtype={dtype!r}: must be 'float32' or 'bfloat16'")
 
 
-def _masked_logits_fn(model):
-    """A function (input_ids, attention_mask, positions) -> logits at ``positions`` only (one a row):
-    :func:`dwml.model.logits_at`, the forward pass training uses (the LM head on the gathered rows for
-    RoBERTa-style models, the full forward pass for any other masked LM)."""
-    from dwml.model import logits_at
-
-    def fn(ids, mask, pos):
-        return logits_at(model, ids, mask, pos)
-    return fn
-
-
 def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[str | None] | None = None,
                reduction: str = "sum", batch_size: int = 128, dtype: str = "float32",
                device: str | torch.device | None = None, progress: bool = True, prefixing: str = "dwml",
@@ -440,6 +429,7 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if mask_id is None:
         raise ValueError("the tokenizer has no mask token; PLL needs one")
+    from dwml.model import logits_at
 
     # Score each distinct (prefix, sentence) once.
     keys = [(prefixes[i] if prefixes is not None else None, s) for i, s in enumerate(sentences)]
@@ -475,7 +465,6 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
     table_t = torch.from_numpy(table)
     totals = np.zeros(len(encoded))
     counts = np.array([len(pos) for _, pos, _ in encoded], dtype=np.float64)
-    logits_at = _masked_logits_fn(model)
     was_training = model.training
     model.eval()
     from tqdm.auto import tqdm
@@ -499,7 +488,8 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
                 # A uniform-length batch needs no mask; padding is right-aligned, so RoBERTa's position
                 # ids of the real tokens are the same as without padding.
                 attn = None if int(lens.min()) == width else (torch.arange(width)[None, :] < lens[:, None]).long()
-                logits = logits_at(ids.to(device), None if attn is None else attn.to(device), pos.to(device))
+                # the LM head at the masked position only: the forward pass training uses (dwml.model)
+                logits = logits_at(model, ids.to(device), None if attn is None else attn.to(device), pos.to(device))
                 # Half-precision logits are widened first; a float64 model keeps float64 throughout.
                 logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
                 picked = logp[rows.to(device), target.to(device)].double().cpu().numpy()
@@ -514,19 +504,6 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
 # --------------------------------------------------------------------------------------------------
 # Scoring pairs
 # --------------------------------------------------------------------------------------------------
-
-def load_peer(model_dir: str | Path, attn_implementation: str = "sdpa"):
-    """``(model, tokenizer)`` from a folder saved by ``dwml.train`` (``save_pretrained`` of both)."""
-    from transformers import AutoTokenizer, RobertaForMaskedLM
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise EvalDataError(f"{model_dir} holds no config.json: not a saved model folder")
-    model = RobertaForMaskedLM.from_pretrained(str(model_dir), attn_implementation=attn_implementation,
-                                               local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    return model.eval(), tokenizer
-
 
 def load_masked_lm(model_dir: str | Path, attn_implementation: str | None = "sdpa"):
     """``(model, tokenizer)`` of any saved Hugging Face masked LM (``AutoModelForMaskedLM``: RoBERTa, BERT,
@@ -610,7 +587,7 @@ def evaluate_model(model_or_dir, tokenizer=None, suites: dict[str, Sequence[Mini
 
     cfg = cfg or EvalConfig()
     if isinstance(model_or_dir, (str, Path)):
-        model, saved_tok = load_peer(model_or_dir)
+        model, saved_tok = load_masked_lm(model_or_dir)
         tokenizer = tokenizer or saved_tok
     else:
         model = model_or_dir

@@ -60,14 +60,6 @@ def load_suite(name: str, path: Path | None):
     return E.load_blimp(path / "pairs" if (path / "pairs").is_dir() else path, suite="synthetic")
 
 
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _label(conv, pll_metric: str, dtype: str) -> str:
     return (f"convention {conv['name']} (ties {conv['ties']}, reduction {conv['reduction']}, prefixing "
             f"{conv['prefixing']}), PLL {pll_metric}, {dtype}")
@@ -144,10 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dwml import evaluate as E
+    from dwml.config import ConfigError
 
     try:
         return run(args)
-    except E.EvalDataError as err:
+    except (E.EvalDataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -159,6 +152,7 @@ def run(args) -> int:
     from dwml import evaluate as E
     from dwml import reports as R
     from dwml.config import EvalConfig
+    from dwml.train import resolve_device
 
     t_start = time.perf_counter()
     names = [s.strip() for s in args.suites.split(",") if s.strip()]
@@ -183,7 +177,7 @@ def run(args) -> int:
         suites[name] = pairs
         print(f"[dwml.evaluate] {name}: {len(pairs):,} pairs, {len({p.task for p in pairs})} tasks from "
               f"{paths[name]} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     cfg = EvalConfig(batch_size=args.batch_size, dtype=args.dtype, reduction=conv.reduction, bootstrap=args.bootstrap)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

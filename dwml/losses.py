@@ -130,17 +130,12 @@ def token_ce(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> T
 
 
 def masked_kl(target_logits: Tensor, logits: Tensor, labels: Tensor, temperature: float = 1.0,
-              detach_target: bool = True, weight: Tensor | None = None) -> Tensor:
+              detach_target: bool = True) -> Tensor:
     """Mean over predicted tokens of KL(softmax(target / T) || softmax(logits / T)), times T^2.
 
     The KL term of eq. 2 with ``target_logits`` = z_j (the teacher) and ``logits`` = z_i (the student).
-    ``detach_target`` makes the target a constant (deep mutual learning's convention). With ``weight``
-    [n] the logits are [n, V] at the predicted positions and the tokens are summed with those weights."""
+    ``detach_target`` makes the target a constant (deep mutual learning's convention)."""
     T = _check_temperature(temperature)
-    if weight is not None:
-        zt = target_logits.detach() if detach_target else target_logits
-        lt, lz = F.log_softmax(_up(zt) / T, dim=-1), F.log_softmax(_up(logits) / T, dim=-1)
-        return ((lt.exp() * (lt - lz)).sum(-1) @ weight.to(lt.dtype)) * (T * T)
     zt, _ = _select(target_logits, labels)
     z, y = _select(logits, labels)
     if zt.shape != z.shape:

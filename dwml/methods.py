@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwml.config import ConfigError, TrainConfig
-from dwml.losses import ensemble_loss, fused_ce_kl, masked_kl, token_ce, validate_weights
+from dwml.losses import ensemble_loss, fused_ce_kl, token_ce, validate_weights
 from dwml.model import predicted_logits, prediction_targets
 
 METHODS = ("mlm", "sd", "kd", "dml", "dwml", "kd_dwml")
@@ -224,16 +224,17 @@ class SelfDistillation(Method):
         y, weight = prediction_targets(batch), batch.get("token_weight")
         for m, exits, heads in zip(self.models, self.exits, self.heads):
             deep, hidden = predicted_logits(m, batch, output_hidden_states=bool(exits))
-            ce = token_ce(deep, y, weight)
             kl = deep.new_zeros(())
-            if exits:
+            if not exits:
+                ce = token_ce(deep, y, weight)
+            else:
                 zs = [head(hidden[k]) for k, head in zip(exits, heads)]
                 if self.cfg.detach_targets:  # the deepest exit as a fixed teacher of every shallow one
+                    ce = token_ce(deep, y, weight)
                     ce_k, _, kl_k = fused_ce_kl(zs, y, weight, self.cfg.temperature, teacher_logits=deep, pairs=False)
-                else:  # the target learns from its students too: the plain pairwise terms
-                    ce_k = torch.stack([token_ce(z, y, weight) for z in zs])
-                    kl_k = torch.stack([masked_kl(deep, z, y, self.cfg.temperature, detach_target=False,
-                                                  weight=weight) for z in zs])
+                else:  # the target learns from its students too: row 0 of the live KL matrix
+                    ce_all, K, _ = fused_ce_kl([deep] + zs, y, weight, self.cfg.temperature, detach_targets=False)
+                    ce, ce_k, kl_k = ce_all[0], ce_all[1:], K[0, 1:]
                 total = total + ((1 - self.alpha) * ce_k + self.alpha * kl_k).sum()
                 kl = kl_k.sum()
             total = total + ce

@@ -19,7 +19,7 @@ returns a 4-D mask as it is, ``masking_utils``) and explicit ``position_ids``; n
 Attention runs through :data:`ATTENTION`, PyTorch's ``scaled_dot_product_attention`` as transformers'
 own "sdpa" calls it, except that on the CPU reduced-precision inputs are computed in float32: the CPU's
 bf16 attention kernels were several times slower than float32 at the peers' head sizes
-(``benchmarks/results/train.md``), and attention is a small share of the arithmetic here. Peers are
+(``benchmarks/results/attention.md``), and attention is a small share of the arithmetic here. Peers are
 switched to it for training by :func:`use_fast_attention` and back to "sdpa" before they are saved, so
 a saved peer loads with ``AutoModelForMaskedLM.from_pretrained`` like any other.
 """
@@ -29,6 +29,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from dwml.losses import IGNORE_INDEX
 
 SPECIAL_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}
 """``dwml.data.SPECIAL_TOKENS`` order: <s>, <pad>, </s>, <unk>, <mask>."""
@@ -150,7 +152,7 @@ def prediction_index(batch: dict) -> Tensor:
     The second path asks the device for the count (``nonzero``): the training loop never takes it."""
     if "pred_index" in batch:
         return batch["pred_index"]
-    return torch.nonzero(batch["labels"].reshape(-1) != -100).flatten()
+    return torch.nonzero(batch["labels"].reshape(-1) != IGNORE_INDEX).flatten()
 
 
 def prediction_targets(batch: dict) -> Tensor:

@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from dwml.bilevel import cosine_schedule
-from dwml.checkpoint import (HARMLESS, CheckpointError, CheckpointMismatchError, check_checkpoint, checkpoint_note,
-                             config_differences, extension_note, read_checkpoint)
+from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
+                             extension_note, read_checkpoint)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method
+from dwml.model import restore_attention, use_fast_attention
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
 
@@ -53,12 +54,13 @@ class TrainResult:
 # Pieces
 # --------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, param: str = "train.device") -> torch.device:
+    """'auto' (CUDA if present), 'cpu' or 'cuda[:n]' as a device; ``param`` names the setting in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}: no CUDA device is available")
+        raise ConfigError(f"{param}={name!r}: no CUDA device is available")
     return dev
 
 
@@ -186,14 +188,12 @@ class Trainer:
     :meth:`clip_and_step` -> :meth:`log_evaluate_checkpoint`. :meth:`fit` runs them to the end.
 
     Nothing between the start of :meth:`accumulate` and :meth:`check` reads a value back from the
-    device (``tests/test_train.py`` counts): losses and metrics stay on the device until the step's one
+    device (``tests/test_fast_step.py`` counts): losses and metrics stay on the device until the step's one
     read-back, and every batch carries its predicted positions, computed on the host.
     """
 
     def __init__(self, cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                  teacher: nn.Module | None = None, resume: bool = True, progress: bool = True, **method_kwargs):
-        from dwml.model import use_fast_attention
-
         cfg.validate()
         self.cfg, self.corpus, self.progress = cfg, corpus, progress
         t = self.t = cfg.train
@@ -236,7 +236,7 @@ class Trainer:
             teacher = load_teacher(t.teacher_dir, device)
         elif teacher is not None:
             teacher = teacher.to(device)
-        self.attention = use_fast_attention(models)  # restored before saving (dwml.model)
+        self.attention = use_fast_attention(models)  # restored at the end of fit, before saving
         if teacher is not None:
             use_fast_attention([teacher])
         self.method: Method = make_method(t, models, teacher, **method_kwargs)
@@ -476,12 +476,10 @@ class Trainer:
         finally:
             bar.close()
             self.metrics.close()
+            restore_attention(self.models, self.attention)  # as the caller gave them, before saving
         return self.finish()
 
     def finish(self) -> TrainResult:
-        from dwml.model import restore_attention
-
-        restore_attention(self.models, self.attention)
         return _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
 
 
@@ -497,15 +495,8 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
     Raises ``FloatingPointError`` naming the step and peer on a non-finite loss or gradient; the last
     checkpoint is left as it was. (:class:`Trainer` holds the phases.)
     """
-    trainer = Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
-                      **method_kwargs)
-    try:
-        return trainer.fit(max_steps)
-    finally:
-        if trainer.finished is None:
-            from dwml.model import restore_attention
-
-            restore_attention(trainer.models, trainer.attention)
+    return Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
+                   **method_kwargs).fit(max_steps)
 
 
 def _weights(method: Method) -> list[float] | None:

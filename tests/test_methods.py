@@ -137,6 +137,28 @@ def test_self_distillation_exits_and_gradients():
     assert all(any(p is q for q in method.heads[0].parameters()) for p in method.peer_modules(0)[1].parameters())
 
 
+def test_self_distillation_with_live_targets_teaches_the_deepest_exit_too():
+    """detach_targets=False: the same loss, and the KL terms' gradient reaches the deepest exit's head."""
+    ms, b = peers(1, layers=(3,)), batch()
+    method = M.make_method(cfg(method="sd", temperature=2.0, detach_targets=False), ms)
+    loss, parts = method.loss(b)
+    m, heads = ms[0], method.heads[0]
+    out, z, y, keep = full_logits(m, b, output_hidden_states=True)
+    want, kl = ce_ref(z, y), 0.0
+    emb = m.get_input_embeddings().weight
+    for k, head in zip(method.exits[0], heads):
+        h = out.hidden_states[k][keep]
+        zk = F.layer_norm(F.gelu(h @ head.dense.weight.T + head.dense.bias), (h.shape[-1],),
+                          head.layer_norm.weight, head.layer_norm.bias, head.layer_norm.eps) @ emb.T + head.bias
+        kl = kl + kl_ref(z, zk, 2.0)
+        want = want + 0.7 * ce_ref(zk, y) + 0.3 * kl_ref(z, zk, 2.0)
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(parts["kl"][0], kl.detach())
+    head_params = list(m.lm_head.dense.parameters())
+    for a, c in zip(torch.autograd.grad(loss, head_params), torch.autograd.grad(want, head_params)):
+        torch.testing.assert_close(a, c)
+
+
 def dml_ref(ms, b, w, alpha, T=1.0):
     """Eq. 2 written out: (1 - a) sum_i w_i CE_i + a sum_i sum_{j != i} w_j KL(p_j || p_i)."""
     zs = [full_logits(m, b)[1] for m in ms]
