@@ -344,3 +344,55 @@ def ablation_differences(scores: pd.DataFrame, setting: str, reference) -> pd.Da
     seeded = best_peer(per_seed(scores, keys=(setting, "peer")), by=(setting,))
     out = paired_differences(seeded, reference, key=setting)
     return out.rename(columns={setting: "value"}).assign(setting=setting)
+
+
+def verdict(a: str, b: str, difference: float, low: float, high: float, suite: str = "") -> str:
+    """One plain sentence for a paired difference ``a - b`` (points) with its 95% interval [low, high].
+
+    An interval above 0: "a beats b by x points [lo, hi]"; below 0: "b beats a by ..." (the interval
+    mirrored). One that contains 0: "no difference between a and b larger than h points", with h the
+    largest |difference| the interval allows, max(|lo|, |hi|): the half-width alone would understate it
+    whenever the estimate is not 0 (x = 1 [-2, 4] allows a difference of 4, not 3); the estimate and the
+    half-width follow in brackets. A missing interval (one seed) says so instead of a verdict."""
+    where = f" on {suite}" if suite else ""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{a} - {b}{where}: {difference:+.1f} points (one seed: no interval, no verdict)"
+    if low > 0:
+        return f"{a} beats {b}{where} by {difference:.1f} points [{low:.1f}, {high:.1f}]"
+    if high < 0:
+        return f"{b} beats {a}{where} by {-difference:.1f} points [{-high:.1f}, {-low:.1f}]"
+    bound = max(abs(low), abs(high))
+    return (f"no difference between {a} and {b}{where} larger than {bound:.1f} points "
+            f"({a} - {b} = {difference:+.1f} [{low:+.1f}, {high:+.1f}], half-width {(high - low) / 2:.1f})")
+
+
+def verdicts(table: pd.DataFrame, a: str, b: str = "reference", label: str | None = None) -> list[str]:
+    """:func:`verdict` for every row of a differences table (``paired_differences``, ``ablation_differences``):
+    ``a``/``b`` name the columns that hold the two sides; ``label``, a column whose value prefixes the
+    sentence (an ablation's claim). The suite is named when the table has more than one."""
+    many = table["suite"].nunique() > 1 if "suite" in table else False
+    out = []
+    for _, r in table.iterrows():
+        s = verdict(f"{r[a]}", f"{r[b]}", float(r["difference"]), float(r["ci_low"]), float(r["ci_high"]),
+                    suite=str(r["suite"]) if many else "")
+        out.append(f"{r[label]}: {s}" if label else s)
+    return out
+
+
+def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> pd.DataFrame:
+    """Each method's best peer along training: its macro accuracy (%) per (method, seed, suite, step).
+
+    ``curves``: method -> :func:`learning_curve` rows of that method's runs (every peer, every step, the
+    final point included); ``scores``: the final per-pair scores, from which :func:`best_peer` picks the
+    peer of each (method, seed), the one a user would keep, so the curve ends at the tables' value."""
+    pick = best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+    frames = []
+    for method, curve in curves.items():
+        mine = pick[pick["method"] == method][["seed", "peer"]]
+        part = curve.assign(peer=curve["peer"].astype(int)).merge(mine, on=["seed", "peer"])
+        macro = (part.groupby(["seed", "peer", "suite", "step"], sort=True)
+                 .agg(tokens=("tokens", "mean"), accuracy=("accuracy", "mean")).reset_index())
+        frames.append(macro.assign(method=method))
+    if not frames:
+        raise ValueError("method_curves: no curves given")
+    return pd.concat(frames, ignore_index=True)[["method", "seed", "peer", "suite", "step", "tokens", "accuracy"]]

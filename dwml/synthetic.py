@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-GRAMMAR_VERSION = 4
+GRAMMAR_VERSION = 5
 SG, PL = "sg", "pl"
 
 # --------------------------------------------------------------------------------------------------
@@ -152,19 +152,20 @@ ADVERBS = ["really"]
 """Adverbs before a main verb ('the boy really likes the cake')."""
 P_ADVERB = 0.55
 """Share of plain transitive statements with an adverb: tuned so that 'really' is a little more frequent
-than 'not' over the whole corpus, so that word frequency alone prefers the bad member of every
-npi_licensing pair (a test holds it)."""
+than 'not' over the whole corpus, so that word frequency alone does not prefer the good member of an
+npi_licensing pair whose licensor is 'not' (a test holds it)."""
 EMPHATIC_DO = 0.39
 """Share of transitive statements with emphatic do; tuned so that 'do(es) really' and 'do(es) not' are
 about equally frequent in the corpus."""
 EMPHATIC = "really"
-"""The one word that fills the slot of 'not' after do/does in the corpus ('the boy does really like it'),
-about as often as 'not' does (a test holds the two counts within 15%). The NPI pair '*does really want
-any' swaps it in: over the whole corpus 'really' is a little more frequent than 'not' (see P_ADVERB), so
-word frequency alone prefers the bad member and the pair is decided by the dependency between 'any' and
-its licensor (grammar v2 drew from two adverbs, each half as frequent as 'not', and a frequency counter
-got the paradigm right without any syntax)."""
-
+"""The one word that fills the slot of 'not' after do/does in the corpus ('the boy does really like it')."""
+LICENSORS = ["not", "never", "hardly", "barely", "rarely"]
+"""Words that license 'any' in the slot after has/have/had ('the boy has never eaten any cookies')."""
+NON_LICENSORS = ["really", "always", "already", "just", "still", "also", "often", "finally"]
+"""Words the corpus puts in that same slot that license nothing ('the boy has already eaten the cake').
+Each is drawn more often there than each licensor but 'not', so that word frequency alone prefers the bad
+member of most NPI pairs (a test holds it): what decides them is the dependency between 'any' and its
+licensor, and the 5 x 8 licensor / non-licensor pairs make an NPI paradigm many contrasts, not one."""
 
 def ing_form(base: str) -> str:
     doubling = {"run", "swim", "sit", "hug", "nap", "hop", "grab", "drop", "stop", "get", "put", "cut", "hit"}
@@ -323,8 +324,8 @@ class Grammar:
 
     # ---- sentences of the corpus
     def sentence(self) -> str:
-        kinds = [(self.statement, 34), (self.question, 18), (self.imperative, 12), (self.negated, 8),
-                 (self.past, 8), (self.perfect, 5), (self.progressive, 6), (self.reflexive, 4), (self.copula, 7),
+        kinds = [(self.statement, 31), (self.question, 18), (self.imperative, 12), (self.negated, 8),
+                 (self.past, 8), (self.perfect, 8), (self.progressive, 6), (self.reflexive, 4), (self.copula, 7),
                  (self.filler, 8), (self.passive, 2), (self.scoped, 4)]
         fn = self.rng.choices([k for k, _ in kinds], weights=[w for _, w in kinds])[0]
         return " ".join(fn())
@@ -358,22 +359,33 @@ class Grammar:
         return subj.words + [aux, "not", verb[0]] + self.obj(verb)
 
     def scoped(self) -> list[str]:
-        """Negation inside a relative clause, in the main clause, in both or in neither, each as often:
-        'the boy who has not seen the dog has eaten some cookies', '... who has seen the dog has not eaten
-        any cookies'. 'any' follows only a negated main verb, so the corpus shows that a negation inside
-        the relative clause licenses nothing outside it (the npi_scope pairs test exactly this), while
-        'not' is as frequent in either clause (so its position alone decides nothing)."""
+        """An adverb in the relative clause and one in the main clause, each a licensor, a non-licensor or
+        none: 'the boy who has not seen the dog has already eaten some cookies', '... who has just seen
+        the dog has never eaten any cookies'. 'any' follows only a licensor of its own clause, so the corpus
+        shows that a licensor inside the relative clause licenses nothing outside it (the npi_scope pairs
+        test exactly this), while each adverb is as frequent in either clause (its position alone decides
+        nothing)."""
         number = self.number()
         head = self.np("animate", number, modify=False)
         rc_verb, verb = self.s.pick(TRANSITIVE), self.s.pick(TRANSITIVE)
         have = AUX["have"][number]
-        rc_neg, main_neg = (["not"] if self.chance(0.5) else []), (["not"] if self.chance(0.5) else [])
-        rc = [self.rng.choice(["who", "that"]), have] + rc_neg + [rc_verb[3], "the", self.obj_noun(rc_verb, self.number())]
+        rc_adv, main_adv = self.slot_adverb(), self.slot_adverb()
+        rc = [self.rng.choice(["who", "that"]), have] + rc_adv + [rc_verb[3], "the", self.obj_noun(rc_verb, self.number())]
+        licensed = bool(main_adv) and main_adv[0] in LICENSORS
         if self.chance(0.5):
-            obj = ["any" if main_neg else "some", self.obj_noun(verb, PL)]
+            obj = ["any" if licensed else "some", self.obj_noun(verb, PL)]
         else:
             obj = ["the", self.obj_noun(verb, SG)]
-        return head.words + rc + [have] + main_neg + [verb[3]] + obj
+        return head.words + rc + [have] + main_adv + [verb[3]] + obj
+
+    def slot_adverb(self) -> list[str]:
+        """The adverb after has/have/had: a licensor (a fifth), a non-licensor (three fifths) or none."""
+        r = self.rng.random()
+        if r < 0.2:
+            return [self.rng.choice(LICENSORS)]
+        if r < 0.8:
+            return [self.rng.choice(NON_LICENSORS)]
+        return []
 
     def past(self) -> list[str]:
         subj = self.subject()
@@ -383,14 +395,20 @@ class Grammar:
         return subj.words + [verb[2]] + self.obj(verb)
 
     def perfect(self) -> list[str]:
+        """Perfect tense, with a licensor ('has never eaten any cookies'), a non-licensor ('has already
+        eaten the cake', never followed by 'any') or no adverb; see NON_LICENSORS for their frequencies."""
         subj = self.subject()
+        have = AUX["have"][subj.number] if self.chance(0.8) else "had"
         if self.chance(0.3):
-            return subj.words + [AUX["have"][subj.number], self.s.pick(INTRANSITIVE)[3]]
+            return subj.words + [have, self.s.pick(INTRANSITIVE)[3]]
         verb = self.s.pick(TRANSITIVE)
-        neg = ["not"] if self.chance(0.2) else []
-        obj = (["any", self.obj_noun(verb, PL)] if neg and self.chance(0.5)
-               else self.obj(verb))
-        return subj.words + [AUX["have"][subj.number]] + neg + [verb[3]] + obj
+        r = self.rng.random()
+        if r < 0.2:
+            obj = ["any", self.obj_noun(verb, PL)] if self.chance(0.5) else self.obj(verb)
+            return subj.words + [have, self.rng.choice(LICENSORS), verb[3]] + obj
+        if r < 0.8:
+            return subj.words + [have, self.rng.choice(NON_LICENSORS), verb[3]] + self.obj(verb)
+        return subj.words + [have, verb[3]] + self.obj(verb)
 
     def passive(self) -> list[str]:
         verb = self.s.pick(TRANSITIVE)
@@ -407,9 +425,12 @@ class Grammar:
         return subj.words + [aux, ing_form(verb[0])] + self.obj(verb)
 
     def reflexive(self) -> list[str]:
+        """'the boy washes himself', or in the past ('the boys saw themselves'), where only the pronoun
+        shows the antecedent's number."""
         subj = self.np("animate", modify=self.chance(0.4))
         verb = VERB[self.rng.choice(REFLEXIVE_VERBS)]
-        return subj.words + [self.present(verb, subj.number), self.reflexive_pronoun(subj)]
+        form = verb[2] if self.chance(0.4) else self.present(verb, subj.number)
+        return subj.words + [form, self.reflexive_pronoun(subj)]
 
     @staticmethod
     def reflexive_pronoun(np: NP) -> str:
@@ -510,66 +531,114 @@ def pair_sva_rc(g):
     return _sva(g, "rc")
 
 
+def _number_swap(g: Grammar, noun_kind: str, number: str) -> tuple[str, str]:
+    """A noun of ``noun_kind`` in ``number`` and the same noun in the other number ('boy' / 'boys')."""
+    state = g.rng.getstate()
+    word = g.noun(noun_kind, number)[0]
+    g.rng.setstate(state)  # the same draw again, in the other number
+    return word, g.noun(noun_kind, g.other(number))[0]
+
+
 def pair_sva_question(g):
-    """Long distance: the fronted auxiliary agrees with a subject that follows it, across an attractor."""
+    """Long distance: the fronted auxiliary agrees with a subject that follows it, across an attractor.
+    The bad member swaps either the auxiliary ('*do the boy near the dogs like ...') or the subject's head
+    noun ('*does the boys near the dog like ...'): the deciding words are the auxiliary pairs and every
+    noun of the lexicon in both numbers, not one contrast."""
     number = g.number()
-    subj = g.np("animate", number, modify=False).words + g.pp(attractor=g.other(number))
-    if g.chance(0.5):
+    head_kind = "person" if g.chance(0.5) else "animal"
+    head, other_head = _number_swap(g, head_kind, number)
+    subj = [g.rng.choice(["the", "my", "your"]), head] + g.pp(attractor=g.other(number))
+    r = g.rng.random()
+    if r < 0.5:
         verb = g.s.pick(TRANSITIVE)
-        good = [AUX["do"][number]] + subj + [verb[0], "the", g.obj_noun(verb, SG)]
+        aux = "do"
+        tail = [verb[0], "the", g.obj_noun(verb, SG)]
     else:
-        good = [AUX["be"][number]] + subj + [g.s.pick(ADJECTIVES)]
-    bad_aux = {"does": "do", "do": "does", "is": "are", "are": "is"}[good[0]]
-    return good, _swap(good, 0, bad_aux)
+        aux = "be" if r < 0.75 else "was"
+        tail = [g.s.pick(ADJECTIVES)]
+    good = [AUX[aux][number]] + subj + tail
+    if g.chance(0.5):
+        return good, _swap(good, 0, AUX[aux][g.other(number)])
+    return good, _swap(good, 2, other_head)
 
 
 def pair_det_noun(g):
-    """this/that + singular, these/those + plural; the bad member swaps the determiner's number."""
+    """this/that + singular, these/those + plural; the bad member swaps the determiner's number ('*these
+    cookie') or the noun's ('*this cookies'), so that every noun decides some pairs."""
     number = g.number()
     det = g.rng.choice(["this", "that"] if number == SG else ["these", "those"])
     bad_det = {"this": "these", "that": "those", "these": "this", "those": "that"}[det]
     verb = g.s.pick(TRANSITIVE)
     subj = g.subject()
     adj = [g.s.pick(ADJECTIVES)] if g.chance(0.5) else []
-    noun = g.obj_noun(verb, number)
+    kind = "thing" if verb[4] == "any" else verb[4]
+    noun, other_noun = _number_swap(g, kind, number)
     good = subj.words + [g.present(verb, subj.number), det] + adj + [noun]
-    i = len(subj.words) + 1
-    return good, _swap(good, i, bad_det)
+    if g.chance(0.5):
+        return good, _swap(good, len(subj.words) + 1, bad_det)
+    return good, _swap(good, len(good) - 1, other_noun)
 
 
 def pair_anaphor_number(g):
-    """A reflexive agrees in number with its antecedent, sometimes across an attractor."""
+    """A reflexive agrees in number with its antecedent, sometimes across an attractor. The bad member swaps
+    the reflexive ('*the boy washes themselves') or, with a past-tense verb that shows no agreement, the
+    antecedent's head noun ('*the boys saw himself')."""
     number = g.number()
-    subj = g.np("animate", number, modify=False)
+    kind = "person" if g.chance(0.6) else "animal"
+    head, other_head = _number_swap(g, kind, number)
+    gender = "n"
+    if kind == "person":
+        gender = next(gd for sg, pl, gd in PEOPLE if head in (sg, pl))
+    subj = NP([g.rng.choice(["the", "my", "your"]), head], number, gender if number == SG else None)
     mod = g.pp(attractor=g.other(number)) if g.chance(0.4) else []
     verb = VERB[g.rng.choice(REFLEXIVE_VERBS)]
     good_refl = g.reflexive_pronoun(subj)
-    bad_refl = "themselves" if number == SG else REFLEXIVE[(SG, g.rng.choice(["m", "f", "n"]))]
-    good = subj.words + mod + [g.present(verb, number), good_refl]
-    return good, _swap(good, len(good) - 1, bad_refl)
+    if g.chance(0.5):
+        bad_refl = "themselves" if number == SG else REFLEXIVE[(SG, g.rng.choice(["m", "f", "n"]))]
+        good = subj.words + mod + [g.present(verb, number), good_refl]
+        return good, _swap(good, len(good) - 1, bad_refl)
+    good = subj.words + mod + [verb[2], good_refl]
+    return good, _swap(good, 1, other_head)
 
 
 def pair_npi_licensing(g):
-    """'any' needs a licensor: 'does not want any' against '*does really want any' (a word seen in the slot)."""
+    """'any' needs a licensor: 'has never eaten any cookies' against '*has already eaten any cookies' (a
+    non-licensor that the corpus puts in the same slot), 5 licensors x 8 non-licensors; or, with do-support,
+    'does not want any' against '*does really want any'."""
     subj = g.subject()
     verb = g.s.pick(TRANSITIVE)
-    good = subj.words + [AUX["do"][subj.number], "not", verb[0], "any", g.obj_noun(verb, PL)]
-    return good, _swap(good, len(subj.words) + 1, EMPHATIC)
+    if g.chance(0.2):
+        good = subj.words + [AUX["do"][subj.number], "not", verb[0], "any", g.obj_noun(verb, PL)]
+        return good, _swap(good, len(subj.words) + 1, EMPHATIC)
+    have = AUX["have"][subj.number] if g.chance(0.8) else "had"
+    good = subj.words + [have, g.rng.choice(LICENSORS), verb[3], "any", g.obj_noun(verb, PL)]
+    return good, _swap(good, len(subj.words) + 1, g.rng.choice(NON_LICENSORS))
 
 
 def pair_npi_scope(g):
-    """Negation inside a relative clause does not license 'any' in the main clause.
-    Good: 'the boy who has seen the dog has not eaten any cookies';
-    bad:  'the boy who has not seen the dog has eaten any cookies' (the same words, 'not' moved)."""
+    """A licensor inside a relative clause does not license 'any' in the main clause.
+    Good: 'the boy who has not seen the dog has never eaten any cookies';
+    bad:  'the boy who has not seen the dog has already eaten any cookies' (the main clause's licensor
+    swapped for a non-licensor; the relative clause's licensor, which c-commands nothing outside it, stays)."""
     number = g.number()
     head = g.np("animate", number, modify=False)
     rc_verb, verb = g.s.pick(TRANSITIVE), g.s.pick(TRANSITIVE)
     rc_obj = ["the", g.obj_noun(rc_verb, g.number())]
     have = AUX["have"][number]
     who = g.rng.choice(["who", "that"])
-    good = head.words + [who, have, rc_verb[3]] + rc_obj + [have, "not", verb[3], "any", g.obj_noun(verb, PL)]
-    bad = head.words + [who, have, "not", rc_verb[3]] + rc_obj + [have, verb[3], "any", good[-1]]
-    return good, bad
+    good = (head.words + [who, have, g.rng.choice(LICENSORS), rc_verb[3]] + rc_obj
+            + [have, g.rng.choice(LICENSORS), verb[3], "any", g.obj_noun(verb, PL)])
+    i = len(head.words) + 4 + len(rc_obj) + 1
+    return good, _swap(good, i, g.rng.choice(NON_LICENSORS))
+
+
+def deciding_words(good: str, bad: str) -> tuple[str, str]:
+    """The words that tell a pair's members apart: (the good member's, the bad member's) at the positions
+    where they differ, joined with spaces. A paradigm whose pairs share one deciding pair is one contrast,
+    however many sentences it has."""
+    g, b = good.split(), bad.split()
+    diff = [i for i, (x, y) in enumerate(zip(g, b)) if x != y]
+    return " ".join(g[i] for i in diff), " ".join(b[i] for i in diff)
 
 
 def pair_argument_structure(g):

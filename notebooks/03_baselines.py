@@ -58,7 +58,7 @@ for seed in seeds:
             raise ValueError("kd / kd_dwml need the 'mlm' run as their teacher")
         res = X.train_run(sections, prep, archs, meta, method, seed, run_root,
                           teacher_dir=teacher.peer_dirs[0] if teacher else "",
-                          curve_steps=curve_steps if method == "mlm" else (), curve_pairs=pairs, eval_cfg=cfg.eval)
+                          curve_steps=curve_steps, curve_pairs=pairs, eval_cfg=cfg.eval)
         if method == "mlm":
             teacher = res
         if method in baseline_methods:
@@ -78,21 +78,29 @@ params = {(m, i + 1): a.params for m in baseline_methods for i, a in
 print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%")
 
 # %% [markdown]
-# ## Learning curve of the single model
-# The `mlm` run of every seed was stopped at `curve_steps` and scored there (a checkpoint and a resume:
-# the run is the same as an uninterrupted one); the last point is its final score. Which paradigms the
-# model learns early, which it never learns within the budget, and how far the seeds spread.
+# ## Learning curves: is the comparison made before or after convergence?
+# Every run was stopped at `curve_steps` and its peers scored there (a checkpoint and a resume: the run is
+# the same as an uninterrupted one); the last point is its final score. The first figure follows each
+# method's best peer (the one the tables keep, chosen per seed) to the end of training: curves still
+# climbing at the end mean the methods are compared before convergence. The second shows the single
+# model per paradigm: which paradigms it learns early, which never within the budget, how far seeds spread.
 
 # %%
-from dwml.plots.experiments import plot_learning_curve
+from dwml.plots.experiments import plot_learning_curve, plot_method_curves
 
 curve_table = None
-if curve_steps and "mlm" in baseline_methods:
-    curve = X.learning_curve([results["mlm", s].run_dir for s in seeds])
-    curve_table = curve.pivot_table(index=["step", "tokens", "seed"], columns="task", values="accuracy").reset_index()
-    curve_table["macro"] = curve_table[sorted(curve["task"].unique())].mean(axis=1)
-    save_table(curve_table, figures_dir, "table_learning_curve", floatfmt=".1f")
-    save_figure(plot_learning_curve(curve), figures_dir, "figure_learning_curve")
+if curve_steps:
+    curves = {m: X.learning_curve([results[m, s].run_dir for s in seeds]) for m in baseline_methods}
+    method_curve = X.method_curves(curves, scores)
+    save_table(method_curve.pivot_table(index=["suite", "step"], columns="method", values="accuracy")
+               .reset_index(), figures_dir, "table_method_curves", floatfmt=".1f")
+    save_figure(plot_method_curves(method_curve, baseline_methods), figures_dir, "figure_method_curves")
+    if "mlm" in curves:
+        curve = curves["mlm"]
+        curve_table = curve.pivot_table(index=["step", "tokens", "seed"], columns="task", values="accuracy").reset_index()
+        curve_table["macro"] = curve_table[sorted(curve["task"].unique())].mean(axis=1)
+        save_table(curve_table, figures_dir, "table_learning_curve", floatfmt=".1f")
+        save_figure(plot_learning_curve(curve), figures_dir, "figure_learning_curve")
 curve_table
 
 # %% [markdown]
@@ -124,6 +132,7 @@ weakest = (X.over_seeds(X.per_seed(scores)).sort_values("accuracy").groupby(["me
 save_table(weakest, figures_dir, "table_weakest_peer", floatfmt=".2f")
 diffs = pd.concat([X.paired_differences(seeded, ref) for ref in ("dwml", "mlm") if ref in baseline_methods],
                   ignore_index=True)
+diffs["verdict"] = X.verdicts(diffs, "method")
 save_table(diffs, figures_dir, "table_method_differences", floatfmt=".2f")
 display(weakest)
 diffs
@@ -164,3 +173,14 @@ t1
 fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), baseline_methods,
                    paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")
+
+# %% [markdown]
+# ## Verdicts
+# Each paired difference above as a sentence, generated from its interval (`dwml.experiments.verdict`): a
+# method beats another only when the interval excludes 0; otherwise the sentence bounds the difference by
+# the farther end of the interval: no difference larger than that is consistent with these seeds.
+
+# %%
+from IPython.display import Markdown
+
+Markdown("\n".join(f"- {line}" for line in diffs["verdict"]))

@@ -170,5 +170,16 @@ claims = pd.concat([
 claims["value"] = claims["value"].astype(str)
 claims["reference"] = claims["reference"].astype(str)
 claims = claims[["claim", "setting", "value", "reference", "suite", "difference", "ci_low", "ci_high", "seeds", "differs"]]
+claims["verdict"] = X.verdicts(claims.assign(value=claims["setting"] + " " + claims["value"],
+                                              reference=claims["setting"] + " " + claims["reference"]), "value")
 save_table(claims, figures_dir, "table_ablation_claims", floatfmt=".2f")
 claims
+
+# %% [markdown]
+# ## Verdicts
+# Each claim's difference as a sentence generated from its interval (`dwml.experiments.verdict`).
+
+# %%
+from IPython.display import Markdown
+
+Markdown("\n".join(f"- {c}: {v}" for c, v in zip(claims["claim"], claims["verdict"])))

@@ -169,3 +169,62 @@ def test_learning_curve_points_leave_the_run_unchanged(small_corpus, tmp_path):
     assert len(fig.axes[0].lines) == 10 + 2  # a line per paradigm, the average, the chance line
     with pytest.raises(ValueError, match="curve_pairs"):
         X.train_run(sections, prep, archs, meta, "dml", 1, tmp_path / "c", progress=False, curve_steps=[2])
+
+
+def test_verdict_golden_sentences():
+    from dwml.experiments import verdict
+
+    assert verdict("dwml", "mlm", 4.2, 1.5, 6.9) == "dwml beats mlm by 4.2 points [1.5, 6.9]"
+    assert verdict("dml", "dwml", -4.7, -9.3, -0.1) == "dwml beats dml by 4.7 points [0.1, 9.3]"
+    # an interval that crosses 0: the bound is the farther end, not the half-width (3.0 here)
+    s = verdict("kd", "dwml", 1.0, -2.0, 4.0)
+    assert s == "no difference between kd and dwml larger than 4.0 points (kd - dwml = +1.0 [-2.0, +4.0], half-width 3.0)"
+    s = verdict("sd", "mlm", -0.5, -2.5, 1.5, suite="blimp")
+    assert s.startswith("no difference between sd and mlm on blimp larger than 2.5 points")
+    assert "no interval" in verdict("a", "b", 2.0, float("nan"), float("nan"))
+    # an interval touching 0 exactly does not exclude it
+    assert verdict("a", "b", 1.0, 0.0, 2.0).startswith("no difference")
+
+
+def test_verdicts_follow_the_table():
+    import pandas as pd
+
+    from dwml.experiments import paired_differences, verdicts
+
+    seeded = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "seed": [0, 1, 2] * 3, "suite": "s",
+                           "accuracy": [70, 72, 74, 60, 61, 63, 69, 74, 70]})
+    table = paired_differences(seeded, "a")
+    lines = verdicts(table, "method")
+    # b is 10.67 points below a on every seed (10, 11, 11): a clear win for a
+    assert lines[0].startswith("a beats b by 10.7 points")
+    # c - a = (-1, 2, -4): mean -1, an interval across 0
+    assert lines[1].startswith("no difference between c and a larger than")
+    lo, hi = table.iloc[1][["ci_low", "ci_high"]]
+    assert f"{max(abs(lo), abs(hi)):.1f} points" in lines[1]
+    claims = table.assign(claim="my claim")
+    assert verdicts(claims, "method", label="claim")[0].startswith("my claim: a beats b")
+
+
+def test_method_curves_follow_each_methods_best_peer():
+    import pandas as pd
+
+    from dwml.experiments import method_curves
+
+    # two peers, two seeds; peer 2 is best in seed 0 and peer 1 in seed 1 (final scores)
+    scores = pd.DataFrame([{"method": "m", "seed": s, "peer": p, "suite": "x", "task": t, "correct": c}
+                           for s, p, c in [(0, 1, 0), (0, 2, 1), (1, 1, 1), (1, 2, 0)]
+                           for t in ("t1", "t2") for _ in range(2)])
+    rows = []
+    for s in (0, 1):
+        for p in (1, 2):
+            for step, tokens in ((10, 100 + s), (20, 200 + s)):
+                rows += [{"seed": s, "peer": p, "suite": "x", "task": "t1", "step": step, "tokens": tokens,
+                          "accuracy": 10 * p + step + s},
+                         {"seed": s, "peer": p, "suite": "x", "task": "t2", "step": step, "tokens": tokens,
+                          "accuracy": 30 * p + step + s}]
+    out = method_curves({"m": pd.DataFrame(rows)}, scores)
+    assert set(zip(out["seed"], out["peer"])) == {(0, 2), (1, 1)}
+    r = out[(out["seed"] == 0) & (out["step"] == 20)].iloc[0]
+    assert r["accuracy"] == ((20 + 20) + (60 + 20)) / 2 and r["tokens"] == 200  # macro over the two tasks
+    r = out[(out["seed"] == 1) & (out["step"] == 10)].iloc[0]
+    assert r["accuracy"] == ((10 + 11) + (30 + 11)) / 2

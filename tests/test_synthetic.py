@@ -47,27 +47,51 @@ def test_corpus_covers_the_phenomena():
         w = l.split()
         for i, word in enumerate(w):
             if word == "any":
-                assert w[i - 2] == "not" or w[0] in ("do", "does"), l
-    # the npi_scope evidence: negation inside a relative clause, followed by an unlicensed main clause
-    assert any(re.search(r"(who|that) (has|have) not \w+ the \w+ (has|have) \w+ some", l) for l in lines)
+                assert w[i - 2] in S.LICENSORS or w[0] in ("do", "does"), l
+    # the npi_scope evidence: a licensor inside a relative clause, followed by an unlicensed main clause
+    lic = "|".join(S.LICENSORS)
+    assert any(re.search(rf"(who|that) (has|have) ({lic}) \w+ the \w+ (has|have) \w+ some", l) for l in lines)
+    # every licensor and non-licensor stands in the has/have/had slot
+    slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("has", "have", "had"))
+    assert all(slot[w] > 0 for w in S.LICENSORS + S.NON_LICENSORS), slot
 
 
 def test_npi_words_are_frequency_matched():
-    """'*does really want any' must not lose just because 'really' is rarer than 'not' in that slot."""
+    """Word frequency must not decide the NPI pairs for the model: in the has/have/had slot every
+    non-licensor is more frequent than every licensor but 'not', and 'really' is a little more frequent
+    than 'not' over the whole corpus (so a frequency counter prefers the bad member of most NPI pairs)."""
     lines = list(S.generate_lines(200_000, "0-train"))
-    slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("do", "does"))
-    assert 0.85 < slot[S.EMPHATIC] / slot["not"] < 1.15, (slot[S.EMPHATIC], slot["not"])
-    # over the whole corpus 'really' is a little more frequent than 'not': word frequency alone prefers the
-    # bad member of every npi_licensing pair (dwml.baselines' unigram model gets 0% there)
+    slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("has", "have", "had"))
+    rare_licensors = [w for w in S.LICENSORS if w != "not"]
+    assert min(slot[w] for w in S.NON_LICENSORS) > max(slot[w] for w in rare_licensors), slot
+    do_slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("do", "does"))
+    assert 0.85 < do_slot[S.EMPHATIC] / do_slot["not"] < 1.15, (do_slot[S.EMPHATIC], do_slot["not"])
     words = collections.Counter(w for l in lines for w in l.split())
-    assert 1.0 < words[S.EMPHATIC] / words["not"] < 1.2, (words[S.EMPHATIC], words["not"])
-    # and 'not' follows 'has/have' as often inside relative clauses as outside them (npi_scope)
-    rc = main = 0
+    assert 1.0 < words[S.EMPHATIC] / words["not"] < 1.6, (words[S.EMPHATIC], words["not"])
+    # and each kind of adverb stands after has/have as often inside relative clauses as outside them (npi_scope)
+    rc, main = collections.Counter(), collections.Counter()
+    kind = {**{w: "licensor" for w in S.LICENSORS}, **{w: "other" for w in S.NON_LICENSORS}}
+    adv = "|".join(kind)
     for l in lines:
-        m = re.search(r"(?:who|that) (?:has|have) (not )?\w+ the \w+ (?:has|have) (not )?", l)
+        m = re.search(rf"(?:who|that) (?:has|have) (?:({adv}) )?\w+ the \w+ (?:has|have) (?:({adv}) )?\w+ (?:any|some|the) ", l)
         if m:
-            rc, main = rc + bool(m.group(1)), main + bool(m.group(2))
-    assert rc > 200 and 0.85 < rc / main < 1.15, (rc, main)
+            rc[kind.get(m.group(1), "none")] += 1
+            main[kind.get(m.group(2), "none")] += 1
+    for k in ("licensor", "other"):
+        assert rc[k] > 200 and 0.85 < rc[k] / main[k] < 1.15, (k, rc, main)
+
+
+def test_npi_pairs_are_not_decided_by_word_frequency():
+    """A unigram model counted on the corpus prefers the bad member of most NPI pairs."""
+    from dwml.baselines import ngram_accuracy_table, ngram_pair_scores
+    from dwml.evaluate import MinimalPair
+
+    lines = list(S.generate_lines(200_000, "0-train"))
+    pairs = [MinimalPair(suite="synthetic", task=p["UID"], pair_id=p["pair_id"], good=p["sentence_good"],
+                         bad=p["sentence_bad"]) for p in S.minimal_pairs(100, seed=0)
+             if p["UID"] in ("npi_licensing", "npi_scope")]
+    table = ngram_accuracy_table(ngram_pair_scores(lines, pairs, orders=(1,)))
+    assert table.loc["npi_licensing", "1-gram"] < 50 and table.loc["npi_scope", "1-gram"] < 50, table
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +124,24 @@ def test_pairs_differ_minimally(pairs):
         good, bad = p["sentence_good"].split(), p["sentence_bad"].split()
         assert len(good) == len(bad), p  # length-matched: a summed PLL cannot decide on length
         diff = [i for i, (x, y) in enumerate(zip(good, bad)) if x != y]
-        if p["UID"] == "npi_scope":
-            assert sorted(good) == sorted(bad) and len(diff) >= 2, p  # 'not' moved, same words
-        else:
-            assert len(diff) == 1, p
+        assert len(diff) == 1, p  # one word swapped
+
+
+def test_every_paradigm_turns_on_many_contrasts(pairs):
+    """At least 20 distinct deciding word pairs in every paradigm's 100 pairs: a paradigm is many
+    measurements, not one contrast that a model gets right or wrong as a whole."""
+    by = collections.defaultdict(set)
+    for p in pairs:
+        by[p["UID"]].add(S.deciding_words(p["sentence_good"], p["sentence_bad"]))
+    assert set(by) == set(S.PARADIGMS)
+    for uid, contrasts in by.items():
+        assert len(contrasts) >= 20, (uid, sorted(contrasts))
+
+
+def test_deciding_words():
+    assert S.deciding_words("the boy has never eaten any", "the boy has already eaten any") == ("never", "already")
+    assert S.deciding_words("a b c", "a x y") == ("b c", "x y")
+    assert S.deciding_words("a b", "a b") == ("", "")
 
 
 def test_no_sentence_is_both_good_and_bad(pairs):

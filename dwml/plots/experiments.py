@@ -81,3 +81,24 @@ def plot_learning_curve(curve: pd.DataFrame, title: str = "single model (mlm)"):
     ax.set_title(f"Learning curve, {title}: {curve['seed'].nunique()} seed(s)")
     ax.legend(fontsize=6, ncol=2, loc="lower right")
     return fig
+
+
+def plot_method_curves(curves: pd.DataFrame, methods: Sequence[str] | None = None):
+    """Macro accuracy of each method's best peer against tokens seen, one panel per suite: the mean over
+    seeds (line) and the seeds' range (band); ``curves``: ``dwml.experiments.method_curves`` rows."""
+    suites = list(dict.fromkeys(curves["suite"]))
+    methods = [m for m in (methods or dict.fromkeys(curves["method"])) if m in set(curves["method"])]
+    fig, axes = plt.subplots(1, len(suites), figsize=(6.5 * len(suites), 4), squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        for method in methods:
+            part = curves[(curves["suite"] == suite) & (curves["method"] == method)]
+            by = part.groupby("step").agg(tokens=("tokens", "mean"), mean=("accuracy", "mean"),
+                                          low=("accuracy", "min"), high=("accuracy", "max"))
+            line, = ax.plot(by["tokens"] / 1e3, by["mean"], marker="o", ms=3, label=method)
+            ax.fill_between(by["tokens"] / 1e3, by["low"], by["high"], color=line.get_color(), alpha=0.12)
+        ax.axhline(50, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("training tokens seen (thousands)")
+        ax.set_ylabel("best peer, macro accuracy (%)")
+        ax.set_title(f"{suite}: {curves['seed'].nunique()} seed(s), band = seeds' range")
+        ax.legend(fontsize=7)
+    return fig
