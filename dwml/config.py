@@ -204,9 +204,11 @@ class TrainConfig:
     saved peers carry it); None keeps what the models were built with (Hugging Face's 0.1). Dropout
     regularises long runs; a few hundred steps on a small corpus are far from overfitting, and there it
     only slows learning (default profile: 0.0, measured in profiles/default.yaml)."""
-    mixed_precision: bool = False
-    """bf16 autocast of the forward passes (CUDA, or a CPU: fast where it has bf16 matrix units such as
-    AMX; slower than fp32 where it has none). Weights, optimiser states and the hypergradient stay fp32."""
+    mixed_precision: bool | str = False
+    """bf16 autocast of the forward passes: True, False, or 'auto', which turns it on where the device
+    computes bf16 natively (CUDA with bf16 support; a CPU with AVX512-BF16 or AMX) and off elsewhere, where
+    bf16 is emulated and several times slower than fp32 (``dwml.model.use_bf16``). A run records what
+    'auto' resolved to. Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
     """``torch.compile`` each peer's encoder and LM head on CUDA, with dynamic shapes (ignored on the CPU,
     where it gave nothing at these sizes). The loss over the vocabulary is not compiled."""
@@ -284,6 +286,8 @@ class Config:
                "data.mask_replace_prob/random_replace_prob", (d.mask_replace_prob, d.random_replace_prob),
                "must be >= 0 and sum to <= 1")
         _check(d.synthetic_words > 0, "data.synthetic_words", d.synthetic_words, "must be > 0")
+        _check(t.mixed_precision in (True, False, "auto"), "train.mixed_precision", t.mixed_precision,
+               "must be true, false or 'auto'")
         _check(d.packing in ("blocks", "lines", "packed"), "data.packing", d.packing,
                "must be 'blocks', 'lines' or 'packed'")
         _check(d.length_grouping >= 1, "data.length_grouping", d.length_grouping, "must be >= 1 (1: off)")
@@ -348,6 +352,8 @@ def _coerce(qualname: str, f: dataclasses.Field, value: Any) -> Any:
         if isinstance(default, bool):
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    if "str" in str(f.type):  # a bool-or-word field ('auto'): validate() checks the word
+                        return value
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
             return bool(value)

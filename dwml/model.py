@@ -42,6 +42,35 @@ ATTENTION = "dwml_sdpa"
 # Building peers
 # --------------------------------------------------------------------------------------------------
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from the flags of
+    ``/proc/cpuinfo`` (or the text given); False where that file does not exist."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(setting: bool | str, device: torch.device | str) -> bool:
+    """``train.mixed_precision`` resolved for ``device``: True/False as given; 'auto' is True where bf16
+    is native (a CUDA device that supports it, a CPU with bf16 instructions), False elsewhere."""
+    if setting in (True, False):
+        return bool(setting)
+    if setting != "auto":
+        raise ValueError(f"train.mixed_precision={setting!r}: must be true, false or 'auto'")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
 def roberta_config(num_layers: int, num_heads: int, hidden_size: int, intermediate_size: int, vocab_size: int,
                    max_position_embeddings: int = 514, **overrides):
     """A ``RobertaConfig`` of this shape, with ``dwml.data``'s special-token ids and tied embeddings."""

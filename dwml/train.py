@@ -18,6 +18,7 @@ tokenizer), ``summary.json`` and ``DONE``. Calling :func:`train` again on the fo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -36,7 +37,7 @@ from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method
-from dwml.model import restore_attention, use_fast_attention
+from dwml.model import restore_attention, use_bf16, use_fast_attention
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
 
@@ -200,6 +201,9 @@ class Trainer:
         self.run_dir = run_dir = project_path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.device = device = resolve_device(t.device)
+        if not isinstance(t.mixed_precision, bool):  # 'auto': the run records what it resolved to
+            cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, device)))
+            t = self.t = cfg.train
         self.ckpt_path, self.metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
         vocab = len(corpus.tokenizer)
         for i, m in enumerate(models):

@@ -39,7 +39,7 @@ seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
 search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
-train = {"mixed_precision": True, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80, "lr_decay_iters": 250,
+train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80, "lr_decay_iters": 250,
          "num_epochs": 250, "num_batches": 1, "batch_size": 128, "eval_interval": 100, "eval_batches": 8,
          "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
 profiling_steps = 40
@@ -176,7 +176,9 @@ for method in ["baseline"] + list(profiling_methods):
 # (`dwml.profiling.peak_flops`: a datasheet's dense peak on a listed GPU, a measured matmul peak on a CPU).
 
 # %%
-peak, peak_source = prof.peak_flops(device, torch.bfloat16 if cfg.train.mixed_precision else torch.float32)
+from dwml.model import use_bf16
+
+peak, peak_source = prof.peak_flops(device, torch.bfloat16 if use_bf16(cfg.train.mixed_precision, device) else torch.float32)
 table = prof.table9(records, baseline="baseline")
 table["method_tflops"] = [r["method_flops"] / 1e12 for r in records]
 table["mfu_pct"] = [100 * prof.mfu(r["method_flops"], r["train_time_s"], peak) for r in records]

@@ -56,3 +56,21 @@ def test_json_round_trip(tmp_path):
     cfg = Config.from_dict(train={"seed": 3})
     cfg.to_json(tmp_path / "c.json")
     assert Config.from_json(tmp_path / "c.json") == cfg
+
+
+def test_mixed_precision_auto_resolves_by_device():
+    import torch
+
+    from dwml.config import Config, ConfigError
+    from dwml.model import cpu_has_native_bf16, use_bf16
+
+    assert Config.from_dict(train={"mixed_precision": "auto"}).train.mixed_precision == "auto"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        Config.from_dict(train={"mixed_precision": "fast"}).validate()
+    assert use_bf16(True, "cpu") is True and use_bf16(False, "cpu") is False
+    amd = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    sapphire = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert not cpu_has_native_bf16(amd) and cpu_has_native_bf16(sapphire)
+    assert use_bf16("auto", "cpu") == cpu_has_native_bf16()
+    if torch.cuda.is_available():
+        assert use_bf16("auto", "cuda") == torch.cuda.is_bf16_supported()

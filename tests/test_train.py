@@ -352,3 +352,22 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
         before = [p.detach().clone() for p in teacher.parameters()]
         T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run2", teacher=teacher, progress=False)
         assert all(torch.equal(a, p) for a, p in zip(before, teacher.parameters()))
+
+
+def test_mixed_precision_auto_is_recorded_as_what_it_resolved_to(corpus, tmp_path, monkeypatch):
+    """'auto' trains as True or False would on this device, and the run's config.json says which: a run
+    made with bf16 elsewhere is then not reused as if it were this machine's float32 run."""
+    from dwml import model as M
+
+    for native in (False, True):
+        monkeypatch.setattr(M, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
+        cfg = tiny_config(num_epochs=2, mixed_precision="auto")
+        auto_models = tiny_peers(len(corpus.tokenizer))
+        T.train(cfg, corpus, auto_models, tmp_path / f"auto{native}", progress=False)
+        saved = json.loads((tmp_path / f"auto{native}" / T.CONFIG).read_text())
+        assert saved["train"]["mixed_precision"] is native
+        fixed_models = tiny_peers(len(corpus.tokenizer))
+        T.train(tiny_config(num_epochs=2, mixed_precision=native), corpus, fixed_models, tmp_path / f"fixed{native}",
+                progress=False)
+        for a, b in zip(params(auto_models), params(fixed_models)):
+            assert torch.equal(a, b)
