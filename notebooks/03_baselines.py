@@ -30,19 +30,23 @@ baseline_methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
 suites = ["synthetic"]
 max_pairs_per_task = 100
 glue_tasks = []
-curve_steps = [50, 100, 150, 200]
+curve_steps = [100, 175]
+curve_pairs_per_task = 50
 
 # %%
 import pandas as pd
 from IPython.display import display
 
 from dwml import experiments as X
+from dwml.evaluate import subsample
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_methods
 
 set_style()
 study = X.setup(data, search, train, run_root, suites, max_pairs_per_task)
 sections, cfg, prep, archs, meta, pairs = (study.sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
+# the learning curves' points along the way are scored on a fixed subset of the pairs (the final point on all)
+curve_pairs = {k: subsample(v, curve_pairs_per_task) for k, v in pairs.items()} if curve_pairs_per_task else pairs
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
 
 # %% [markdown]
@@ -58,7 +62,7 @@ for seed in seeds:
             raise ValueError("kd / kd_dwml need the 'mlm' run as their teacher")
         res = X.train_run(sections, prep, archs, meta, method, seed, run_root,
                           teacher_dir=teacher.peer_dirs[0] if teacher else "",
-                          curve_steps=curve_steps, curve_pairs=pairs, eval_cfg=cfg.eval)
+                          curve_steps=curve_steps, curve_pairs=curve_pairs, eval_cfg=cfg.eval)
         if method == "mlm":
             teacher = res
         if method in baseline_methods:
@@ -79,8 +83,9 @@ print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%
 
 # %% [markdown]
 # ## Learning curves: is the comparison made before or after convergence?
-# Every run was stopped at `curve_steps` and its peers scored there (a checkpoint and a resume: the run is
-# the same as an uninterrupted one); the last point is its final score. The first figure follows each
+# Every run was stopped at `curve_steps` and its peers scored there on `curve_pairs_per_task` pairs of each
+# paradigm (a checkpoint and a resume: the run is the same as an uninterrupted one); the last point is its
+# final score on all the pairs. The first figure follows each
 # method's best peer (the one the tables keep, chosen per seed) to the end of training: curves still
 # climbing at the end mean the methods are compared before convergence. The second shows the single
 # model per paradigm: which paradigms it learns early, which never within the budget, how far seeds spread.
