@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dwml.stats import r_interval, t_interval  # noqa: F401 (re-exported: one statistics module, dwml.stats)
+
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 SCORES = "scores.csv"
 
@@ -211,27 +213,6 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False) ->
     out["method"], out["seed"] = result.summary["method"], int(Path(result.run_dir).name.rsplit("seed", 1)[1])
     atomic_write_text(path, out.to_csv(index=False))
     return out
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a Student-t interval over seeds; low = high = NaN for a single value."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return m, m - half, m + half
-
-
-def r_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of correlation coefficients over seeds, through Fisher's z = atanh(r): the t-interval
-    of the mean z, mapped back with tanh, so that the interval stays inside (-1, 1) (a t-interval on R
-    itself does not: R's spread shrinks near +-1). |r| = 1 is clipped to 1 - 1e-12."""
-    z = np.arctanh(np.clip(np.asarray(values, dtype=float), -1 + 1e-12, 1 - 1e-12))
-    m, lo, hi = t_interval(z, level)
-    return float(np.tanh(m)), float(np.tanh(lo)), float(np.tanh(hi))
 
 
 def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
