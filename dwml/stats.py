@@ -79,3 +79,26 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     return float(min(1.0, 2 * binom.cdf(min(b, c), n, 0.5)))
+
+
+def paired_macro_bootstrap(correct_a, correct_b, strata, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n`` bootstrap replicates of macro(a) - macro(b) for two models scored on the *same* pairs: within
+    each stratum (a task, or a (seed, task)) the pairs are resampled together for both models, and the
+    macro average is the mean over strata. Resampling m pairs of a stratum draws the counts of its four
+    kinds of pair (both right, only a, only b, neither) from Multinomial(m, their shares), so a
+    replicate's difference there is (only a - only b) / m."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"correct_a {a.shape} and correct_b {b.shape} must be 1-D arrays over the same pairs")
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(np.asarray(strata), return_inverse=True)
+    k = inverse.max() + 1 if inverse.size else 0
+    out = np.zeros(n)
+    for s in range(k):
+        sel = inverse == s
+        m = int(sel.sum())
+        only_a, only_b = int((a[sel] & ~b[sel]).sum()), int((~a[sel] & b[sel]).sum())
+        draws = rng.multinomial(m, [only_a / m, only_b / m, 1 - (only_a + only_b) / m], size=n)
+        out += (draws[:, 0] - draws[:, 1]) / m
+    return out / max(k, 1)

@@ -162,3 +162,48 @@ def test_published_kl_sums_over_positions_and_divides_by_rows(method):
 def test_published_kl_needs_one_micro_batch_a_chunk():
     with pytest.raises(ConfigError, match="train.published_kl"):
         Config.from_dict(train={"published_kl": True, "chunk_size": 2, "num_batches": 2})
+
+
+# ----------------------------------------------------------------------------------------------------
+# wired through the loop
+
+
+@pytest.fixture(scope="module")
+def corpus(small_corpus, tmp_path_factory):
+    from test_train import BLOCK
+
+    return D.prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=BLOCK,
+                                       cache_dir=str(tmp_path_factory.mktemp("cache"))), progress=False)
+
+
+def test_a_run_with_the_published_outer_step_moves_w_by_its_clamped_softmin(corpus, tmp_path):
+    from dwml import train as T
+    from test_train import tiny_config, tiny_peers
+
+    clip = 3.0
+    cfg = tiny_config(published_hypergradient=True, num_batches=1, grad_clip=clip)
+    h = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False).history
+    rows = h[h["kind"] == "train"].reset_index(drop=True)
+    outer = [i for i in range(len(rows)) if isinstance(rows.loc[i, "hypergrad"], list)]
+    assert outer, "no outer step was logged"
+    for i in outer:
+        g = rows.loc[i, "hypergrad"]
+        w_prev = rows.loc[i - 1, "w"] if i else [0.5, 0.5]
+        eta = rows.loc[i, "eta"]
+        assert all(0.0 <= x <= clip for x in g)
+        assert max(g) == pytest.approx(clip)  # an untrained peer's dev CE (~ln 600) is clamped
+        un = [w * math.exp(-eta * x) for w, x in zip(w_prev, g)]
+        assert rows.loc[i, "w"] == pytest.approx([u / sum(un) for u in un], rel=1e-5)
+
+
+def test_a_run_with_the_published_kl_logs_the_kl_at_its_scale(corpus, tmp_path):
+    from dwml import train as T
+    from test_train import BLOCK, tiny_config, tiny_peers
+
+    kl = {}
+    for flag in (False, True):
+        cfg = tiny_config(method="dml", published_kl=flag, num_epochs=1)
+        h = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / f"run{flag}", progress=False).history
+        kl[flag] = sum(h[h["kind"] == "train"]["kl"].iloc[0])
+    # the same models and batches: every position of a row summed (BLOCK of them), not a mean over masked ones
+    assert BLOCK / 3 < kl[True] / kl[False] < 3 * BLOCK

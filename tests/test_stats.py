@@ -63,3 +63,25 @@ def test_experiments_and_reports_use_the_one_module():
     assert X.t_interval is S.t_interval and X.r_interval is S.r_interval
     assert R.bootstrap_ci is S.bootstrap_ci and R.macro_bootstrap is S.macro_bootstrap
     assert R.mcnemar_exact is S.mcnemar_exact
+
+
+def test_paired_macro_bootstrap_matches_explicit_joint_resampling():
+    rng = np.random.default_rng(4)
+    strata = np.repeat(["x", "y"], [40, 60])
+    a = rng.random(100) < 0.7
+    b = np.where(rng.random(100) < 0.6, a, ~a)
+    reps = S.paired_macro_bootstrap(a, b, strata, n=4000, seed=0)
+    macro = lambda c: np.mean([c[strata == s].mean() for s in "xy"])  # noqa: E731
+    assert np.median(reps) == pytest.approx(macro(a) - macro(b), abs=0.01)
+    g = np.random.default_rng(1)
+    explicit = []
+    for _ in range(4000):
+        diffs = []
+        for s in "xy":
+            idx = np.flatnonzero(strata == s)
+            pick = idx[g.integers(0, idx.size, idx.size)]
+            diffs.append(a[pick].mean() - b[pick].mean())
+        explicit.append(np.mean(diffs))
+    assert reps.mean() == pytest.approx(np.mean(explicit), abs=3e-3)
+    assert reps.std() == pytest.approx(np.std(explicit), rel=0.08)
+    assert np.all(S.paired_macro_bootstrap(a, a, strata, n=10) == 0)
