@@ -145,3 +145,21 @@ def test_published_bug_table_on_fake_score_frames():
     assert np.isnan(t.loc["corrected"].get("difference", np.nan))
     with pytest.raises(ValueError, match="no 'corrected'"):
         X.published_bug_table(scores[scores["setting"] == "kl"])
+
+
+@pytest.mark.slow
+def test_published_bug_runs_on_the_ci_profile(tmp_path):
+    """End to end on the ci profile's settings (one seed): every setting trains, scores the same pairs, and
+    the table pairs each bug with its reference."""
+    from dwml import notebooks as N
+
+    prof = N.load_profile("ci")
+    study = X.setup(prof["data"], prof["search"], prof["train"], tmp_path / "runs", prof["suites"],
+                    prof["max_pairs_per_task"])
+    scores = X.published_bug_runs(study.sections, study.archs, study.meta, [0], tmp_path / "runs", study.pairs,
+                                  study.cfg.eval, progress=False)
+    assert set(scores["setting"]) == {"corrected", "corrected_blocks", "token_file", "hypergradient", "kl", "all"}
+    assert (tmp_path / "runs" / "dwml_seed0").is_dir() and (tmp_path / "runs" / "dwml_bug-all_seed0").is_dir()
+    t = X.published_bug_table(scores, n_boot=100)
+    assert set(t["setting"]) == set(scores["setting"])
+    assert t.set_index("setting").loc["token_file", "reference"] == "corrected_blocks"
