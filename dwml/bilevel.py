@@ -215,6 +215,44 @@ def _central_difference(La: Callable[[dict], Tensor], theta: dict[str, Tensor], 
 
 
 # ----------------------------------------------------------------------------------------------------
+# the published code's outer step (train.published_hypergradient)
+
+
+def published_outer_step(models: Sequence[nn.Module], dev_batch: dict, weights: Tensor, eta: float,
+                         num_batches: int, grad_clip: float) -> tuple[Tensor, Tensor]:
+    """One outer step as the published code takes it; returns (its "hypergradient" g [p], the new w).
+
+    Its outer loss is linear in w, L2 = sum_k w_k CE_k / num_batches (each peer's mean cross-entropy on the
+    dev batch), and the second term of eq. 3 differentiates a detached copy of La, so it is zero. Hence
+
+        g_k = clamp(CE_k / num_batches, 0, grad_clip)   (no clamp when grad_clip = 0)
+        w_k <- w_k exp(-eta g_k) / sum_j w_j exp(-eta g_j),
+
+    a softmin of the dev cross-entropies, unrelated to how w shapes the peers' training. The peers run in
+    eval mode, without autocast (their modes are restored after); nothing is written to them."""
+    if weights.dim() != 1 or weights.numel() != len(models):
+        raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(models)} peers")
+    if num_batches < 1:
+        raise ValueError(f"num_batches (train.num_batches)={num_batches!r}: must be >= 1")
+    was_training = [m.training for m in models]
+    device = next(models[0].parameters()).device
+    try:
+        for m in models:
+            m.eval()
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            y = prediction_targets(dev_batch)
+            ce = torch.stack([torch.nn.functional.cross_entropy(predicted_logits(m, dev_batch)[0].float(), y)
+                              for m in models])
+    finally:
+        for m, t in zip(models, was_training):
+            m.train(t)
+    g = ce.to(device=weights.device, dtype=weights.dtype) / num_batches
+    if grad_clip != 0:
+        g = g.clamp(0.0, float(grad_clip))
+    return g, mirror_descent_step(weights, g, eta)
+
+
+# ----------------------------------------------------------------------------------------------------
 # eq. 4 and the schedule
 
 

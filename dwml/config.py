@@ -90,6 +90,12 @@ class DataConfig:
     """Of the selected tokens, the share replaced by a random token; the rest are kept unchanged."""
     cache_dir: str = ".cache/dwml"
     """Where token caches and tokenizers are written (one sub-folder per corpus fingerprint)."""
+    published_token_file: bool = False
+    """Train on the token stream as the published code ends up reading it (off: the corrected stream). Its
+    tokenizer script writes the list of ids as printed text (``str(ids)``, e.g. ``[0, 412, 9]``) and its
+    loader reads that file back as binary ``uint16``, so each id it trains on is a pair of characters of
+    that text (digits, commas, spaces, brackets), never a word piece (``dwml.data.published_token_stream``).
+    Needs ``packing='blocks'``: the stream has no utterance boundaries left."""
 
 
 @dataclass
@@ -216,6 +222,17 @@ class TrainConfig:
     """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
     log_interval: int = 1
     """Write a metrics line every this many optimizer steps."""
+    published_hypergradient: bool = False
+    """Replace the outer step (eq. 3, 4) by the published code's (off: the corrected one). Its La is a
+    detached copy, so the second term of eq. 3 is identically zero (and is added with a + where eq. 3 has
+    a -); what is left is dL2/dw_k of its linear ensemble loss sum_k w_k CE_k, i.e. each peer's dev
+    cross-entropy divided by ``num_batches``, clamped to [0, ``grad_clip``], then one exponentiated-gradient
+    step, repeated on ``num_batches`` fresh dev batches (``dwml.bilevel.published_outer_step``)."""
+    published_kl: bool = False
+    """Scale the peer KL terms of eq. 2 as the published code does (off: a mean per predicted token). It
+    calls ``kl_div(..., reduction='batchmean')`` on [rows, positions, vocab]: the KL summed over every
+    (non-padding) position of a micro-batch, masked or not, divided by its number of rows only (about
+    ``block_size`` times the CE's scale with blocks of 512). Needs ``chunk_size=1``."""
 
 
 @dataclass
@@ -320,6 +337,10 @@ class Config:
         _check(t.outer_grad in ("reuse", "recompute"), "train.outer_grad", t.outer_grad,
                "must be 'reuse' or 'recompute'")
         _check(0 <= t.min_step_size <= t.step_size, "train.min_step_size", t.min_step_size, "must be in [0, step_size]")
+        _check(not d.published_token_file or d.packing == "blocks", "data.published_token_file", d.published_token_file,
+               "needs data.packing='blocks' (the published stream has no utterance boundaries)")
+        _check(not t.published_kl or t.chunk_size == 1, "train.published_kl", t.published_kl,
+               "needs train.chunk_size=1 (its KL divides by the rows of each micro-batch)")
         _check(e.reduction in ("sum", "mean"), "eval.reduction", e.reduction, "must be 'sum' or 'mean'")
         _check(e.dtype in ("float32", "bfloat16"), "eval.dtype", e.dtype, "must be 'float32' or 'bfloat16'")
 

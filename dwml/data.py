@@ -337,6 +337,68 @@ def _cache_problem(cache_path: Path, meta: dict, dtype: np.dtype, vocab: int) ->
     return None
 
 
+# --------------------------------------------------------------------------------------------------
+# The published code's token file (data.published_token_file): printed text read back as uint16
+# --------------------------------------------------------------------------------------------------
+
+PUBLISHED_CHARS = "0123456789, []"
+"""Every character ``str`` prints for a list of ints: all the published token file can hold."""
+
+
+def published_token_stream(ids: Sequence[int]) -> np.ndarray:
+    """The ids the published loader reads from a token file written by the published tokenizer script.
+
+    That script writes ``str(ids)`` (the printed Python list) as UTF-8 text; the loader maps the file as
+    ``uint16`` in the machine's byte order (little-endian on x86 and ARM), dropping an odd last byte.
+    Each id read is therefore two characters of the printed list, e.g. ``'[0'`` -> 0x305B = 12379."""
+    text = str([int(i) for i in ids]).encode("utf-8")
+    return np.frombuffer(text[: len(text) // 2 * 2], dtype="<u2").copy()
+
+
+def published_pair_values() -> np.ndarray:
+    """The sorted uint16 values of every pair of :data:`PUBLISHED_CHARS` (196 values)."""
+    b = [ord(c) for c in PUBLISHED_CHARS]
+    return np.unique(np.array([lo + 256 * hi for lo in b for hi in b], dtype=np.int64))
+
+
+def published_ids_in_vocab(raw: np.ndarray) -> np.ndarray:
+    """:func:`published_token_stream`'s values relabelled densely to ``5 + rank`` among
+    :func:`published_pair_values` (ids 5..200), so that any vocabulary of the project holds them.
+
+    The published models had 50,265 embedding rows and these values all lie in 8,224..23,901; a
+    one-to-one relabelling of ids changes nothing a model can learn (its embedding rows are drawn
+    independently), only the rows' names."""
+    values = published_pair_values()
+    raw = np.asarray(raw, dtype=np.int64)
+    at = np.searchsorted(values, raw)
+    bad = (at >= values.size) | (values[np.minimum(at, values.size - 1)] != raw)
+    if bad.any():
+        raise DataError(f"published token stream: value {int(raw[np.argmax(bad)])} is not a pair of the "
+                        f"characters {PUBLISHED_CHARS!r} that a printed list of ids holds")
+    return (at + len(SPECIAL_TOKENS)).astype(np.uint16)
+
+
+def build_published_cache(cache: TokenCache, cache_path: str | Path) -> TokenCache:
+    """The published code's reading of ``cache``'s token stream, stored as a token cache (reused while its
+    source cache's checksum is the same). Ids as :func:`published_ids_in_vocab` gives them."""
+    cache_path = Path(cache_path)
+    sidecar = cache_path.with_suffix(cache_path.suffix + ".json")
+    if sidecar.is_file() and cache_path.is_file():
+        meta, _ = _read_sidecar(sidecar)
+        if (meta is not None and meta.get("source_sha256") == cache.meta["sha256"]
+                and _cache_problem(cache_path, meta, np.dtype(np.uint16), 2**16) is None):
+            return TokenCache(cache_path, meta)
+    ids = published_ids_in_vocab(published_token_stream(np.asarray(cache.tokens)))
+    with atomic_path(cache_path) as tmp:
+        ids.tofile(tmp)
+        checksum = file_sha256(tmp)
+    meta = {**cache.meta, "dtype": "uint16", "n_tokens": int(ids.size), "sha256": checksum,
+            "min_id": int(ids.min()) if ids.size else None, "max_id": int(ids.max()) if ids.size else None,
+            "source_sha256": cache.meta["sha256"], "published_token_file": True}
+    atomic_write_json(sidecar, meta)
+    return TokenCache(cache_path, meta)
+
+
 def decode_cache(cache: TokenCache, tokenizer) -> list[str]:
     """The lines stored in a cache, decoded (the inverse of :func:`build_token_cache`, for tests and notebooks)."""
     tokens = np.asarray(cache.tokens, dtype=np.int64)
@@ -641,6 +703,9 @@ def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
         tokenizer = load_tokenizer(tok_dir)
     train = build_token_cache(train_files, tokenizer, root / "train.bin", cfg.drop_markers, progress=progress)
     dev = build_token_cache(dev_files, tokenizer, root / "dev.bin", cfg.drop_markers, progress=progress)
+    if cfg.published_token_file:  # the stream as the published code reads it (data.published_token_file)
+        train = build_published_cache(train, root / "train.published.bin")
+        dev = build_published_cache(dev, root / "dev.published.bin")
     for name, cache, files in (("train", train, train_files), ("dev", dev, dev_files)):
         if cache.meta["n_lines"] == 0:
             raise DataError(f"the {name} split of {corpus_dir} is empty: its file(s) "

@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dwml.stats import r_interval, t_interval  # noqa: F401 (re-exported: one statistics module, dwml.stats)
+
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 SCORES = "scores.csv"
 
@@ -213,27 +215,6 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False) ->
     return out
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a Student-t interval over seeds; low = high = NaN for a single value."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return m, m - half, m + half
-
-
-def r_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of correlation coefficients over seeds, through Fisher's z = atanh(r): the t-interval
-    of the mean z, mapped back with tanh, so that the interval stays inside (-1, 1) (a t-interval on R
-    itself does not: R's spread shrinks near +-1). |r| = 1 is clipped to 1 - 1e-12."""
-    z = np.arctanh(np.clip(np.asarray(values, dtype=float), -1 + 1e-12, 1 - 1e-12))
-    m, lo, hi = t_interval(z, level)
-    return float(np.tanh(m)), float(np.tanh(lo)), float(np.tanh(hi))
-
-
 def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
     """Macro accuracy (%) of each suite per (keys..., seed): the mean over a suite's tasks of the task's
     accuracy, a tie counting as wrong."""
@@ -396,3 +377,172 @@ def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> p
     if not frames:
         raise ValueError("method_curves: no curves given")
     return pd.concat(frames, ignore_index=True)[["method", "seed", "peer", "suite", "step", "tokens", "accuracy"]]
+# --------------------------------------------------------------------------------------------------
+# The paper's Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
+# --------------------------------------------------------------------------------------------------
+
+GROUP_TABLES = {"blimp": ("table6_blimp_phenomena", "Table 6"), "supplement": ("table7_supplement", "Table 7"),
+                "ewok": ("table8_ewok", "Table 8")}
+"""Suite -> (file name, the paper's table) of the per-group tables."""
+PAPER_GROUPS_MISSING = ("The paper's per-phenomenon, per-task and per-domain values (its Tables 6-8) are not "
+                        "available: our copy of its text has their captions and column names only. Its Table 2 "
+                        "aggregate for the same method (its 'Best' column) stands beside ours.")
+
+
+def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None, n_boot: int = 1000,
+                     seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The paper's Tables 6 (BLiMP, per phenomenon), 7 (supplement, per task) and 8 (EWoK, per domain) for
+    every one of those suites that ``scores`` holds; ``{}`` when it holds none (the synthetic suite).
+
+    Rows are methods; each method's peer is its best one in each seed (:func:`best_peer`, as in Table 1),
+    the seeds' pairs pooled. Columns use the paper's acronyms (``dwml.reports``); a group's accuracy is
+    the macro average of its paradigms, ``Avg.`` the suite's (macro over tasks), ``ties`` the tie rate (%),
+    and ``paper (Table 2)`` the paper's own aggregate for the method. For each table, a long table
+    ``<name>_intervals`` gives every cell with its 95% bootstrap interval (pairs resampled within each
+    paradigm), tie rate, paradigm and pair counts. Written under ``figures_dir`` when given."""
+    from dwml import reports as R
+    from dwml.plots import save_table
+
+    wanted = [s for s in GROUP_TABLES if s in set(scores["suite"])]
+    if not wanted:
+        return {}
+    pick = best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+    chosen = scores.merge(pick, on=["method", "seed", "peer"])
+    paper = published_table2_long()
+    paper = paper[paper["peer"].astype(str) == "best"].set_index(["method", "suite"])["paper"]
+    columns = {"blimp": R.PHENOMENON_COLUMNS, "supplement": R.SUPPLEMENT_COLUMNS, "ewok": R.EWOK_COLUMNS}
+    out = {}
+    for suite in wanted:
+        name, _ = GROUP_TABLES[suite]
+        part = chosen[chosen["suite"] == suite]
+        long, wide = [], []
+        for method, mpart in part.groupby("method", sort=False):
+            groups = R.accuracy_table(mpart, "group", n_boot, seed)
+            total = R.accuracy_table(mpart, "suite", n_boot, seed).assign(group="Avg.")
+            cells = pd.concat([groups, total], ignore_index=True).assign(method=method, seeds=mpart["seed"].nunique())
+            long.append(cells)
+            row = {"method": method, **dict(zip(cells["group"], cells["accuracy"])),
+                   "ties": 100 * mpart["tie"].mean(), "paper (Table 2)": paper.get((method, suite), math.nan)}
+            wide.append(row)
+        wide = pd.DataFrame(wide)
+        cols = [c for c in columns[suite] if c in wide.columns]
+        cols += [c for c in wide.columns if c not in cols and c not in ("method", "Avg.", "ties", "paper (Table 2)")]
+        wide = wide[["method"] + cols + ["Avg.", "ties", "paper (Table 2)"]]
+        long = pd.concat(long, ignore_index=True)[["method", "group", "accuracy", "ci_low", "ci_high", "tie_rate",
+                                                    "n_tasks", "n_pairs", "seeds"]]
+        out[name], out[f"{name}_intervals"] = wide, long
+        if figures_dir is not None:
+            save_table(wide, figures_dir, name, floatfmt=".1f")
+            save_table(long, figures_dir, f"{name}_intervals", floatfmt=".1f")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# What each published bug costs
+# --------------------------------------------------------------------------------------------------
+
+PUBLISHED_BUGS = {
+    "token_file": {"data": {"published_token_file": True, "packing": "blocks"}},
+    "hypergradient": {"train": {"published_hypergradient": True}},
+    "kl": {"train": {"published_kl": True, "chunk_size": 1}},
+}
+"""Each bug of the published code as the config fields that switch it on (``dwml.config``). The token
+file's stream has no utterance boundaries left, so its runs cut random blocks (``packing='blocks'``); the
+table then measures it against the corrected method on blocks too."""
+
+
+def published_bug_settings(sections: Mapping, bugs: Sequence[str] = tuple(PUBLISHED_BUGS)) -> dict[str, dict]:
+    """Setting name -> the profile's sections with those bugs on: 'corrected', each bug alone, 'all' (when
+    more than one), and 'corrected_blocks' (the reference of the token-file bug) when the profile does not
+    already cut blocks."""
+    unknown = [b for b in bugs if b not in PUBLISHED_BUGS]
+    if unknown:
+        raise ValueError(f"unknown published bug(s) {unknown}; known: {sorted(PUBLISHED_BUGS)}")
+
+    def with_bugs(names: Sequence[str]) -> dict:
+        out = {k: dict(v) for k, v in sections.items()}
+        for b in names:
+            for section, fields in PUBLISHED_BUGS[b].items():
+                out.setdefault(section, {}).update(fields)
+        return out
+
+    settings = {"corrected": with_bugs([])}
+    if "token_file" in bugs and sections.get("data", {}).get("packing", "blocks") != "blocks":
+        settings["corrected_blocks"] = with_bugs([])
+        settings["corrected_blocks"].setdefault("data", {})["packing"] = "blocks"
+    settings.update({b: with_bugs([b]) for b in bugs})
+    if len(bugs) > 1:
+        settings["all"] = with_bugs(bugs)
+    return settings
+
+
+def bug_reference(setting: str, settings: Sequence[str]) -> str:
+    """The setting a bug's row is paired with: 'corrected_blocks' for runs that cut blocks (the token file,
+    'all') when it exists, else 'corrected'."""
+    if setting in ("token_file", "all") and "corrected_blocks" in settings:
+        return "corrected_blocks"
+    return "corrected"
+
+
+def published_bug_runs(sections: Mapping, archs: Sequence, meta: Mapping, seeds: Sequence[int], run_root: str | Path,
+                       pairs: Mapping, eval_cfg=None, method: str = "dwml", bugs: Sequence[str] = tuple(PUBLISHED_BUGS),
+                       progress: bool = True) -> pd.DataFrame:
+    """Train ``method`` in every setting of :func:`published_bug_settings` on the same seeds and peers
+    (run folders ``<method>_bug-<setting>_seed<seed>``, and the profile's own ``<method>_seed<seed>`` for
+    'corrected'; reused when finished) and score every peer on
+    ``pairs``; the per-pair scores with a ``setting`` column."""
+    from dwml.config import Config
+    from dwml.data import prepare_corpus
+
+    if method in ("kd", "kd_dwml"):
+        raise ValueError("published_bug_runs: methods with a teacher are not supported (no teacher run here)")
+    frames = []
+    for setting, secs in published_bug_settings(sections, bugs).items():
+        prep = prepare_corpus(Config.from_dict(data=secs.get("data", {})).data, progress=progress)
+        for seed in seeds:
+            # 'corrected' is the profile's own run of the method (the one 02 / 03 train), reused when finished
+            tag = "" if setting == "corrected" else f"bug-{setting}"
+            res = train_run(secs, prep, archs, meta, method, seed, run_root, tag=tag, progress=progress)
+            frames.append(score_run(res, pairs, eval_cfg).assign(setting=setting))
+    return pd.concat(frames, ignore_index=True)
+
+
+def published_bug_table(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """"What each published bug costs": per setting and suite, the best peer's macro accuracy (best within
+    each seed, seeds pooled), and its difference from its reference (:func:`bug_reference`) in points
+    with a 95% paired bootstrap interval (the same pairs resampled for both, within each seed's task:
+    ``dwml.stats.paired_macro_bootstrap``) and, with two or more seeds, a paired t-interval over seeds.
+    ``scores``: :func:`published_bug_runs`'s frame."""
+    from dwml.stats import paired_macro_bootstrap
+
+    pick = best_peer(per_seed(scores, keys=("setting", "peer")), by=("setting",))[["setting", "seed", "peer"]]
+    chosen = scores.merge(pick.drop_duplicates(), on=["setting", "seed", "peer"])
+    settings = list(dict.fromkeys(chosen["setting"]))
+    if "corrected" not in settings:
+        raise ValueError(f"published_bug_table: no 'corrected' runs among the settings {settings}")
+    seeded = per_seed(chosen, keys=("setting",))
+    keys = ["seed", "suite", "task", "pair_id"]
+    rows = []
+    for setting in settings:
+        ref = bug_reference(setting, settings)
+        for suite in chosen.loc[chosen["setting"] == setting, "suite"].unique():
+            mine = chosen[(chosen["setting"] == setting) & (chosen["suite"] == suite)]
+            acc = seeded[(seeded["setting"] == setting) & (seeded["suite"] == suite)]["accuracy"]
+            row = {"setting": setting, "suite": suite, "accuracy": float(acc.mean()), "seeds": int(acc.size),
+                   "reference": ref if setting != ref else ""}
+            if setting not in ("corrected", ref):
+                other = chosen[(chosen["setting"] == ref) & (chosen["suite"] == suite)]
+                both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
+                if len(both) != len(mine) or len(both) != len(other):
+                    raise ValueError(f"published_bug_table: setting {setting!r} and {ref!r} are not scored on the "
+                                     f"same pairs of suite {suite!r}")
+                strata = both["seed"].astype(str) + "/" + both["task"].astype(str)
+                reps = paired_macro_bootstrap(both["correct"], both["correct_ref"], strata, n_boot, seed)
+                ref_acc = seeded[(seeded["setting"] == ref) & (seeded["suite"] == suite)].set_index("seed")["accuracy"]
+                diffs = seeded[(seeded["setting"] == setting) & (seeded["suite"] == suite)].set_index("seed")["accuracy"] - ref_acc
+                m, t_lo, t_hi = t_interval(diffs.dropna())
+                lo, hi = np.quantile(reps, [0.025, 0.975]) * 100
+                row.update({"difference": m, "ci_low": float(lo), "ci_high": float(hi), "seed_ci_low": t_lo,
+                            "seed_ci_high": t_hi, "differs": bool(lo > 0 or hi < 0)})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ from torch import nn
 
 from dwml.config import ConfigError, TrainConfig
 from dwml.losses import ensemble_loss, fused_ce_kl, token_ce, validate_weights
-from dwml.model import predicted_logits, prediction_targets
+from dwml.model import predicted_logits, prediction_index, prediction_targets
 
 METHODS = ("mlm", "sd", "kd", "dml", "dwml", "kd_dwml")
 
@@ -273,6 +273,8 @@ class DML(Method):
         """Eq. 2 on one micro-batch: (L1, ce [p], kl [p] = sum_j w_j K[j, i], and with ``teacher`` the
         KL each peer takes from the teacher). w is not validated here (that would read it back from the
         device at every micro-batch): it is checked where it changes, in :meth:`DWML.outer_step`."""
+        if self.cfg.published_kl:
+            return self._inner_published_kl(batch, teacher)
         logits, y = self._forward(batch)
         target = self._teacher_logits(batch) if teacher else None
         ce, K, kl_t = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
@@ -282,9 +284,40 @@ class DML(Method):
         total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
         return total, ce, kl, kl_t
 
+    def _inner_published_kl(self, batch, teacher: bool = False):
+        """:meth:`_inner` with the published code's KL scale (``train.published_kl``): CE (and a teacher's KL)
+        as usual, the peers' KL matrix summed over every non-padding position of the micro-batch, masked
+        or not, and divided by its number of rows. One forward pass: the LM head runs at every real
+        position and the CE reads the predicted ones from those rows."""
+        idx, rows = real_positions(batch)
+        at = torch.searchsorted(idx, prediction_index(batch))  # predicted positions within the real ones
+        full = [predicted_logits(m, {**batch, "pred_index": idx})[0] for m in self.models]
+        y = prediction_targets(batch)
+        target = self._teacher_logits(batch) if teacher else None
+        ce, _, kl_t = fused_ce_kl([z.index_select(0, at) for z in full], y, batch.get("token_weight"),
+                                  self.cfg.temperature, teacher_logits=target, pairs=False)
+        per_row = torch.full((idx.numel(),), 1.0 / rows, device=idx.device)
+        _, K, _ = fused_ce_kl(full, torch.zeros_like(idx), per_row, self.cfg.temperature, self.cfg.detach_targets)
+        w = self.weights.to(ce.dtype)
+        kl = w @ K
+        total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
+        return total, ce, kl, kl_t
+
     def loss(self, batch):
         total, ce, kl, _ = self._inner(batch)
         return total, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+def real_positions(batch: dict) -> tuple[torch.Tensor, int]:
+    """The flat indices (row * width + col, ascending) of a batch's non-padding positions, and its rows."""
+    ids = batch["input_ids"]
+    if "segment_ids" in batch:
+        real = batch["segment_ids"] != 0
+    elif "attention_mask" in batch:
+        real = batch["attention_mask"] != 0
+    else:
+        real = torch.ones_like(ids, dtype=torch.bool)
+    return torch.nonzero(real.reshape(-1)).flatten(), int(ids.shape[0])
 
 
 class DWML(DML):
@@ -300,7 +333,14 @@ class DWML(DML):
     learns_weights = True
 
     def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False):
-        from dwml.bilevel import hypergradient, mirror_descent_step
+        from dwml.bilevel import hypergradient, mirror_descent_step, published_outer_step
+
+        if self.cfg.published_hypergradient:  # the published code's step: a softmin of the dev CEs
+            g, w = published_outer_step(self.models, dev_batch, self.weights, eta, self.cfg.num_batches,
+                                        self.cfg.grad_clip)
+            validate_weights(w, "weights after the published outer step")
+            self.weights = w.detach()
+            return g.detach()
 
         # (hypergradient runs the peers in eval mode and restores them: see dwml.bilevel on dropout.)
         # reuse_grad: theta' from the .grad the loop's backward left (train.outer_grad='reuse').

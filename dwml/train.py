@@ -378,6 +378,10 @@ class Trainer:
         """The outer mirror-descent step on w (eq. 3, 4) with a fresh dev micro-batch; ``train_batch`` is
         the step's own last micro-batch ('reuse': theta' from the .grad just accumulated) or a fresh one
         ('recompute', after the update)."""
+        if self.t.published_hypergradient:  # the published code: one step on each of num_batches dev batches
+            for _ in range(self.t.num_batches):
+                g = self.method.outer_step(train_batch, self.to_device(self.batchers["outer_dev"].next_batch()), lr, eta)
+            return g
         dev_batch = self.to_device(self.batchers["outer_dev"].next_batch())
         with self.autocast:
             return self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
