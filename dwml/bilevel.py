@@ -1,4 +1,4 @@
-"""The outer loop of DWML: the hypergradient of eq. 3, mirror descent of eq. 4, and the shared schedule.
+"""The outer loop of DWML: the hypergradient of eq. 3 and mirror descent of eq. 4.
 
 The bi-level problem (paper eq. 3; Zhang et al. 2022): the peers' parameters theta minimise the inner
 loss L1(theta, w) of eq. 2 on training data, and the weights w minimise the outer loss L2(theta*(w), w),
@@ -253,7 +253,7 @@ def published_outer_step(models: Sequence[nn.Module], dev_batch: dict, weights: 
 
 
 # ----------------------------------------------------------------------------------------------------
-# eq. 4 and the schedule
+# eq. 4
 
 
 def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
@@ -273,23 +273,3 @@ def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
     g = grad.to(weights.dtype)
     unnorm = weights * torch.exp(-float(eta) * (g - g.min()))
     return unnorm / unnorm.sum()
-
-
-def cosine_schedule(step: int, peak: float, minimum: float, warmup_iters: int, decay_iters: int) -> float:
-    """Linear warm-up then cosine decay (the shape of nanoGPT's learning-rate schedule), for both the
-    learning rate and the mirror-descent step eta of eq. 4.
-
-    ``step`` is the 0-based optimizer step. Steps 0..warmup_iters-1 rise linearly,
-    peak (step + 1) / (warmup_iters + 1); from ``warmup_iters`` to ``decay_iters`` a half cosine falls from
-    ``peak`` to ``minimum``; after ``decay_iters`` it stays at ``minimum`` (also when decay_iters <=
-    warmup_iters, i.e. there is no decay span)."""
-    if warmup_iters < 0 or decay_iters < 0:
-        raise ValueError(f"warmup_iters={warmup_iters!r}, decay_iters={decay_iters!r}: must be >= 0")
-    if not 0 <= minimum <= peak:
-        raise ValueError(f"minimum={minimum!r}, peak={peak!r}: the schedule needs 0 <= minimum <= peak")
-    if step < warmup_iters:
-        return peak * (step + 1) / (warmup_iters + 1)
-    if step >= decay_iters:
-        return minimum
-    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
-    return minimum + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - minimum)

@@ -43,6 +43,20 @@ class ConfigError(ValueError):
     """A hyperparameter has a bad value; the message names it (``section.field``)."""
 
 
+# The method registry, name -> class: dwml.methods fills it (@register) and is its only writer. It sits on this
+# floor so that Config can check train.method without importing the methods (floor 3, torch); before
+# dwml.methods is imported it is empty, no method can be built, and make_method checks the name again.
+METHODS: dict[str, type] = {}
+
+
+def check_alpha(alpha: float, name: str = "alpha (train.loss_alpha)") -> float:
+    """``alpha`` as a float, or :class:`ConfigError` naming it if it is outside [0, 1] (or NaN)."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:  # also False for NaN
+        raise ConfigError(f"{name}={alpha!r}: a in eq. 2 must lie in [0, 1]")
+    return a
+
+
 @dataclass
 class DataConfig:
     """Corpus, tokenizer and masked-LM batches (``dwml.data``, ``dwml.synthetic``)."""
@@ -141,7 +155,7 @@ class TrainConfig:
     """The one training loop (``dwml.train``) and the bi-level method (``dwml.bilevel``)."""
 
     method: str = "dwml"
-    """One of 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml' (``dwml.methods``)."""
+    """A registered method (``dwml.methods``: 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml')."""
     learning_rate: float = 0.05
     """Peak AdamW learning rate (published: 0.05, unusually high; see the module docstring)."""
     min_lr: float = 0.005
@@ -311,9 +325,8 @@ class Config:
         _check(d.synthetic_lexicon >= 0, "data.synthetic_lexicon", d.synthetic_lexicon, "must be >= 0 (0: full lexicon)")
         _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
         _check(s.method in ("bayes", "exhaustive"), "search.method", s.method, "must be 'bayes' or 'exhaustive'")
-        _check(0.0 <= t.loss_alpha <= 1.0, "train.loss_alpha", t.loss_alpha, "a must lie in [0, 1]")
-        _check(t.method in ("mlm", "sd", "kd", "dml", "kd_dwml", "dwml"), "train.method", t.method,
-               "must be one of mlm, sd, kd, dml, kd_dwml, dwml")
+        check_alpha(t.loss_alpha, "train.loss_alpha")
+        _check(t.method in METHODS or not METHODS, "train.method", t.method, f"must be one of {', '.join(METHODS)}")
         _check(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be > 0")
         _check(0 <= t.min_lr <= t.learning_rate, "train.min_lr", t.min_lr, "must be in [0, learning_rate]")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from dwml.config import DataConfig
-from dwml.io import atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
+from dwml.io import atomic_dir, atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
+from dwml.losses import IGNORE_INDEX
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(5)
-IGNORE_INDEX = -100
 CHILDES_MARKERS = frozenset({"xxx", "yyy", "www"})
 """CHILDES transcription codes for unintelligible (xxx, yyy) or untranscribed (www) speech."""
 SPLITS = ("train", "dev", "test")
@@ -155,20 +155,8 @@ def train_tokenizer(lines: Iterable[str], vocab_size: int, out_dir: str | Path |
 
 def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
     """``save_pretrained`` into a temporary folder, then rename it into place (never half a tokenizer)."""
-    import shutil
-    import tempfile
-
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(path: str | Path):

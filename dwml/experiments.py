@@ -46,6 +46,14 @@ def teacher_arch(meta: Mapping):
                     method="teacher")
 
 
+def run_archs(method: str, archs: Sequence, meta: Mapping, num_peers: int | None = None) -> list:
+    """The models a run of ``method`` trains: the teacher-sized one for a single-model method, else the first
+    ``num_peers`` (all by default) of the searched peers."""
+    from dwml.methods import method_class
+
+    return [teacher_arch(meta)] if method_class(method).single_model else list(archs)[: num_peers or len(archs)]
+
+
 def run_name(method: str, seed: int, tag: str = "") -> str:
     return f"{method}{'_' + tag if tag else ''}_seed{seed}"
 
@@ -66,6 +74,7 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     import torch
 
     from dwml.config import Config
+    from dwml.methods import method_class
     from dwml.model import build_peers
     from dwml.train import train
 
@@ -73,15 +82,14 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
         raise ValueError(f"train_overrides={dict(train_overrides)} need a tag, or the run folder would be shared "
                          "with the profile's run of the same method and seed")
     train_cfg = {**sections.get("train", {}), **(train_overrides or {}), "method": method, "seed": seed}
-    if method in ("kd", "kd_dwml"):
+    if method_class(method).uses_teacher:
         if not teacher_dir:
             raise ValueError(f"method {method!r} needs teacher_dir (a finished 'mlm' run's peer_0)")
         train_cfg["teacher_dir"] = str(teacher_dir)
     cfg = Config.from_dict(data=sections.get("data", {}), search=sections.get("search", {}), train=train_cfg)
     run_dir = Path(run_root) / run_name(method, seed, tag)
-    chosen = [teacher_arch(meta)] if method == "mlm" else list(archs)[: num_peers or len(archs)]
     torch.manual_seed(seed)
-    models = build_peers(chosen, meta)
+    models = build_peers(run_archs(method, archs, meta, num_peers), meta)
     if curve_steps and not (run_dir / "DONE").is_file():
         if not curve_pairs:
             raise ValueError("curve_steps need curve_pairs (the suites to score along the way)")
@@ -258,9 +266,11 @@ def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = 
 def published_table2_long() -> pd.DataFrame:
     """The paper's Table 2 as rows (method, peer, suite, accuracy), peers 1..4 and 'best', suites named as
     ours ('blimp', 'supplement', 'ewok')."""
+    from dwml.methods import METHODS
+
     t = published("table2")
     suite = {"blimp_filtered": "blimp", "blimp_supplement": "supplement", "ewok_filtered": "ewok"}
-    method = {"RoBERTa-base-125M": "mlm", "SD": "sd", "KD": "kd", "DML": "dml", "KD_DWML": "kd_dwml", "DWML": "dwml"}
+    method = {cls.paper_name: name for name, cls in METHODS.items() if cls.paper_name}
     rows = []
     for _, r in t.iterrows():
         cols = [c for c in t.columns if c.startswith("peer")]
@@ -546,3 +556,115 @@ def published_bug_table(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0)
                             "seed_ci_high": t_hi, "differs": bool(lo > 0 or hi < 0)})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 04 (ablations) and 05 (profiling): their runs
+# --------------------------------------------------------------------------------------------------
+
+def run_and_score(study: Study, method: str, seeds: Sequence[int], run_root: str | Path, tag: str = "",
+                  **train_kw) -> tuple[pd.DataFrame, dict]:
+    """Train (or reuse) the run of ``method`` for every seed and score it on the study's pairs: the per-pair
+    scores of all seeds, and seed -> ``TrainResult``. ``train_kw`` go to :func:`train_run` (``num_peers``,
+    ``train_overrides``, ``progress``)."""
+    out, results = [], {}
+    for seed in seeds:
+        res = train_run(study.sections, study.prep, study.archs, study.meta, method, seed, run_root, tag=tag,
+                        **train_kw)
+        results[seed] = res
+        out.append(score_run(res, study.pairs, study.cfg.eval))
+    return pd.concat(out, ignore_index=True), results
+
+
+def size_weight_points(scores: pd.DataFrame, weights: Mapping[int, Sequence[float]],
+                       params: Mapping[int, int]) -> pd.DataFrame:
+    """Per seed and peer: the accuracy (mean over suites of the macro accuracy), the peer's parameter count
+    and its final learned weight: the points of Figure 2c. ``weights``: seed -> final w; ``params``: peer
+    (1-based) -> parameter count."""
+    seeded = per_seed(scores, keys=("peer",)).groupby(["seed", "peer"])["accuracy"].mean().reset_index()
+    seeded["params"] = seeded["peer"].map(params)
+    seeded["weight"] = [weights[s][p - 1] for s, p in zip(seeded["seed"], seeded["peer"])]
+    return seeded
+
+
+def _masked_lm_loss(model, batch):
+    """The masked-LM cross-entropy at the predicted positions only (what every method computes per model)."""
+    import torch.nn.functional as F
+
+    from dwml.model import predicted_logits, prediction_targets
+
+    logits, _ = predicted_logits(model, batch)
+    return F.cross_entropy(logits, prediction_targets(batch))
+
+
+def peer_flops(archs: Sequence, meta: Mapping, cfg, names: Sequence[str], device, seed: int = 0) -> pd.DataFrame:
+    """FLOPs of one micro-batch (``cfg``'s batch size x block size at its mask rate) for each model of ``archs``,
+    counted on the masked-LM loss at the predicted positions and set against the closed form with the head on
+    the labelled positions (:func:`dwml.profiling.flops_per_peer`: columns ``counted_flops``, ``ratio``, ...)."""
+    import torch
+
+    from dwml.model import build_peers
+    from dwml.profiling import flops_per_peer
+
+    torch.manual_seed(seed)
+    models = [m.to(device) for m in build_peers(archs, meta)]
+    return flops_per_peer(models, cfg.train.batch_size, cfg.data.block_size, cfg.data.mlm_probability,
+                          loss_fn=_masked_lm_loss, head="labels", names=list(names))
+
+
+def profile_method(label: str, method: str, archs: Sequence, meta: Mapping, cfg, prep, out_dir: str | Path,
+                   per_peer_flops: Sequence[float], *, teacher=None, interval_s: float = 0.25):
+    """Train ``method`` on ``archs`` at ``cfg``'s budget under a utilisation sampler: its Table 9 record
+    (:func:`dwml.profiling.table9`; ``method`` under the name ``label``) and the sampled trace.
+
+    The method's FLOPs of one micro-batch (all its models, a teacher's forward, exit heads, KL terms) are
+    counted on a random batch before training; they and ``per_peer_flops`` (one micro-batch per peer, from
+    :func:`peer_flops`) are scaled to the tokens the run trained on (:func:`dwml.profiling.run_flops`).
+    DWML's outer steps come on top. ``teacher`` goes to a method that uses one. The record, the trace
+    (``utilisation.csv``) and the run folder live in ``out_dir``; a finished record is read back instead."""
+    import json
+    import shutil
+
+    import torch
+
+    from dwml import profiling
+    from dwml.config import Config
+    from dwml.io import atomic_write_json
+    from dwml.methods import make_method, method_class
+    from dwml.model import build_peers
+    from dwml.train import resolve_device, train
+
+    out = Path(out_dir)
+    record_path = out / "record.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text()), pd.read_csv(out / "utilisation.csv")
+    run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sections = cfg.to_dict()
+    run_cfg = Config.from_dict({**sections, "train": {**sections["train"], "method": method}})
+    device = resolve_device(run_cfg.train.device)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    torch.manual_seed(run_cfg.train.seed)
+    models = [m.to(device) for m in build_peers(archs, meta)]
+    use_teacher = teacher if method_class(method).uses_teacher else None
+    strategy = make_method(run_cfg.train, models, use_teacher)
+    batch = profiling.random_mlm_batch(len(prep.tokenizer), run_cfg.train.batch_size, run_cfg.data.block_size,
+                                       run_cfg.data.mlm_probability, device)
+    method_flops, _ = profiling.count_flops(lambda: strategy.loss(batch)[0].backward())
+    for m in models:
+        m.zero_grad(set_to_none=True)
+    with profiling.UtilizationSampler(interval_s, device) as sampler:
+        result = train(run_cfg, prep, models, run_dir, teacher=use_teacher, resume=False)
+    # Counted on a full batch_size x block_size batch, scaled to the real tokens the run trained on
+    # (with 'lines' packing a batch is shorter and part padding: see dwml.profiling.run_flops).
+    batch_tokens, run_tokens = batch["input_ids"].numel(), result.summary["tokens"]
+    summary = sampler.summary()
+    record = {"method": label, "peers": len(archs), "device": device_name,
+              "avg_util_pct": summary["mean_utilization"], "utilisation": summary["utilization_column"],
+              "flops_per_peer": [profiling.run_flops(float(f), batch_tokens, run_tokens) for f in per_peer_flops],
+              "method_flops": profiling.run_flops(float(method_flops), batch_tokens, run_tokens),
+              "train_time_s": result.summary["elapsed_s"], "wall_time_s": sampler.duration_s,
+              "tokens": result.summary["tokens"], "samples": summary["samples"]}
+    sampler.save_csv(out / "utilisation.csv")
+    atomic_write_json(record_path, record)
+    return record, sampler.to_frame()

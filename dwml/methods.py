@@ -24,24 +24,34 @@ reads a value back from the device: the loop's micro-batches run without a host 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dwml.config import ConfigError, TrainConfig
-from dwml.losses import ensemble_loss, fused_ce_kl, token_ce, validate_weights
+from dwml.config import METHODS, ConfigError, TrainConfig
+from dwml.losses import check_alpha, ensemble_loss, fused_ce_kl, token_ce, validate_weights
 from dwml.model import predicted_logits, prediction_index, prediction_targets
 
-METHODS = ("mlm", "sd", "kd", "dml", "dwml", "kd_dwml")
+
+def register(cls: type) -> type:
+    """Class decorator: enter a :class:`Method` subclass in :data:`METHODS` under its ``name``, the one list
+    of method names (``Config`` validates ``train.method`` against it, the experiments read its traits)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is taken by {METHODS[cls.name].__qualname__}")
+    twin = [n for n, c in METHODS.items() if cls.paper_name and c.paper_name == cls.paper_name and n != cls.name]
+    if twin:  # a subclass inherits its parent's paper_name: a new method sets its own, or ""
+        raise ValueError(f"method {cls.name!r}: paper_name {cls.paper_name!r} is taken by {twin[0]!r}")
+    METHODS[cls.name] = cls
+    return cls
 
 
-def check_alpha(alpha: float) -> float:
-    if not (0.0 <= float(alpha) <= 1.0) or math.isnan(float(alpha)):
-        raise ConfigError(f"train.loss_alpha={alpha!r}: a in eq. 2 must lie in [0, 1]")
-    return float(alpha)
+def method_class(name: str) -> type["Method"]:
+    """The registered class of method ``name`` (its traits: ``uses_teacher``, ``single_model``, ...)."""
+    if name not in METHODS:
+        raise ConfigError(f"train.method={name!r}: must be one of {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 class Method:
@@ -49,19 +59,23 @@ class Method:
 
     Attributes the loop reads: ``models`` (the peers that get saved), ``learns_weights`` (whether to
     call :meth:`outer_step`), ``weights`` (tensor on the simplex, or None) and :meth:`peer_modules`
-    (what peer i's optimiser updates and its gradient clipping covers).
+    (what peer i's optimiser updates and its gradient clipping covers). Class traits that callers read
+    without building one (through :func:`method_class`): ``uses_teacher``, ``single_model`` and
+    ``paper_name``.
     """
 
     name = "mlm"
-    learns_weights = False
-    uses_teacher = False
+    learns_weights = False  # has an outer step on the peer weights w (the loop calls outer_step)
+    uses_teacher = False  # needs a fixed teacher (train.teacher_dir: a finished single-model run's peer_0)
+    single_model = False  # trains one teacher-sized model instead of the searched peers (the experiments)
+    paper_name = ""  # the method's label in the paper's tables ("" for a method the paper does not have)
 
     def __init__(self, models: Sequence[nn.Module], cfg: TrainConfig, teacher: nn.Module | None = None):
         if len(models) == 0:
             raise ValueError(f"method {self.name!r} needs at least one model")
         self.models = list(models)
         self.cfg = cfg
-        self.alpha = check_alpha(cfg.loss_alpha)
+        self.alpha = check_alpha(cfg.loss_alpha, "train.loss_alpha")
         self.teacher = teacher
         if self.uses_teacher and teacher is None:
             raise ConfigError(f"train.method={self.name!r} needs a teacher: set train.teacher_dir to a folder "
@@ -141,10 +155,15 @@ class Method:
             self.weights = w
 
 
+@register
 class MLM(Method):
     """``mlm``: each model alone on the masked-LM cross-entropy (eq. 2 with a = 0 and one peer)."""
 
+    single_model = True
+    paper_name = "RoBERTa-base-125M"
 
+
+@register
 class TeacherKD(Method):
     """``kd`` (Hinton et al. 2015): each model alone learns from labels and a fixed teacher,
 
@@ -154,6 +173,7 @@ class TeacherKD(Method):
     model (``TrainConfig.teacher_dir``) and must share the peers' tokenizer."""
 
     name = "kd"
+    paper_name = "KD"
     uses_teacher = True
 
     def loss(self, batch):
@@ -185,6 +205,7 @@ class ExitHead(nn.Module):
         return F.linear(x, self._embeddings[0].weight, self.bias)
 
 
+@register
 class SelfDistillation(Method):
     """``sd``: each model alone, with self-distillation from its deepest exit.
 
@@ -201,6 +222,7 @@ class SelfDistillation(Method):
     """
 
     name = "sd"
+    paper_name = "SD"
 
     def __init__(self, models, cfg, teacher=None, exits: Sequence[Sequence[int]] | None = None):
         super().__init__(models, cfg, teacher)
@@ -251,11 +273,13 @@ class SelfDistillation(Method):
             h.load_state_dict(s)
 
 
+@register
 class DML(Method):
     """``dml`` (deep mutual learning, Zhang et al. 2018): the inner loss of eq. 2 with fixed weights w
     (equal, 1/p, unless given), summed over the peers; no outer step."""
 
     name = "dml"
+    paper_name = "DML"
 
     def __init__(self, models, cfg, teacher=None, weights: Sequence[float] | torch.Tensor | None = None):
         super().__init__(models, cfg, teacher)
@@ -320,6 +344,7 @@ def real_positions(batch: dict) -> tuple[torch.Tensor, int]:
     return torch.nonzero(real.reshape(-1)).flatten(), int(ids.shape[0])
 
 
+@register
 class DWML(DML):
     """``dwml``: eq. 2 inner loss with weights w on the simplex, learned in an outer loop.
 
@@ -330,6 +355,7 @@ class DWML(DML):
     mirror-descent (exponentiated-gradient) step of size eta (eq. 4), which keeps w on the simplex."""
 
     name = "dwml"
+    paper_name = "DWML"
     learns_weights = True
 
     def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False):
@@ -356,6 +382,7 @@ class DWML(DML):
         return g.detach()
 
 
+@register
 class KDDWML(DWML):
     """``kd_dwml``: DWML with the teacher as one more, fixed, target in every peer's loss:
 
@@ -366,6 +393,7 @@ class KDDWML(DWML):
     step serves as is."""
 
     name = "kd_dwml"
+    paper_name = "KD_DWML"
     uses_teacher = True
 
     def loss(self, batch):
@@ -374,11 +402,6 @@ class KDDWML(DWML):
         return total, {"ce": ce.detach(), "kl": kl.detach(), "kl_teacher": kl_t.detach()}
 
 
-CLASSES = {"mlm": MLM, "sd": SelfDistillation, "kd": TeacherKD, "dml": DML, "dwml": DWML, "kd_dwml": KDDWML}
-
-
 def make_method(cfg: TrainConfig, models: Sequence[nn.Module], teacher: nn.Module | None = None, **kwargs) -> Method:
     """The strategy named by ``cfg.method`` over ``models`` (keyword arguments go to its constructor)."""
-    if cfg.method not in CLASSES:
-        raise ConfigError(f"train.method={cfg.method!r}: must be one of {', '.join(METHODS)}")
-    return CLASSES[cfg.method](models, cfg, teacher, **kwargs)
+    return method_class(cfg.method)(models, cfg, teacher, **kwargs)

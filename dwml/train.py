@@ -30,13 +30,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dwml.bilevel import cosine_schedule
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
-from dwml.methods import Method, make_method
+from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
@@ -63,6 +62,26 @@ def resolve_device(name: str, param: str = "train.device") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{param}={name!r}: no CUDA device is available")
     return dev
+
+
+def cosine_schedule(step: int, peak: float, minimum: float, warmup_iters: int, decay_iters: int) -> float:
+    """Linear warm-up then cosine decay (the shape of nanoGPT's learning-rate schedule), for both the
+    learning rate and the mirror-descent step eta of eq. 4.
+
+    ``step`` is the 0-based optimizer step. Steps 0..warmup_iters-1 rise linearly,
+    peak (step + 1) / (warmup_iters + 1); from ``warmup_iters`` to ``decay_iters`` a half cosine falls from
+    ``peak`` to ``minimum``; after ``decay_iters`` it stays at ``minimum`` (also when decay_iters <=
+    warmup_iters, i.e. there is no decay span)."""
+    if warmup_iters < 0 or decay_iters < 0:
+        raise ValueError(f"warmup_iters={warmup_iters!r}, decay_iters={decay_iters!r}: must be >= 0")
+    if not 0 <= minimum <= peak:
+        raise ValueError(f"minimum={minimum!r}, peak={peak!r}: the schedule needs 0 <= minimum <= peak")
+    if step < warmup_iters:
+        return peak * (step + 1) / (warmup_iters + 1)
+    if step >= decay_iters:
+        return minimum
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
+    return minimum + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - minimum)
 
 
 def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float, betas,
@@ -236,7 +255,7 @@ class Trainer:
         self.models = models = [m.to(device).train() for m in models]
         if t.dropout is not None:
             set_dropout(models, t.dropout)
-        if teacher is None and t.method in ("kd", "kd_dwml"):
+        if teacher is None and method_class(t.method).uses_teacher:
             teacher = load_teacher(t.teacher_dir, device)
         elif teacher is not None:
             teacher = teacher.to(device)
