@@ -503,8 +503,9 @@ def published_bug_runs(sections: Mapping, archs: Sequence, meta: Mapping, seeds:
     ``pairs``; the per-pair scores with a ``setting`` column."""
     from dwml.config import Config
     from dwml.data import prepare_corpus
+    from dwml.methods import method_class
 
-    if method in ("kd", "kd_dwml"):
+    if method_class(method).uses_teacher:
         raise ValueError("published_bug_runs: methods with a teacher are not supported (no teacher run here)")
     frames = []
     for setting, secs in published_bug_settings(sections, bugs).items():
