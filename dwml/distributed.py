@@ -56,17 +56,18 @@ def env_ranks() -> Ranks:
         raise ConfigError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({err})") from None
 
 
-def setup(device: torch.device) -> Ranks:
+def setup(device: torch.device) -> tuple[Ranks, torch.device]:
     """Join the process group when launched on several ranks (gloo on the CPU, nccl on CUDA), once per process;
-    returns the ranks. ``device`` is the device this rank trains on (:func:`rank_device`)."""
+    returns the ranks and this rank's device (:func:`rank_device` of ``device``)."""
     ranks = env_ranks()
+    device = rank_device(device, ranks)
     if ranks.active and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 **({"device_id": device} if device.type == "cuda" else {}))
     if ranks.active and (dist.get_world_size() != ranks.world or dist.get_rank() != ranks.rank):
         raise ConfigError(f"the process group ({dist.get_rank()} of {dist.get_world_size()}) is not the one the "
                           f"environment names (RANK={ranks.rank}, WORLD_SIZE={ranks.world})")
-    return ranks
+    return ranks, device
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:

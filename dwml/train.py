@@ -207,12 +207,13 @@ class Trainer:
         self.cfg, self.corpus, self.progress = cfg, corpus, progress
         t = self.t = cfg.train
         self.run_dir = run_dir = project_path(run_dir)
-        device = resolve_device(t.device)
-        self.ranks = ranks = D.setup(device)  # one process, or this rank of a torchrun launch
+        ranks = D.env_ranks()
         if t.nproc != ranks.world:
             raise ConfigError(f"train.nproc={t.nproc} but {ranks.world} process(es) run: launch it with torchrun "
                               f"--nproc_per_node {t.nproc} (python -m dwml.train) or through dwml.experiments")
-        self.device = device = D.rank_device(device, ranks)
+        # one process, or this rank of a torchrun launch (CUDA: the GPU of its LOCAL_RANK)
+        self.ranks, self.device = D.setup(resolve_device(t.device))
+        ranks, device = self.ranks, self.device
         self.main = ranks.main  # rank 0 alone writes files
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -613,3 +614,10 @@ def load_result(run_dir: str | Path) -> TrainResult:
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
 
+
+if __name__ == "__main__":  # python -m dwml.train ... (the command line lives in dwml.train_cli)
+    import sys
+
+    from dwml.train_cli import main
+
+    sys.exit(main())

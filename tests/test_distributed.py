@@ -237,7 +237,8 @@ def test_two_ranks_equal_one_process_on_the_union(runs):
             a, b = (a, b) if isinstance(a, list) else ([a], [b])
             if isinstance(a[0], float) and math.isnan(a[0]):
                 continue
-            assert max(abs(x - y) for x, y in zip(a, b)) < 1e-10, (col, a, b)
+            tol = 1e-10 if col == "hypergrad" else 1e-6  # the step's read-back is float32 (Trainer.check)
+            assert max(abs(x - y) / max(1.0, abs(y)) for x, y in zip(a, b)) < tol, (col, a, b)
     init = tiny_peers(runs["ref_models"][0].config.vocab_size)
     assert float((init[0].roberta.embeddings.word_embeddings.weight.detach()
                   - full["models"][0]["roberta.embeddings.word_embeddings.weight"]).abs().max()) > 1e-4  # it trained
@@ -289,6 +290,31 @@ def test_nan_on_rank_1_stops_both_ranks_naming_step_peer_and_rank(runs):
     assert "last good checkpoint" in msgs[0]
     ck = torch.load(runs["root"] / "nan" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ck["state"]["step"] == 1  # the last good one, kept
+
+
+def test_nproc_without_torchrun_is_refused_naming_the_setting(small_corpus, tmp_path):
+    from dwml.config import ConfigError
+    from dwml.train import train
+
+    cache = str(tmp_path / "cache")
+    corpus = prepared(str(small_corpus), cache)
+    with pytest.raises(ConfigError, match=r"train.nproc=2 but 1 process\(es\) run: launch it with torchrun"):
+        train(tiny_config(cache, 2, B), corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="train.nproc"):
+        tiny_config(cache, 0, B)
+
+
+def test_command_line_overrides():
+    from dwml.config import ConfigError
+    from dwml.train_cli import apply_overrides
+
+    out = apply_overrides({"train": {"num_epochs": 3}, "data": {"packing": "lines"}},
+                          ["train.num_epochs=50", "train.dropout=null", "data.packing=packed"])
+    assert out["train"] == {"num_epochs": 50, "dropout": None} and out["data"] == {"packing": "packed"}
+    for bad in ["train.num_epochs", "model.x=1", "epochs=3"]:
+        with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+            apply_overrides({}, [bad])
 
 
 if __name__ == "__main__":
