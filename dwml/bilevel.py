@@ -38,11 +38,18 @@ Approximations and choices, stated once:
 * Nothing is written to the models: parameters are read, never modified, and ``.grad`` stays as it was
   (gradients are taken with ``torch.autograd.grad`` on detached copies through
   ``torch.func.functional_call``).
+
+On several ranks (``dwml.distributed``), the loop runs the outer step inside :func:`across_ranks`: each
+rank computes on its own micro-batches, and theta' (when recomputed), v with the direct term, and the p
+JVP values are summed across ranks, weighted by each rank's count of predicted tokens. Every loss here is
+a mean over tokens, so these sums are exactly the union's terms (``dwml.distributed.RankSums`` says why).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +60,18 @@ from dwml.losses import check_alpha, ensemble_loss, inner_loss, per_peer_losses,
 from dwml.model import predicted_logits, prediction_targets
 
 MODES = ("jvp", "fd")
+_RANK_SUMS: contextvars.ContextVar = contextvars.ContextVar("dwml_rank_sums", default=None)
+
+
+@contextlib.contextmanager
+def across_ranks(sums) -> Iterator[None]:
+    """Within the block, :func:`hypergradient` sums its terms across ranks with ``sums`` (a
+    ``dwml.distributed.RankSums``; None: this process alone)."""
+    token = _RANK_SUMS.set(sums)
+    try:
+        yield
+    finally:
+        _RANK_SUMS.reset(token)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -135,6 +154,7 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
 
 def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, temperature, detach_targets, ensemble,
                    mode, fd_eps, reuse_grad=False) -> Tensor:
+    sums = _RANK_SUMS.get()
     theta = _theta(peers)
     names = list(theta)
     dtype = theta[names[0]].dtype
@@ -154,6 +174,8 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
         z, y = f(leaf, train_batch)
         L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
         g1 = _grad(L1, [leaf[k] for k in names])
+        if sums is not None:  # the union's mean over the ranks' train micro-batches
+            g1 = sums.train_grad(g1, y.numel())
         del leaf, z, L1
     theta1 = {k: (theta[k] - gamma * gk).requires_grad_(True) for k, gk in zip(names, g1)}
     del g1
@@ -163,8 +185,11 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     z, y = f(theta1, dev_batch)
     L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False)
     grads = _grad(L2, [w_leaf] + [theta1[k] for k in names])
-    direct, v = grads[0], dict(zip(names, grads[1:]))
-    del theta1, z, L2, grads
+    direct, vs = grads[0], grads[1:]
+    if sums is not None:  # the union's dev mean: every rank takes its JVP along the same v
+        direct, vs = sums.dev(direct, vs, y.numel())
+    v = dict(zip(names, vs))
+    del theta1, z, L2, grads, vs
 
     frozen = None
     if mode == "fd" and detach_targets:
@@ -186,6 +211,8 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
             _, dot = jvp(La, (theta,), (v,))
     else:
         dot = _central_difference(La, theta, v, fd_eps)
+    if sums is not None:  # the union's mean over the ranks' train micro-batches
+        dot = sums.train_values(dot, int(prediction_targets(train_batch).numel()))
     return direct - gamma * dot
 
 

@@ -247,6 +247,10 @@ class TrainConfig:
     calls ``kl_div(..., reduction='batchmean')`` on [rows, positions, vocab]: the KL summed over every
     (non-padding) position of a micro-batch, masked or not, divided by its number of rows only (about
     ``block_size`` times the CE's scale with blocks of 512). Needs ``chunk_size=1``."""
+    nproc: int = 1
+    """Processes (GPUs) of the run, data parallel (``dwml.distributed``); ``batch_size`` is each one's
+    micro-batch, so a step holds ``nproc`` times the tokens. > 1: ``dwml.experiments`` starts the run with
+    torchrun; ``python -m dwml.train`` under torchrun sets it to the launch's world size."""
 
 
 @dataclass
@@ -330,6 +334,8 @@ class Config:
         _check(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be > 0")
         _check(0 <= t.min_lr <= t.learning_rate, "train.min_lr", t.min_lr, "must be in [0, learning_rate]")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        _check(isinstance(t.nproc, int) and not isinstance(t.nproc, bool) and t.nproc >= 1, "train.nproc", t.nproc,
+               "must be an integer >= 1")
         # The loop divides by the intervals and runs num_epochs steps: 0 or less cannot run.
         for name in ("num_epochs", "eval_interval", "log_interval", "checkpoint_interval", "eval_batches", "patience"):
             value = getattr(t, name)

@@ -537,11 +537,22 @@ class MLMBatcher:
     Every batch carries its predicted positions, computed on the host (:func:`add_targets`).
     The generator's state and the batches drawn but not yet served are all the state there is:
     ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
+
+    ``shard=(rank, world)``: rank ``rank``'s part of a run on ``world`` processes (``dwml.distributed``):
+    the global batch of ``world * batch_size`` rows is drawn and masked as one process would draw it, and
+    this rank keeps its ``batch_size`` rows (before 'packed' repacks them), each predicted token weighted
+    1/n with n the global batch's count, so the ranks' weighted sums add up to the global per-token mean.
     """
 
     def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
                  mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1):
+                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1,
+                 shard: tuple[int, int] = (0, 1)):
+        rank, world = int(shard[0]), int(shard[1])
+        if not 0 <= rank < world:
+            raise DataError(f"shard={shard!r}: must be (rank, world) with 0 <= rank < world")
+        self.rank, self.world = rank, world
+        batch_size = batch_size * world  # the global batch; next_batch keeps this rank's rows
         if packing not in PACKINGS:
             raise DataError(f"packing={packing!r}: must be one of {', '.join(PACKINGS)} (data.packing)")
         if length_grouping < 1:
@@ -604,13 +615,26 @@ class MLMBatcher:
             ids = self._lines_batch()
             masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
             batch = {"input_ids": masked, "attention_mask": (ids != PAD_ID).long(), "labels": labels}
+            if self.world > 1:
+                return self._shard(batch)
             return pack_lines(batch, self.block_size) if self.packing == "packed" else add_targets(batch)
         starts = torch.randint(0, len(self.tokens) - self.body + 1, (self.batch_size,), generator=self.generator)
         body = np.stack([np.asarray(self.tokens[s:s + self.body], dtype=np.int64) for s in starts.tolist()])
         ids = torch.from_numpy(body)
         ids = torch.cat([torch.full((self.batch_size, 1), BOS_ID), ids, torch.full((self.batch_size, 1), EOS_ID)], 1)
         masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
-        return add_targets({"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels})
+        batch = {"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels}
+        return self._shard(batch) if self.world > 1 else add_targets(batch)
+
+    def _shard(self, batch: dict) -> dict:
+        """This rank's rows of a global batch, weighted by the global count of predicted tokens."""
+        n_global = int((batch["labels"] != IGNORE_INDEX).sum())
+        b = self.batch_size // self.world
+        part = {k: v[self.rank * b:(self.rank + 1) * b] for k, v in batch.items()}
+        part = pack_lines(part, self.block_size) if self.packing == "packed" else add_targets(part)
+        part["token_weight"] = torch.full((part["n_pred"],), 1.0 / max(n_global, 1))
+        part["n_pred_global"] = n_global
+        return part
 
     def fixed_batches(self, n: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
         """``n`` batches from a fresh generator: the same every call, for comparable dev losses."""
@@ -643,12 +667,13 @@ class PreparedCorpus:
     train: TokenCache
     dev: TokenCache
 
-    def batcher(self, split: str, cfg: DataConfig, batch_size: int, seed: int) -> MLMBatcher:
+    def batcher(self, split: str, cfg: DataConfig, batch_size: int, seed: int,
+                shard: tuple[int, int] = (0, 1)) -> MLMBatcher:
         cache = {"train": self.train, "dev": self.dev}[split]
         return MLMBatcher(cache.tokens, self.tokenizer, block_size=cfg.block_size, batch_size=batch_size,
                           mlm_probability=cfg.mlm_probability, mask_replace_prob=cfg.mask_replace_prob,
                           random_replace_prob=cfg.random_replace_prob, seed=seed, packing=cfg.packing,
-                          length_grouping=cfg.length_grouping)
+                          length_grouping=cfg.length_grouping, shard=shard)
 
 
 def resolve_corpus_dir(cfg: DataConfig) -> Path:

@@ -61,8 +61,14 @@ def run_name(method: str, seed: int, tag: str = "") -> str:
 def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: str, seed: int, run_root: str | Path,
               *, teacher_dir: str | Path = "", tag: str = "", num_peers: int | None = None,
               train_overrides: Mapping | None = None, progress: bool = True, curve_steps: Sequence[int] = (),
-              curve_pairs: Mapping | None = None, eval_cfg=None):
+              curve_pairs: Mapping | None = None, eval_cfg=None, run_dir: str | Path | None = None,
+              max_steps: int | None = None):
     """Train (or reuse) one run; returns its ``TrainResult``.
+
+    ``train.nproc`` > 1 in a single process: the run is started with torchrun on that many processes
+    (``python -m dwml.train``, :func:`launch_run`) and its result read from the folder; under torchrun (every
+    rank calls this) it trains in place. ``run_dir``: another folder than ``<run_root>/<run name>``;
+    ``max_steps``: stop after that many steps in all, leaving a checkpoint.
 
     ``sections``: the profile's ``data``/``search``/``train`` dicts; ``archs``/``meta``: the saved search;
     ``num_peers``: train only the first (largest) peers; ``train_overrides``: fields that differ from the
@@ -73,7 +79,8 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     and the rows go to ``curve.csv`` in the run folder (see :func:`learning_curve`)."""
     import torch
 
-    from dwml.config import Config
+    from dwml.config import Config, ConfigError
+    from dwml.distributed import env_ranks
     from dwml.methods import method_class
     from dwml.model import build_peers
     from dwml.train import train
@@ -87,7 +94,13 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
             raise ValueError(f"method {method!r} needs teacher_dir (a finished 'mlm' run's peer_0)")
         train_cfg["teacher_dir"] = str(teacher_dir)
     cfg = Config.from_dict(data=sections.get("data", {}), search=sections.get("search", {}), train=train_cfg)
-    run_dir = Path(run_root) / run_name(method, seed, tag)
+    run_dir = Path(run_dir) if run_dir is not None else Path(run_root) / run_name(method, seed, tag)
+    if cfg.train.nproc > 1 and env_ranks().world == 1:
+        if curve_steps:
+            raise ConfigError(f"train.nproc={cfg.train.nproc} with curve_steps: learning curves of runs on several "
+                              "processes are not supported; set curve_steps to [] or train.nproc to 1")
+        return launch_run({**sections, "train": train_cfg}, method, seed, run_root, run_dir, cfg.train.nproc,
+                          teacher_dir=str(teacher_dir), num_peers=num_peers, max_steps=max_steps, progress=progress)
     torch.manual_seed(seed)
     models = build_peers(run_archs(method, archs, meta, num_peers), meta)
     if curve_steps and not (run_dir / "DONE").is_file():
@@ -96,7 +109,40 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
         _curve(cfg, prep, models, run_dir, sorted(set(int(k) for k in curve_steps)), curve_pairs, eval_cfg, progress)
     # A finished run is reused only when its configuration, corpus and peers are these (train checks
     # them and names what differs); an interrupted one resumes from its checkpoint.
-    return train(cfg, prep, models, run_dir, progress=progress, resume=True)
+    return train(cfg, prep, models, run_dir, progress=progress, resume=True, max_steps=max_steps)
+
+
+def launch_run(sections: Mapping, method: str, seed: int, run_root: str | Path, run_dir: str | Path, nproc: int, *,
+               teacher_dir: str = "", num_peers: int | None = None, max_steps: int | None = None,
+               progress: bool = True):
+    """One run on ``nproc`` processes of this machine: ``torchrun --standalone --nproc_per_node nproc -m
+    dwml.train`` with these sections (written to ``<run_dir>.launch.json``); returns the ``TrainResult`` read
+    from the folder. A failed run raises ``RuntimeError`` with the end of its output (every rank's error)."""
+    import json
+    import subprocess
+    import sys
+
+    from dwml.io import atomic_write_json, project_path
+    from dwml.train import TrainResult, load_result, read_metrics
+
+    run_dir = project_path(run_dir)
+    spec = run_dir.parent / f"{run_dir.name}.launch.json"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec, {k: dict(v) for k, v in sections.items() if k in ("data", "search", "train")})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dwml.train", "--sections", str(spec), "--method", method, "--seed", str(seed),
+           "--run-root", str(project_path(run_root)), "--run-dir", str(run_dir)]
+    cmd += ["--teacher-dir", teacher_dir] if teacher_dir else []
+    cmd += ["--num-peers", str(num_peers)] if num_peers else []
+    cmd += ["--max-steps", str(max_steps)] if max_steps is not None else []
+    cmd += [] if progress else ["--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the run in {run_dir} on {nproc} processes failed (exit {proc.returncode}): "
+                           f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    if (run_dir / "DONE").is_file():
+        return load_result(run_dir)
+    return TrainResult(run_dir, None, read_metrics(run_dir), done=False)
 
 
 CURVE = "curve.csv"
