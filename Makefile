@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m dwml.notebooks --profile $(PROFILE)
+	$(PY) -m dwml.runner --profile $(PROFILE)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" -q

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dwml import search as S
+from dwml import search
 from dwml.model import build_peer, build_peers
 from dwml.io import atomic_write_text
 
@@ -30,7 +30,7 @@ def timed(fn, repeats: int):
     return best, out
 
 
-def built_count(arch: S.PeerArch, vocab: int) -> int:
+def built_count(arch: search.PeerArch, vocab: int) -> int:
     """One evaluation the published way: instantiate the model, count its parameters."""
     model = build_peer(arch, vocab)
     return sum(p.numel() for p in model.parameters())
@@ -38,7 +38,7 @@ def built_count(arch: S.PeerArch, vocab: int) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vocab-size", type=int, default=S.PAPER_VOCAB_SIZE)
+    ap.add_argument("--vocab-size", type=int, default=search.PAPER_VOCAB_SIZE)
     ap.add_argument("--num-peers", type=int, default=4)
     ap.add_argument("--init-points", type=int, default=10)
     ap.add_argument("--n-iter", type=int, default=100)
@@ -49,17 +49,17 @@ def main(argv=None) -> int:
 
     import torch
 
-    teacher = S.teacher_params(args.vocab_size)
+    teacher = search.teacher_params(args.vocab_size)
     common = dict(init_points=args.init_points, n_iter=args.n_iter, seed=args.seed)
-    t_exact, exact = timed(lambda: S.search_peers(teacher, args.num_peers, args.vocab_size, "exhaustive", **common),
+    t_exact, exact = timed(lambda: search.search_peers(teacher, args.num_peers, args.vocab_size, "exhaustive", **common),
                            args.repeats)
     print(f"exhaustive: {t_exact:.3f} s", flush=True)
-    t_bayes, bayes = timed(lambda: S.search_peers(teacher, args.num_peers, args.vocab_size, "bayes", progress=True,
+    t_bayes, bayes = timed(lambda: search.search_peers(teacher, args.num_peers, args.vocab_size, "bayes", progress=True,
                                                   **common), 1)
     print(f"bayes: {t_bayes:.1f} s", flush=True)
 
     # one evaluation: closed form against building the model (the exhaustive peers' shapes)
-    t_count, _ = timed(lambda: [S.count_params(a.num_layers, a.hidden_size, a.num_heads, args.vocab_size)
+    t_count, _ = timed(lambda: [search.count_params(a.num_layers, a.hidden_size, a.num_heads, args.vocab_size)
                                 for a in exact], max(args.repeats, 100))
     t_built, counts = timed(lambda: [built_count(a, args.vocab_size) for a in exact], 1)
     assert counts == [a.params for a in exact], "closed-form count disagrees with the built models"

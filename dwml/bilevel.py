@@ -1,4 +1,4 @@
-"""The outer loop of DWML: the hypergradient of eq. 3, mirror descent of eq. 4, and the shared schedule.
+"""The outer loop of DWML: the hypergradient of eq. 3 and mirror descent of eq. 4.
 
 The bi-level problem (paper eq. 3; Zhang et al. 2022): the peers' parameters theta minimise the inner
 loss L1(theta, w) of eq. 2 on training data, and the weights w minimise the outer loss L2(theta*(w), w),
@@ -38,11 +38,18 @@ Approximations and choices, stated once:
 * Nothing is written to the models: parameters are read, never modified, and ``.grad`` stays as it was
   (gradients are taken with ``torch.autograd.grad`` on detached copies through
   ``torch.func.functional_call``).
+
+On several ranks (``dwml.distributed``), the loop runs the outer step inside :func:`across_ranks`: each
+rank computes on its own micro-batches, and theta' (when recomputed), v with the direct term, and the p
+JVP values are summed across ranks, weighted by each rank's count of predicted tokens. Every loss here is
+a mean over tokens, so these sums are exactly the union's terms (``dwml.distributed.RankSums`` says why).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +60,18 @@ from dwml.losses import check_alpha, ensemble_loss, inner_loss, per_peer_losses,
 from dwml.model import predicted_logits, prediction_targets
 
 MODES = ("jvp", "fd")
+_RANK_SUMS: contextvars.ContextVar = contextvars.ContextVar("dwml_rank_sums", default=None)
+
+
+@contextlib.contextmanager
+def across_ranks(sums) -> Iterator[None]:
+    """Within the block, :func:`hypergradient` sums its terms across ranks with ``sums`` (a
+    ``dwml.distributed.RankSums``; None: this process alone)."""
+    token = _RANK_SUMS.set(sums)
+    try:
+        yield
+    finally:
+        _RANK_SUMS.reset(token)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -135,6 +154,7 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
 
 def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, temperature, detach_targets, ensemble,
                    mode, fd_eps, reuse_grad=False) -> Tensor:
+    sums = _RANK_SUMS.get()
     theta = _theta(peers)
     names = list(theta)
     dtype = theta[names[0]].dtype
@@ -154,6 +174,8 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
         z, y = f(leaf, train_batch)
         L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
         g1 = _grad(L1, [leaf[k] for k in names])
+        if sums is not None:  # the union's mean over the ranks' train micro-batches
+            g1 = sums.train_grad(g1, y.numel())
         del leaf, z, L1
     theta1 = {k: (theta[k] - gamma * gk).requires_grad_(True) for k, gk in zip(names, g1)}
     del g1
@@ -163,8 +185,11 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     z, y = f(theta1, dev_batch)
     L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False)
     grads = _grad(L2, [w_leaf] + [theta1[k] for k in names])
-    direct, v = grads[0], dict(zip(names, grads[1:]))
-    del theta1, z, L2, grads
+    direct, vs = grads[0], grads[1:]
+    if sums is not None:  # the union's dev mean: every rank takes its JVP along the same v
+        direct, vs = sums.dev(direct, vs, y.numel())
+    v = dict(zip(names, vs))
+    del theta1, z, L2, grads, vs
 
     frozen = None
     if mode == "fd" and detach_targets:
@@ -186,6 +211,8 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
             _, dot = jvp(La, (theta,), (v,))
     else:
         dot = _central_difference(La, theta, v, fd_eps)
+    if sums is not None:  # the union's mean over the ranks' train micro-batches
+        dot = sums.train_values(dot, int(prediction_targets(train_batch).numel()))
     return direct - gamma * dot
 
 
@@ -215,7 +242,45 @@ def _central_difference(La: Callable[[dict], Tensor], theta: dict[str, Tensor], 
 
 
 # ----------------------------------------------------------------------------------------------------
-# eq. 4 and the schedule
+# the published code's outer step (train.published_hypergradient)
+
+
+def published_outer_step(models: Sequence[nn.Module], dev_batch: dict, weights: Tensor, eta: float,
+                         num_batches: int, grad_clip: float) -> tuple[Tensor, Tensor]:
+    """One outer step as the published code takes it; returns (its "hypergradient" g [p], the new w).
+
+    Its outer loss is linear in w, L2 = sum_k w_k CE_k / num_batches (each peer's mean cross-entropy on the
+    dev batch), and the second term of eq. 3 differentiates a detached copy of La, so it is zero. Hence
+
+        g_k = clamp(CE_k / num_batches, 0, grad_clip)   (no clamp when grad_clip = 0)
+        w_k <- w_k exp(-eta g_k) / sum_j w_j exp(-eta g_j),
+
+    a softmin of the dev cross-entropies, unrelated to how w shapes the peers' training. The peers run in
+    eval mode, without autocast (their modes are restored after); nothing is written to them."""
+    if weights.dim() != 1 or weights.numel() != len(models):
+        raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(models)} peers")
+    if num_batches < 1:
+        raise ValueError(f"num_batches (train.num_batches)={num_batches!r}: must be >= 1")
+    was_training = [m.training for m in models]
+    device = next(models[0].parameters()).device
+    try:
+        for m in models:
+            m.eval()
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+            y = prediction_targets(dev_batch)
+            ce = torch.stack([torch.nn.functional.cross_entropy(predicted_logits(m, dev_batch)[0].float(), y)
+                              for m in models])
+    finally:
+        for m, t in zip(models, was_training):
+            m.train(t)
+    g = ce.to(device=weights.device, dtype=weights.dtype) / num_batches
+    if grad_clip != 0:
+        g = g.clamp(0.0, float(grad_clip))
+    return g, mirror_descent_step(weights, g, eta)
+
+
+# ----------------------------------------------------------------------------------------------------
+# eq. 4
 
 
 def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
@@ -235,23 +300,3 @@ def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
     g = grad.to(weights.dtype)
     unnorm = weights * torch.exp(-float(eta) * (g - g.min()))
     return unnorm / unnorm.sum()
-
-
-def cosine_schedule(step: int, peak: float, minimum: float, warmup_iters: int, decay_iters: int) -> float:
-    """Linear warm-up then cosine decay (the shape of nanoGPT's learning-rate schedule), for both the
-    learning rate and the mirror-descent step eta of eq. 4.
-
-    ``step`` is the 0-based optimizer step. Steps 0..warmup_iters-1 rise linearly,
-    peak (step + 1) / (warmup_iters + 1); from ``warmup_iters`` to ``decay_iters`` a half cosine falls from
-    ``peak`` to ``minimum``; after ``decay_iters`` it stays at ``minimum`` (also when decay_iters <=
-    warmup_iters, i.e. there is no decay span)."""
-    if warmup_iters < 0 or decay_iters < 0:
-        raise ValueError(f"warmup_iters={warmup_iters!r}, decay_iters={decay_iters!r}: must be >= 0")
-    if not 0 <= minimum <= peak:
-        raise ValueError(f"minimum={minimum!r}, peak={peak!r}: the schedule needs 0 <= minimum <= peak")
-    if step < warmup_iters:
-        return peak * (step + 1) / (warmup_iters + 1)
-    if step >= decay_iters:
-        return minimum
-    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
-    return minimum + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - minimum)

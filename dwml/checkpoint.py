@@ -99,7 +99,7 @@ def planned_steps(cfg: Mapping[str, Any]) -> int:
     where that is smaller (the rule of ``dwml.train.total_steps``)."""
     t, d = cfg["train"], cfg["data"]
     if t.get("max_tokens", 0) > 0:
-        per_step = t["num_batches"] * t["batch_size"] * d["block_size"]
+        per_step = t["num_batches"] * t["batch_size"] * t.get("nproc", 1) * d["block_size"]
         return min(t["num_epochs"], math.ceil(t["max_tokens"] / per_step))
     return t["num_epochs"]
 

@@ -43,6 +43,20 @@ class ConfigError(ValueError):
     """A hyperparameter has a bad value; the message names it (``section.field``)."""
 
 
+# The method registry, name -> class: dwml.methods fills it (@register) and is its only writer. It sits on this
+# floor so that Config can check train.method without importing the methods (floor 3, torch); before
+# dwml.methods is imported it is empty, no method can be built, and make_method checks the name again.
+METHODS: dict[str, type] = {}
+
+
+def check_alpha(alpha: float, name: str = "alpha (train.loss_alpha)") -> float:
+    """``alpha`` as a float, or :class:`ConfigError` naming it if it is outside [0, 1] (or NaN)."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:  # also False for NaN
+        raise ConfigError(f"{name}={alpha!r}: a in eq. 2 must lie in [0, 1]")
+    return a
+
+
 @dataclass
 class DataConfig:
     """Corpus, tokenizer and masked-LM batches (``dwml.data``, ``dwml.synthetic``)."""
@@ -90,6 +104,12 @@ class DataConfig:
     """Of the selected tokens, the share replaced by a random token; the rest are kept unchanged."""
     cache_dir: str = ".cache/dwml"
     """Where token caches and tokenizers are written (one sub-folder per corpus fingerprint)."""
+    published_token_file: bool = False
+    """Train on the token stream as the published code ends up reading it (off: the corrected stream). Its
+    tokenizer script writes the list of ids as printed text (``str(ids)``, e.g. ``[0, 412, 9]``) and its
+    loader reads that file back as binary ``uint16``, so each id it trains on is a pair of characters of
+    that text (digits, commas, spaces, brackets), never a word piece (``dwml.data.published_token_stream``).
+    Needs ``packing='blocks'``: the stream has no utterance boundaries left."""
 
 
 @dataclass
@@ -135,7 +155,7 @@ class TrainConfig:
     """The one training loop (``dwml.train``) and the bi-level method (``dwml.bilevel``)."""
 
     method: str = "dwml"
-    """One of 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml' (``dwml.methods``)."""
+    """A registered method (``dwml.methods``: 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml')."""
     learning_rate: float = 0.05
     """Peak AdamW learning rate (published: 0.05, unusually high; see the module docstring)."""
     min_lr: float = 0.005
@@ -216,6 +236,21 @@ class TrainConfig:
     """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
     log_interval: int = 1
     """Write a metrics line every this many optimizer steps."""
+    published_hypergradient: bool = False
+    """Replace the outer step (eq. 3, 4) by the published code's (off: the corrected one). Its La is a
+    detached copy, so the second term of eq. 3 is identically zero (and is added with a + where eq. 3 has
+    a -); what is left is dL2/dw_k of its linear ensemble loss sum_k w_k CE_k, i.e. each peer's dev
+    cross-entropy divided by ``num_batches``, clamped to [0, ``grad_clip``], then one exponentiated-gradient
+    step, repeated on ``num_batches`` fresh dev batches (``dwml.bilevel.published_outer_step``)."""
+    published_kl: bool = False
+    """Scale the peer KL terms of eq. 2 as the published code does (off: a mean per predicted token). It
+    calls ``kl_div(..., reduction='batchmean')`` on [rows, positions, vocab]: the KL summed over every
+    (non-padding) position of a micro-batch, masked or not, divided by its number of rows only (about
+    ``block_size`` times the CE's scale with blocks of 512). Needs ``chunk_size=1``."""
+    nproc: int = 1
+    """Processes (GPUs) of the run, data parallel (``dwml.distributed``); ``batch_size`` is each one's
+    micro-batch, so a step holds ``nproc`` times the tokens. > 1: ``dwml.experiments`` starts the run with
+    torchrun; ``python -m dwml.train`` under torchrun sets it to the launch's world size."""
 
 
 @dataclass
@@ -294,12 +329,13 @@ class Config:
         _check(d.synthetic_lexicon >= 0, "data.synthetic_lexicon", d.synthetic_lexicon, "must be >= 0 (0: full lexicon)")
         _check(s.num_peers >= 1, "search.num_peers", s.num_peers, "must be >= 1")
         _check(s.method in ("bayes", "exhaustive"), "search.method", s.method, "must be 'bayes' or 'exhaustive'")
-        _check(0.0 <= t.loss_alpha <= 1.0, "train.loss_alpha", t.loss_alpha, "a must lie in [0, 1]")
-        _check(t.method in ("mlm", "sd", "kd", "dml", "kd_dwml", "dwml"), "train.method", t.method,
-               "must be one of mlm, sd, kd, dml, kd_dwml, dwml")
+        check_alpha(t.loss_alpha, "train.loss_alpha")
+        _check(t.method in METHODS or not METHODS, "train.method", t.method, f"must be one of {', '.join(METHODS)}")
         _check(t.learning_rate > 0 and math.isfinite(t.learning_rate), "train.learning_rate", t.learning_rate, "must be > 0")
         _check(0 <= t.min_lr <= t.learning_rate, "train.min_lr", t.min_lr, "must be in [0, learning_rate]")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        _check(isinstance(t.nproc, int) and not isinstance(t.nproc, bool) and t.nproc >= 1, "train.nproc", t.nproc,
+               "must be an integer >= 1")
         # The loop divides by the intervals and runs num_epochs steps: 0 or less cannot run.
         for name in ("num_epochs", "eval_interval", "log_interval", "checkpoint_interval", "eval_batches", "patience"):
             value = getattr(t, name)
@@ -320,6 +356,10 @@ class Config:
         _check(t.outer_grad in ("reuse", "recompute"), "train.outer_grad", t.outer_grad,
                "must be 'reuse' or 'recompute'")
         _check(0 <= t.min_step_size <= t.step_size, "train.min_step_size", t.min_step_size, "must be in [0, step_size]")
+        _check(not d.published_token_file or d.packing == "blocks", "data.published_token_file", d.published_token_file,
+               "needs data.packing='blocks' (the published stream has no utterance boundaries)")
+        _check(not t.published_kl or t.chunk_size == 1, "train.published_kl", t.published_kl,
+               "needs train.chunk_size=1 (its KL divides by the rows of each micro-batch)")
         _check(e.reduction in ("sum", "mean"), "eval.reduction", e.reduction, "must be 'sum' or 'mean'")
         _check(e.dtype in ("float32", "bfloat16"), "eval.dtype", e.dtype, "must be 'float32' or 'bfloat16'")
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from dwml.config import DataConfig
-from dwml.io import atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
+from dwml.io import atomic_dir, atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
+from dwml.losses import IGNORE_INDEX
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = range(5)
-IGNORE_INDEX = -100
 CHILDES_MARKERS = frozenset({"xxx", "yyy", "www"})
 """CHILDES transcription codes for unintelligible (xxx, yyy) or untranscribed (www) speech."""
 SPLITS = ("train", "dev", "test")
@@ -155,20 +155,8 @@ def train_tokenizer(lines: Iterable[str], vocab_size: int, out_dir: str | Path |
 
 def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
     """``save_pretrained`` into a temporary folder, then rename it into place (never half a tokenizer)."""
-    import shutil
-    import tempfile
-
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(path: str | Path):
@@ -337,6 +325,68 @@ def _cache_problem(cache_path: Path, meta: dict, dtype: np.dtype, vocab: int) ->
     return None
 
 
+# --------------------------------------------------------------------------------------------------
+# The published code's token file (data.published_token_file): printed text read back as uint16
+# --------------------------------------------------------------------------------------------------
+
+PUBLISHED_CHARS = "0123456789, []"
+"""Every character ``str`` prints for a list of ints: all the published token file can hold."""
+
+
+def published_token_stream(ids: Sequence[int]) -> np.ndarray:
+    """The ids the published loader reads from a token file written by the published tokenizer script.
+
+    That script writes ``str(ids)`` (the printed Python list) as UTF-8 text; the loader maps the file as
+    ``uint16`` in the machine's byte order (little-endian on x86 and ARM), dropping an odd last byte.
+    Each id read is therefore two characters of the printed list, e.g. ``'[0'`` -> 0x305B = 12379."""
+    text = str([int(i) for i in ids]).encode("utf-8")
+    return np.frombuffer(text[: len(text) // 2 * 2], dtype="<u2").copy()
+
+
+def published_pair_values() -> np.ndarray:
+    """The sorted uint16 values of every pair of :data:`PUBLISHED_CHARS` (196 values)."""
+    b = [ord(c) for c in PUBLISHED_CHARS]
+    return np.unique(np.array([lo + 256 * hi for lo in b for hi in b], dtype=np.int64))
+
+
+def published_ids_in_vocab(raw: np.ndarray) -> np.ndarray:
+    """:func:`published_token_stream`'s values relabelled densely to ``5 + rank`` among
+    :func:`published_pair_values` (ids 5..200), so that any vocabulary of the project holds them.
+
+    The published models had 50,265 embedding rows and these values all lie in 8,224..23,901; a
+    one-to-one relabelling of ids changes nothing a model can learn (its embedding rows are drawn
+    independently), only the rows' names."""
+    values = published_pair_values()
+    raw = np.asarray(raw, dtype=np.int64)
+    at = np.searchsorted(values, raw)
+    bad = (at >= values.size) | (values[np.minimum(at, values.size - 1)] != raw)
+    if bad.any():
+        raise DataError(f"published token stream: value {int(raw[np.argmax(bad)])} is not a pair of the "
+                        f"characters {PUBLISHED_CHARS!r} that a printed list of ids holds")
+    return (at + len(SPECIAL_TOKENS)).astype(np.uint16)
+
+
+def build_published_cache(cache: TokenCache, cache_path: str | Path) -> TokenCache:
+    """The published code's reading of ``cache``'s token stream, stored as a token cache (reused while its
+    source cache's checksum is the same). Ids as :func:`published_ids_in_vocab` gives them."""
+    cache_path = Path(cache_path)
+    sidecar = cache_path.with_suffix(cache_path.suffix + ".json")
+    if sidecar.is_file() and cache_path.is_file():
+        meta, _ = _read_sidecar(sidecar)
+        if (meta is not None and meta.get("source_sha256") == cache.meta["sha256"]
+                and _cache_problem(cache_path, meta, np.dtype(np.uint16), 2**16) is None):
+            return TokenCache(cache_path, meta)
+    ids = published_ids_in_vocab(published_token_stream(np.asarray(cache.tokens)))
+    with atomic_path(cache_path) as tmp:
+        ids.tofile(tmp)
+        checksum = file_sha256(tmp)
+    meta = {**cache.meta, "dtype": "uint16", "n_tokens": int(ids.size), "sha256": checksum,
+            "min_id": int(ids.min()) if ids.size else None, "max_id": int(ids.max()) if ids.size else None,
+            "source_sha256": cache.meta["sha256"], "published_token_file": True}
+    atomic_write_json(sidecar, meta)
+    return TokenCache(cache_path, meta)
+
+
 def decode_cache(cache: TokenCache, tokenizer) -> list[str]:
     """The lines stored in a cache, decoded (the inverse of :func:`build_token_cache`, for tests and notebooks)."""
     tokens = np.asarray(cache.tokens, dtype=np.int64)
@@ -487,11 +537,22 @@ class MLMBatcher:
     Every batch carries its predicted positions, computed on the host (:func:`add_targets`).
     The generator's state and the batches drawn but not yet served are all the state there is:
     ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly the batches it would have drawn.
+
+    ``shard=(rank, world)``: rank ``rank``'s part of a run on ``world`` processes (``dwml.distributed``):
+    the global batch of ``world * batch_size`` rows is drawn and masked as one process would draw it, and
+    this rank keeps its ``batch_size`` rows (before 'packed' repacks them), each predicted token weighted
+    1/n with n the global batch's count, so the ranks' weighted sums add up to the global per-token mean.
     """
 
     def __init__(self, tokens: np.ndarray, tokenizer=None, block_size: int = 512, batch_size: int = 3,
                  mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1):
+                 seed: int = 0, vocab_size: int | None = None, packing: str = "blocks", length_grouping: int = 1,
+                 shard: tuple[int, int] = (0, 1)):
+        rank, world = int(shard[0]), int(shard[1])
+        if not 0 <= rank < world:
+            raise DataError(f"shard={shard!r}: must be (rank, world) with 0 <= rank < world")
+        self.rank, self.world = rank, world
+        batch_size = batch_size * world  # the global batch; next_batch keeps this rank's rows
         if packing not in PACKINGS:
             raise DataError(f"packing={packing!r}: must be one of {', '.join(PACKINGS)} (data.packing)")
         if length_grouping < 1:
@@ -554,13 +615,26 @@ class MLMBatcher:
             ids = self._lines_batch()
             masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
             batch = {"input_ids": masked, "attention_mask": (ids != PAD_ID).long(), "labels": labels}
+            if self.world > 1:
+                return self._shard(batch)
             return pack_lines(batch, self.block_size) if self.packing == "packed" else add_targets(batch)
         starts = torch.randint(0, len(self.tokens) - self.body + 1, (self.batch_size,), generator=self.generator)
         body = np.stack([np.asarray(self.tokens[s:s + self.body], dtype=np.int64) for s in starts.tolist()])
         ids = torch.from_numpy(body)
         ids = torch.cat([torch.full((self.batch_size, 1), BOS_ID), ids, torch.full((self.batch_size, 1), EOS_ID)], 1)
         masked, labels = mask_tokens(ids, self.vocab_size, self.generator, **self.probs)
-        return add_targets({"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels})
+        batch = {"input_ids": masked, "attention_mask": torch.ones_like(masked), "labels": labels}
+        return self._shard(batch) if self.world > 1 else add_targets(batch)
+
+    def _shard(self, batch: dict) -> dict:
+        """This rank's rows of a global batch, weighted by the global count of predicted tokens."""
+        n_global = int((batch["labels"] != IGNORE_INDEX).sum())
+        b = self.batch_size // self.world
+        part = {k: v[self.rank * b:(self.rank + 1) * b] for k, v in batch.items()}
+        part = pack_lines(part, self.block_size) if self.packing == "packed" else add_targets(part)
+        part["token_weight"] = torch.full((part["n_pred"],), 1.0 / max(n_global, 1))
+        part["n_pred_global"] = n_global
+        return part
 
     def fixed_batches(self, n: int, seed: int = 1234) -> list[dict[str, torch.Tensor]]:
         """``n`` batches from a fresh generator: the same every call, for comparable dev losses."""
@@ -593,12 +667,13 @@ class PreparedCorpus:
     train: TokenCache
     dev: TokenCache
 
-    def batcher(self, split: str, cfg: DataConfig, batch_size: int, seed: int) -> MLMBatcher:
+    def batcher(self, split: str, cfg: DataConfig, batch_size: int, seed: int,
+                shard: tuple[int, int] = (0, 1)) -> MLMBatcher:
         cache = {"train": self.train, "dev": self.dev}[split]
         return MLMBatcher(cache.tokens, self.tokenizer, block_size=cfg.block_size, batch_size=batch_size,
                           mlm_probability=cfg.mlm_probability, mask_replace_prob=cfg.mask_replace_prob,
                           random_replace_prob=cfg.random_replace_prob, seed=seed, packing=cfg.packing,
-                          length_grouping=cfg.length_grouping)
+                          length_grouping=cfg.length_grouping, shard=shard)
 
 
 def resolve_corpus_dir(cfg: DataConfig) -> Path:
@@ -641,6 +716,9 @@ def prepare_corpus(cfg: DataConfig, progress: bool = True) -> PreparedCorpus:
         tokenizer = load_tokenizer(tok_dir)
     train = build_token_cache(train_files, tokenizer, root / "train.bin", cfg.drop_markers, progress=progress)
     dev = build_token_cache(dev_files, tokenizer, root / "dev.bin", cfg.drop_markers, progress=progress)
+    if cfg.published_token_file:  # the stream as the published code reads it (data.published_token_file)
+        train = build_published_cache(train, root / "train.published.bin")
+        dev = build_published_cache(dev, root / "dev.published.bin")
     for name, cache, files in (("train", train, train_files), ("dev", dev, dev_files)):
         if cache.meta["n_lines"] == 0:
             raise DataError(f"the {name} split of {corpus_dir} is empty: its file(s) "

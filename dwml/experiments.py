@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dwml.stats import r_interval, t_interval  # noqa: F401 (re-exported: one statistics module, dwml.stats)
+
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 SCORES = "scores.csv"
 
@@ -44,6 +46,14 @@ def teacher_arch(meta: Mapping):
                     method="teacher")
 
 
+def run_archs(method: str, archs: Sequence, meta: Mapping, num_peers: int | None = None) -> list:
+    """The models a run of ``method`` trains: the teacher-sized one for a single-model method, else the first
+    ``num_peers`` (all by default) of the searched peers."""
+    from dwml.methods import method_class
+
+    return [teacher_arch(meta)] if method_class(method).single_model else list(archs)[: num_peers or len(archs)]
+
+
 def run_name(method: str, seed: int, tag: str = "") -> str:
     return f"{method}{'_' + tag if tag else ''}_seed{seed}"
 
@@ -51,8 +61,14 @@ def run_name(method: str, seed: int, tag: str = "") -> str:
 def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: str, seed: int, run_root: str | Path,
               *, teacher_dir: str | Path = "", tag: str = "", num_peers: int | None = None,
               train_overrides: Mapping | None = None, progress: bool = True, curve_steps: Sequence[int] = (),
-              curve_pairs: Mapping | None = None, eval_cfg=None):
+              curve_pairs: Mapping | None = None, eval_cfg=None, run_dir: str | Path | None = None,
+              max_steps: int | None = None):
     """Train (or reuse) one run; returns its ``TrainResult``.
+
+    ``train.nproc`` > 1 in a single process: the run is started with torchrun on that many processes
+    (``python -m dwml.train``, :func:`launch_run`) and its result read from the folder; under torchrun (every
+    rank calls this) it trains in place. ``run_dir``: another folder than ``<run_root>/<run name>``;
+    ``max_steps``: stop after that many steps in all, leaving a checkpoint.
 
     ``sections``: the profile's ``data``/``search``/``train`` dicts; ``archs``/``meta``: the saved search;
     ``num_peers``: train only the first (largest) peers; ``train_overrides``: fields that differ from the
@@ -63,7 +79,9 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
     and the rows go to ``curve.csv`` in the run folder (see :func:`learning_curve`)."""
     import torch
 
-    from dwml.config import Config
+    from dwml.config import Config, ConfigError
+    from dwml.distributed import env_ranks
+    from dwml.methods import method_class
     from dwml.model import build_peers
     from dwml.train import train
 
@@ -71,22 +89,60 @@ def train_run(sections: Mapping, prep, archs: Sequence, meta: Mapping, method: s
         raise ValueError(f"train_overrides={dict(train_overrides)} need a tag, or the run folder would be shared "
                          "with the profile's run of the same method and seed")
     train_cfg = {**sections.get("train", {}), **(train_overrides or {}), "method": method, "seed": seed}
-    if method in ("kd", "kd_dwml"):
+    if method_class(method).uses_teacher:
         if not teacher_dir:
             raise ValueError(f"method {method!r} needs teacher_dir (a finished 'mlm' run's peer_0)")
         train_cfg["teacher_dir"] = str(teacher_dir)
     cfg = Config.from_dict(data=sections.get("data", {}), search=sections.get("search", {}), train=train_cfg)
-    run_dir = Path(run_root) / run_name(method, seed, tag)
-    chosen = [teacher_arch(meta)] if method == "mlm" else list(archs)[: num_peers or len(archs)]
+    run_dir = Path(run_dir) if run_dir is not None else Path(run_root) / run_name(method, seed, tag)
+    if cfg.train.nproc > 1 and env_ranks().world == 1:
+        if curve_steps:
+            raise ConfigError(f"train.nproc={cfg.train.nproc} with curve_steps: learning curves of runs on several "
+                              "processes are not supported; set curve_steps to [] or train.nproc to 1")
+        return launch_run({**sections, "train": train_cfg}, method, seed, run_root, run_dir, cfg.train.nproc,
+                          teacher_dir=str(teacher_dir), num_peers=num_peers, max_steps=max_steps, progress=progress)
     torch.manual_seed(seed)
-    models = build_peers(chosen, meta)
+    models = build_peers(run_archs(method, archs, meta, num_peers), meta)
     if curve_steps and not (run_dir / "DONE").is_file():
         if not curve_pairs:
             raise ValueError("curve_steps need curve_pairs (the suites to score along the way)")
         _curve(cfg, prep, models, run_dir, sorted(set(int(k) for k in curve_steps)), curve_pairs, eval_cfg, progress)
     # A finished run is reused only when its configuration, corpus and peers are these (train checks
     # them and names what differs); an interrupted one resumes from its checkpoint.
-    return train(cfg, prep, models, run_dir, progress=progress, resume=True)
+    return train(cfg, prep, models, run_dir, progress=progress, resume=True, max_steps=max_steps)
+
+
+def launch_run(sections: Mapping, method: str, seed: int, run_root: str | Path, run_dir: str | Path, nproc: int, *,
+               teacher_dir: str = "", num_peers: int | None = None, max_steps: int | None = None,
+               progress: bool = True):
+    """One run on ``nproc`` processes of this machine: ``torchrun --standalone --nproc_per_node nproc -m
+    dwml.train`` with these sections (written to ``<run_dir>.launch.json``); returns the ``TrainResult`` read
+    from the folder. A failed run raises ``RuntimeError`` with the end of its output (every rank's error)."""
+    import json
+    import subprocess
+    import sys
+
+    from dwml.io import atomic_write_json, project_path
+    from dwml.train import TrainResult, load_result, read_metrics
+
+    run_dir = project_path(run_dir)
+    spec = run_dir.parent / f"{run_dir.name}.launch.json"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec, {k: dict(v) for k, v in sections.items() if k in ("data", "search", "train")})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dwml.train", "--sections", str(spec), "--method", method, "--seed", str(seed),
+           "--run-root", str(project_path(run_root)), "--run-dir", str(run_dir)]
+    cmd += ["--teacher-dir", teacher_dir] if teacher_dir else []
+    cmd += ["--num-peers", str(num_peers)] if num_peers else []
+    cmd += ["--max-steps", str(max_steps)] if max_steps is not None else []
+    cmd += [] if progress else ["--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the run in {run_dir} on {nproc} processes failed (exit {proc.returncode}): "
+                           f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    if (run_dir / "DONE").is_file():
+        return load_result(run_dir)
+    return TrainResult(run_dir, None, read_metrics(run_dir), done=False)
 
 
 CURVE = "curve.csv"
@@ -213,27 +269,6 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False) ->
     return out
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a Student-t interval over seeds; low = high = NaN for a single value."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return m, m - half, m + half
-
-
-def r_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of correlation coefficients over seeds, through Fisher's z = atanh(r): the t-interval
-    of the mean z, mapped back with tanh, so that the interval stays inside (-1, 1) (a t-interval on R
-    itself does not: R's spread shrinks near +-1). |r| = 1 is clipped to 1 - 1e-12."""
-    z = np.arctanh(np.clip(np.asarray(values, dtype=float), -1 + 1e-12, 1 - 1e-12))
-    m, lo, hi = t_interval(z, level)
-    return float(np.tanh(m)), float(np.tanh(lo)), float(np.tanh(hi))
-
-
 def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
     """Macro accuracy (%) of each suite per (keys..., seed): the mean over a suite's tasks of the task's
     accuracy, a tie counting as wrong."""
@@ -277,9 +312,11 @@ def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = 
 def published_table2_long() -> pd.DataFrame:
     """The paper's Table 2 as rows (method, peer, suite, accuracy), peers 1..4 and 'best', suites named as
     ours ('blimp', 'supplement', 'ewok')."""
+    from dwml.methods import METHODS
+
     t = published("table2")
     suite = {"blimp_filtered": "blimp", "blimp_supplement": "supplement", "ewok_filtered": "ewok"}
-    method = {"RoBERTa-base-125M": "mlm", "SD": "sd", "KD": "kd", "DML": "dml", "KD_DWML": "kd_dwml", "DWML": "dwml"}
+    method = {cls.paper_name: name for name, cls in METHODS.items() if cls.paper_name}
     rows = []
     for _, r in t.iterrows():
         cols = [c for c in t.columns if c.startswith("peer")]
@@ -396,3 +433,285 @@ def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> p
     if not frames:
         raise ValueError("method_curves: no curves given")
     return pd.concat(frames, ignore_index=True)[["method", "seed", "peer", "suite", "step", "tokens", "accuracy"]]
+# --------------------------------------------------------------------------------------------------
+# The paper's Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
+# --------------------------------------------------------------------------------------------------
+
+GROUP_TABLES = {"blimp": ("table6_blimp_phenomena", "Table 6"), "supplement": ("table7_supplement", "Table 7"),
+                "ewok": ("table8_ewok", "Table 8")}
+"""Suite -> (file name, the paper's table) of the per-group tables."""
+PAPER_GROUPS_MISSING = ("The paper's per-phenomenon, per-task and per-domain values (its Tables 6-8) are not "
+                        "available: our copy of its text has their captions and column names only. Its Table 2 "
+                        "aggregate for the same method (its 'Best' column) stands beside ours.")
+
+
+def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None, n_boot: int = 1000,
+                     seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The paper's Tables 6 (BLiMP, per phenomenon), 7 (supplement, per task) and 8 (EWoK, per domain) for
+    every one of those suites that ``scores`` holds; ``{}`` when it holds none (the synthetic suite).
+
+    Rows are methods; each method's peer is its best one in each seed (:func:`best_peer`, as in Table 1),
+    the seeds' pairs pooled. Columns use the paper's acronyms (``dwml.reports``); a group's accuracy is
+    the macro average of its paradigms, ``Avg.`` the suite's (macro over tasks), ``ties`` the tie rate (%),
+    and ``paper (Table 2)`` the paper's own aggregate for the method. For each table, a long table
+    ``<name>_intervals`` gives every cell with its 95% bootstrap interval (pairs resampled within each
+    paradigm), tie rate, paradigm and pair counts. Written under ``figures_dir`` when given."""
+    from dwml import reports as R
+    from dwml.plots import save_table
+
+    wanted = [s for s in GROUP_TABLES if s in set(scores["suite"])]
+    if not wanted:
+        return {}
+    pick = best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+    chosen = scores.merge(pick, on=["method", "seed", "peer"])
+    paper = published_table2_long()
+    paper = paper[paper["peer"].astype(str) == "best"].set_index(["method", "suite"])["paper"]
+    columns = {"blimp": R.PHENOMENON_COLUMNS, "supplement": R.SUPPLEMENT_COLUMNS, "ewok": R.EWOK_COLUMNS}
+    out = {}
+    for suite in wanted:
+        name, _ = GROUP_TABLES[suite]
+        part = chosen[chosen["suite"] == suite]
+        long, wide = [], []
+        for method, mpart in part.groupby("method", sort=False):
+            groups = R.accuracy_table(mpart, "group", n_boot, seed)
+            total = R.accuracy_table(mpart, "suite", n_boot, seed).assign(group="Avg.")
+            cells = pd.concat([groups, total], ignore_index=True).assign(method=method, seeds=mpart["seed"].nunique())
+            long.append(cells)
+            row = {"method": method, **dict(zip(cells["group"], cells["accuracy"])),
+                   "ties": 100 * mpart["tie"].mean(), "paper (Table 2)": paper.get((method, suite), math.nan)}
+            wide.append(row)
+        wide = pd.DataFrame(wide)
+        cols = [c for c in columns[suite] if c in wide.columns]
+        cols += [c for c in wide.columns if c not in cols and c not in ("method", "Avg.", "ties", "paper (Table 2)")]
+        wide = wide[["method"] + cols + ["Avg.", "ties", "paper (Table 2)"]]
+        long = pd.concat(long, ignore_index=True)[["method", "group", "accuracy", "ci_low", "ci_high", "tie_rate",
+                                                    "n_tasks", "n_pairs", "seeds"]]
+        out[name], out[f"{name}_intervals"] = wide, long
+        if figures_dir is not None:
+            save_table(wide, figures_dir, name, floatfmt=".1f")
+            save_table(long, figures_dir, f"{name}_intervals", floatfmt=".1f")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# What each published bug costs
+# --------------------------------------------------------------------------------------------------
+
+PUBLISHED_BUGS = {
+    "token_file": {"data": {"published_token_file": True, "packing": "blocks"}},
+    "hypergradient": {"train": {"published_hypergradient": True}},
+    "kl": {"train": {"published_kl": True, "chunk_size": 1}},
+}
+"""Each bug of the published code as the config fields that switch it on (``dwml.config``). The token
+file's stream has no utterance boundaries left, so its runs cut random blocks (``packing='blocks'``); the
+table then measures it against the corrected method on blocks too."""
+
+
+def published_bug_settings(sections: Mapping, bugs: Sequence[str] = tuple(PUBLISHED_BUGS)) -> dict[str, dict]:
+    """Setting name -> the profile's sections with those bugs on: 'corrected', each bug alone, 'all' (when
+    more than one), and 'corrected_blocks' (the reference of the token-file bug) when the profile does not
+    already cut blocks."""
+    unknown = [b for b in bugs if b not in PUBLISHED_BUGS]
+    if unknown:
+        raise ValueError(f"unknown published bug(s) {unknown}; known: {sorted(PUBLISHED_BUGS)}")
+
+    def with_bugs(names: Sequence[str]) -> dict:
+        out = {k: dict(v) for k, v in sections.items()}
+        for b in names:
+            for section, fields in PUBLISHED_BUGS[b].items():
+                out.setdefault(section, {}).update(fields)
+        return out
+
+    settings = {"corrected": with_bugs([])}
+    if "token_file" in bugs and sections.get("data", {}).get("packing", "blocks") != "blocks":
+        settings["corrected_blocks"] = with_bugs([])
+        settings["corrected_blocks"].setdefault("data", {})["packing"] = "blocks"
+    settings.update({b: with_bugs([b]) for b in bugs})
+    if len(bugs) > 1:
+        settings["all"] = with_bugs(bugs)
+    return settings
+
+
+def bug_reference(setting: str, settings: Sequence[str]) -> str:
+    """The setting a bug's row is paired with: 'corrected_blocks' for runs that cut blocks (the token file,
+    'all') when it exists, else 'corrected'."""
+    if setting in ("token_file", "all") and "corrected_blocks" in settings:
+        return "corrected_blocks"
+    return "corrected"
+
+
+def published_bug_runs(sections: Mapping, archs: Sequence, meta: Mapping, seeds: Sequence[int], run_root: str | Path,
+                       pairs: Mapping, eval_cfg=None, method: str = "dwml", bugs: Sequence[str] = tuple(PUBLISHED_BUGS),
+                       progress: bool = True) -> pd.DataFrame:
+    """Train ``method`` in every setting of :func:`published_bug_settings` on the same seeds and peers
+    (run folders ``<method>_bug-<setting>_seed<seed>``, and the profile's own ``<method>_seed<seed>`` for
+    'corrected'; reused when finished) and score every peer on
+    ``pairs``; the per-pair scores with a ``setting`` column."""
+    from dwml.config import Config
+    from dwml.data import prepare_corpus
+    from dwml.methods import method_class
+
+    if method_class(method).uses_teacher:
+        raise ValueError("published_bug_runs: methods with a teacher are not supported (no teacher run here)")
+    frames = []
+    for setting, secs in published_bug_settings(sections, bugs).items():
+        prep = prepare_corpus(Config.from_dict(data=secs.get("data", {})).data, progress=progress)
+        for seed in seeds:
+            # 'corrected' is the profile's own run of the method (the one 02 / 03 train), reused when finished
+            tag = "" if setting == "corrected" else f"bug-{setting}"
+            res = train_run(secs, prep, archs, meta, method, seed, run_root, tag=tag, progress=progress)
+            frames.append(score_run(res, pairs, eval_cfg).assign(setting=setting))
+    return pd.concat(frames, ignore_index=True)
+
+
+def published_bug_table(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """"What each published bug costs": per setting and suite, the best peer's macro accuracy (best within
+    each seed, seeds pooled), and its difference from its reference (:func:`bug_reference`) in points
+    with a 95% paired bootstrap interval (the same pairs resampled for both, within each seed's task:
+    ``dwml.stats.paired_macro_bootstrap``) and, with two or more seeds, a paired t-interval over seeds.
+    ``scores``: :func:`published_bug_runs`'s frame."""
+    from dwml.stats import paired_macro_bootstrap
+
+    pick = best_peer(per_seed(scores, keys=("setting", "peer")), by=("setting",))[["setting", "seed", "peer"]]
+    chosen = scores.merge(pick.drop_duplicates(), on=["setting", "seed", "peer"])
+    settings = list(dict.fromkeys(chosen["setting"]))
+    if "corrected" not in settings:
+        raise ValueError(f"published_bug_table: no 'corrected' runs among the settings {settings}")
+    seeded = per_seed(chosen, keys=("setting",))
+    keys = ["seed", "suite", "task", "pair_id"]
+    rows = []
+    for setting in settings:
+        ref = bug_reference(setting, settings)
+        for suite in chosen.loc[chosen["setting"] == setting, "suite"].unique():
+            mine = chosen[(chosen["setting"] == setting) & (chosen["suite"] == suite)]
+            acc = seeded[(seeded["setting"] == setting) & (seeded["suite"] == suite)]["accuracy"]
+            row = {"setting": setting, "suite": suite, "accuracy": float(acc.mean()), "seeds": int(acc.size),
+                   "reference": ref if setting != ref else ""}
+            if setting not in ("corrected", ref):
+                other = chosen[(chosen["setting"] == ref) & (chosen["suite"] == suite)]
+                both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
+                if len(both) != len(mine) or len(both) != len(other):
+                    raise ValueError(f"published_bug_table: setting {setting!r} and {ref!r} are not scored on the "
+                                     f"same pairs of suite {suite!r}")
+                strata = both["seed"].astype(str) + "/" + both["task"].astype(str)
+                reps = paired_macro_bootstrap(both["correct"], both["correct_ref"], strata, n_boot, seed)
+                ref_acc = seeded[(seeded["setting"] == ref) & (seeded["suite"] == suite)].set_index("seed")["accuracy"]
+                diffs = seeded[(seeded["setting"] == setting) & (seeded["suite"] == suite)].set_index("seed")["accuracy"] - ref_acc
+                m, t_lo, t_hi = t_interval(diffs.dropna())
+                lo, hi = np.quantile(reps, [0.025, 0.975]) * 100
+                row.update({"difference": m, "ci_low": float(lo), "ci_high": float(hi), "seed_ci_low": t_lo,
+                            "seed_ci_high": t_hi, "differs": bool(lo > 0 or hi < 0)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 04 (ablations) and 05 (profiling): their runs
+# --------------------------------------------------------------------------------------------------
+
+def run_and_score(study: Study, method: str, seeds: Sequence[int], run_root: str | Path, tag: str = "",
+                  **train_kw) -> tuple[pd.DataFrame, dict]:
+    """Train (or reuse) the run of ``method`` for every seed and score it on the study's pairs: the per-pair
+    scores of all seeds, and seed -> ``TrainResult``. ``train_kw`` go to :func:`train_run` (``num_peers``,
+    ``train_overrides``, ``progress``)."""
+    out, results = [], {}
+    for seed in seeds:
+        res = train_run(study.sections, study.prep, study.archs, study.meta, method, seed, run_root, tag=tag,
+                        **train_kw)
+        results[seed] = res
+        out.append(score_run(res, study.pairs, study.cfg.eval))
+    return pd.concat(out, ignore_index=True), results
+
+
+def size_weight_points(scores: pd.DataFrame, weights: Mapping[int, Sequence[float]],
+                       params: Mapping[int, int]) -> pd.DataFrame:
+    """Per seed and peer: the accuracy (mean over suites of the macro accuracy), the peer's parameter count
+    and its final learned weight: the points of Figure 2c. ``weights``: seed -> final w; ``params``: peer
+    (1-based) -> parameter count."""
+    seeded = per_seed(scores, keys=("peer",)).groupby(["seed", "peer"])["accuracy"].mean().reset_index()
+    seeded["params"] = seeded["peer"].map(params)
+    seeded["weight"] = [weights[s][p - 1] for s, p in zip(seeded["seed"], seeded["peer"])]
+    return seeded
+
+
+def _masked_lm_loss(model, batch):
+    """The masked-LM cross-entropy at the predicted positions only (what every method computes per model)."""
+    import torch.nn.functional as F
+
+    from dwml.model import predicted_logits, prediction_targets
+
+    logits, _ = predicted_logits(model, batch)
+    return F.cross_entropy(logits, prediction_targets(batch))
+
+
+def peer_flops(archs: Sequence, meta: Mapping, cfg, names: Sequence[str], device, seed: int = 0) -> pd.DataFrame:
+    """FLOPs of one micro-batch (``cfg``'s batch size x block size at its mask rate) for each model of ``archs``,
+    counted on the masked-LM loss at the predicted positions and set against the closed form with the head on
+    the labelled positions (:func:`dwml.profiling.flops_per_peer`: columns ``counted_flops``, ``ratio``, ...)."""
+    import torch
+
+    from dwml.model import build_peers
+    from dwml.profiling import flops_per_peer
+
+    torch.manual_seed(seed)
+    models = [m.to(device) for m in build_peers(archs, meta)]
+    return flops_per_peer(models, cfg.train.batch_size, cfg.data.block_size, cfg.data.mlm_probability,
+                          loss_fn=_masked_lm_loss, head="labels", names=list(names))
+
+
+def profile_method(label: str, method: str, archs: Sequence, meta: Mapping, cfg, prep, out_dir: str | Path,
+                   per_peer_flops: Sequence[float], *, teacher=None, interval_s: float = 0.25):
+    """Train ``method`` on ``archs`` at ``cfg``'s budget under a utilisation sampler: its Table 9 record
+    (:func:`dwml.profiling.table9`; ``method`` under the name ``label``) and the sampled trace.
+
+    The method's FLOPs of one micro-batch (all its models, a teacher's forward, exit heads, KL terms) are
+    counted on a random batch before training; they and ``per_peer_flops`` (one micro-batch per peer, from
+    :func:`peer_flops`) are scaled to the tokens the run trained on (:func:`dwml.profiling.run_flops`).
+    DWML's outer steps come on top. ``teacher`` goes to a method that uses one. The record, the trace
+    (``utilisation.csv``) and the run folder live in ``out_dir``; a finished record is read back instead."""
+    import json
+    import shutil
+
+    import torch
+
+    from dwml import profiling
+    from dwml.config import Config
+    from dwml.io import atomic_write_json
+    from dwml.methods import make_method, method_class
+    from dwml.model import build_peers
+    from dwml.train import resolve_device, train
+
+    out = Path(out_dir)
+    record_path = out / "record.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text()), pd.read_csv(out / "utilisation.csv")
+    run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sections = cfg.to_dict()
+    run_cfg = Config.from_dict({**sections, "train": {**sections["train"], "method": method}})
+    device = resolve_device(run_cfg.train.device)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    torch.manual_seed(run_cfg.train.seed)
+    models = [m.to(device) for m in build_peers(archs, meta)]
+    use_teacher = teacher if method_class(method).uses_teacher else None
+    strategy = make_method(run_cfg.train, models, use_teacher)
+    batch = profiling.random_mlm_batch(len(prep.tokenizer), run_cfg.train.batch_size, run_cfg.data.block_size,
+                                       run_cfg.data.mlm_probability, device)
+    method_flops, _ = profiling.count_flops(lambda: strategy.loss(batch)[0].backward())
+    for m in models:
+        m.zero_grad(set_to_none=True)
+    with profiling.UtilizationSampler(interval_s, device) as sampler:
+        result = train(run_cfg, prep, models, run_dir, teacher=use_teacher, resume=False)
+    # Counted on a full batch_size x block_size batch, scaled to the real tokens the run trained on
+    # (with 'lines' packing a batch is shorter and part padding: see dwml.profiling.run_flops).
+    batch_tokens, run_tokens = batch["input_ids"].numel(), result.summary["tokens"]
+    summary = sampler.summary()
+    record = {"method": label, "peers": len(archs), "device": device_name,
+              "avg_util_pct": summary["mean_utilization"], "utilisation": summary["utilization_column"],
+              "flops_per_peer": [profiling.run_flops(float(f), batch_tokens, run_tokens) for f in per_peer_flops],
+              "method_flops": profiling.run_flops(float(method_flops), batch_tokens, run_tokens),
+              "train_time_s": result.summary["elapsed_s"], "wall_time_s": sampler.duration_s,
+              "tokens": result.summary["tokens"], "samples": summary["samples"]}
+    sampler.save_csv(out / "utilisation.csv")
+    atomic_write_json(record_path, record)
+    return record, sampler.to_frame()

@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from dwml.config import check_alpha
+
+IGNORE_INDEX = -100  # labels that the masked-LM loss skips (Hugging Face's convention); the one definition
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -62,25 +64,6 @@ def validate_weights(weights: Tensor, name: str = "weights", tol: float = 1e-4) 
         raise ValueError(f"{name}={w.tolist()} has negative entries; peer weights must lie on the simplex")
     if abs(float(w.sum()) - 1.0) > tol:
         raise ValueError(f"{name}={w.tolist()} sums to {float(w.sum())!r}, not 1; peer weights must lie on the simplex")
-
-
-def check_alpha(alpha: float, name: str = "alpha (train.loss_alpha)") -> float:
-    """``alpha`` as a float, or ``ValueError`` naming it if it is outside [0, 1] (or NaN)."""
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:  # also False for NaN
-        raise ValueError(f"{name}={alpha!r}: a in eq. 2 must lie in [0, 1]")
-    return a
-
-
-def check_finite(name: str, tensor: Tensor, step: int | None = None, peer: int | None = None) -> Tensor:
-    """Return ``tensor`` if every entry is finite, else raise ``FloatingPointError`` saying what, where."""
-    t = tensor.detach()
-    if not torch.isfinite(t).all():
-        where = "".join([f" at step {step}" if step is not None else "", f" for peer {peer}" if peer is not None else ""])
-        bad = int((~torch.isfinite(t)).sum())
-        raise FloatingPointError(f"{name}{where} is not finite ({bad} of {t.numel()} entries NaN/inf): "
-                                 f"{t.flatten()[:8].tolist()}")
-    return tensor
 
 
 def _check_temperature(temperature: float) -> float:

@@ -24,24 +24,34 @@ reads a value back from the device: the loop's micro-batches run without a host 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dwml.config import ConfigError, TrainConfig
-from dwml.losses import ensemble_loss, fused_ce_kl, token_ce, validate_weights
-from dwml.model import predicted_logits, prediction_targets
-
-METHODS = ("mlm", "sd", "kd", "dml", "dwml", "kd_dwml")
+from dwml.config import METHODS, ConfigError, TrainConfig
+from dwml.losses import check_alpha, ensemble_loss, fused_ce_kl, token_ce, validate_weights
+from dwml.model import predicted_logits, prediction_index, prediction_targets
 
 
-def check_alpha(alpha: float) -> float:
-    if not (0.0 <= float(alpha) <= 1.0) or math.isnan(float(alpha)):
-        raise ConfigError(f"train.loss_alpha={alpha!r}: a in eq. 2 must lie in [0, 1]")
-    return float(alpha)
+def register(cls: type) -> type:
+    """Class decorator: enter a :class:`Method` subclass in :data:`METHODS` under its ``name``, the one list
+    of method names (``Config`` validates ``train.method`` against it, the experiments read its traits)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is taken by {METHODS[cls.name].__qualname__}")
+    twin = [n for n, c in METHODS.items() if cls.paper_name and c.paper_name == cls.paper_name and n != cls.name]
+    if twin:  # a subclass inherits its parent's paper_name: a new method sets its own, or ""
+        raise ValueError(f"method {cls.name!r}: paper_name {cls.paper_name!r} is taken by {twin[0]!r}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type["Method"]:
+    """The registered class of method ``name`` (its traits: ``uses_teacher``, ``single_model``, ...)."""
+    if name not in METHODS:
+        raise ConfigError(f"train.method={name!r}: must be one of {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 class Method:
@@ -49,19 +59,23 @@ class Method:
 
     Attributes the loop reads: ``models`` (the peers that get saved), ``learns_weights`` (whether to
     call :meth:`outer_step`), ``weights`` (tensor on the simplex, or None) and :meth:`peer_modules`
-    (what peer i's optimiser updates and its gradient clipping covers).
+    (what peer i's optimiser updates and its gradient clipping covers). Class traits that callers read
+    without building one (through :func:`method_class`): ``uses_teacher``, ``single_model`` and
+    ``paper_name``.
     """
 
     name = "mlm"
-    learns_weights = False
-    uses_teacher = False
+    learns_weights = False  # has an outer step on the peer weights w (the loop calls outer_step)
+    uses_teacher = False  # needs a fixed teacher (train.teacher_dir: a finished single-model run's peer_0)
+    single_model = False  # trains one teacher-sized model instead of the searched peers (the experiments)
+    paper_name = ""  # the method's label in the paper's tables ("" for a method the paper does not have)
 
     def __init__(self, models: Sequence[nn.Module], cfg: TrainConfig, teacher: nn.Module | None = None):
         if len(models) == 0:
             raise ValueError(f"method {self.name!r} needs at least one model")
         self.models = list(models)
         self.cfg = cfg
-        self.alpha = check_alpha(cfg.loss_alpha)
+        self.alpha = check_alpha(cfg.loss_alpha, "train.loss_alpha")
         self.teacher = teacher
         if self.uses_teacher and teacher is None:
             raise ConfigError(f"train.method={self.name!r} needs a teacher: set train.teacher_dir to a folder "
@@ -141,10 +155,15 @@ class Method:
             self.weights = w
 
 
+@register
 class MLM(Method):
     """``mlm``: each model alone on the masked-LM cross-entropy (eq. 2 with a = 0 and one peer)."""
 
+    single_model = True
+    paper_name = "RoBERTa-base-125M"
 
+
+@register
 class TeacherKD(Method):
     """``kd`` (Hinton et al. 2015): each model alone learns from labels and a fixed teacher,
 
@@ -154,6 +173,7 @@ class TeacherKD(Method):
     model (``TrainConfig.teacher_dir``) and must share the peers' tokenizer."""
 
     name = "kd"
+    paper_name = "KD"
     uses_teacher = True
 
     def loss(self, batch):
@@ -185,6 +205,7 @@ class ExitHead(nn.Module):
         return F.linear(x, self._embeddings[0].weight, self.bias)
 
 
+@register
 class SelfDistillation(Method):
     """``sd``: each model alone, with self-distillation from its deepest exit.
 
@@ -201,6 +222,7 @@ class SelfDistillation(Method):
     """
 
     name = "sd"
+    paper_name = "SD"
 
     def __init__(self, models, cfg, teacher=None, exits: Sequence[Sequence[int]] | None = None):
         super().__init__(models, cfg, teacher)
@@ -251,11 +273,13 @@ class SelfDistillation(Method):
             h.load_state_dict(s)
 
 
+@register
 class DML(Method):
     """``dml`` (deep mutual learning, Zhang et al. 2018): the inner loss of eq. 2 with fixed weights w
     (equal, 1/p, unless given), summed over the peers; no outer step."""
 
     name = "dml"
+    paper_name = "DML"
 
     def __init__(self, models, cfg, teacher=None, weights: Sequence[float] | torch.Tensor | None = None):
         super().__init__(models, cfg, teacher)
@@ -273,6 +297,8 @@ class DML(Method):
         """Eq. 2 on one micro-batch: (L1, ce [p], kl [p] = sum_j w_j K[j, i], and with ``teacher`` the
         KL each peer takes from the teacher). w is not validated here (that would read it back from the
         device at every micro-batch): it is checked where it changes, in :meth:`DWML.outer_step`."""
+        if self.cfg.published_kl:
+            return self._inner_published_kl(batch, teacher)
         logits, y = self._forward(batch)
         target = self._teacher_logits(batch) if teacher else None
         ce, K, kl_t = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
@@ -282,11 +308,43 @@ class DML(Method):
         total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
         return total, ce, kl, kl_t
 
+    def _inner_published_kl(self, batch, teacher: bool = False):
+        """:meth:`_inner` with the published code's KL scale (``train.published_kl``): CE (and a teacher's KL)
+        as usual, the peers' KL matrix summed over every non-padding position of the micro-batch, masked
+        or not, and divided by its number of rows. One forward pass: the LM head runs at every real
+        position and the CE reads the predicted ones from those rows."""
+        idx, rows = real_positions(batch)
+        at = torch.searchsorted(idx, prediction_index(batch))  # predicted positions within the real ones
+        full = [predicted_logits(m, {**batch, "pred_index": idx})[0] for m in self.models]
+        y = prediction_targets(batch)
+        target = self._teacher_logits(batch) if teacher else None
+        ce, _, kl_t = fused_ce_kl([z.index_select(0, at) for z in full], y, batch.get("token_weight"),
+                                  self.cfg.temperature, teacher_logits=target, pairs=False)
+        per_row = torch.full((idx.numel(),), 1.0 / rows, device=idx.device)
+        _, K, _ = fused_ce_kl(full, torch.zeros_like(idx), per_row, self.cfg.temperature, self.cfg.detach_targets)
+        w = self.weights.to(ce.dtype)
+        kl = w @ K
+        total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
+        return total, ce, kl, kl_t
+
     def loss(self, batch):
         total, ce, kl, _ = self._inner(batch)
         return total, {"ce": ce.detach(), "kl": kl.detach()}
 
 
+def real_positions(batch: dict) -> tuple[torch.Tensor, int]:
+    """The flat indices (row * width + col, ascending) of a batch's non-padding positions, and its rows."""
+    ids = batch["input_ids"]
+    if "segment_ids" in batch:
+        real = batch["segment_ids"] != 0
+    elif "attention_mask" in batch:
+        real = batch["attention_mask"] != 0
+    else:
+        real = torch.ones_like(ids, dtype=torch.bool)
+    return torch.nonzero(real.reshape(-1)).flatten(), int(ids.shape[0])
+
+
+@register
 class DWML(DML):
     """``dwml``: eq. 2 inner loss with weights w on the simplex, learned in an outer loop.
 
@@ -297,10 +355,18 @@ class DWML(DML):
     mirror-descent (exponentiated-gradient) step of size eta (eq. 4), which keeps w on the simplex."""
 
     name = "dwml"
+    paper_name = "DWML"
     learns_weights = True
 
     def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False):
-        from dwml.bilevel import hypergradient, mirror_descent_step
+        from dwml.bilevel import hypergradient, mirror_descent_step, published_outer_step
+
+        if self.cfg.published_hypergradient:  # the published code's step: a softmin of the dev CEs
+            g, w = published_outer_step(self.models, dev_batch, self.weights, eta, self.cfg.num_batches,
+                                        self.cfg.grad_clip)
+            validate_weights(w, "weights after the published outer step")
+            self.weights = w.detach()
+            return g.detach()
 
         # (hypergradient runs the peers in eval mode and restores them: see dwml.bilevel on dropout.)
         # reuse_grad: theta' from the .grad the loop's backward left (train.outer_grad='reuse').
@@ -316,6 +382,7 @@ class DWML(DML):
         return g.detach()
 
 
+@register
 class KDDWML(DWML):
     """``kd_dwml``: DWML with the teacher as one more, fixed, target in every peer's loss:
 
@@ -326,6 +393,7 @@ class KDDWML(DWML):
     step serves as is."""
 
     name = "kd_dwml"
+    paper_name = "KD_DWML"
     uses_teacher = True
 
     def loss(self, batch):
@@ -334,11 +402,6 @@ class KDDWML(DWML):
         return total, {"ce": ce.detach(), "kl": kl.detach(), "kl_teacher": kl_t.detach()}
 
 
-CLASSES = {"mlm": MLM, "sd": SelfDistillation, "kd": TeacherKD, "dml": DML, "dwml": DWML, "kd_dwml": KDDWML}
-
-
 def make_method(cfg: TrainConfig, models: Sequence[nn.Module], teacher: nn.Module | None = None, **kwargs) -> Method:
     """The strategy named by ``cfg.method`` over ``models`` (keyword arguments go to its constructor)."""
-    if cfg.method not in CLASSES:
-        raise ConfigError(f"train.method={cfg.method!r}: must be one of {', '.join(METHODS)}")
-    return CLASSES[cfg.method](models, cfg, teacher, **kwargs)
+    return method_class(cfg.method)(models, cfg, teacher, **kwargs)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-IGNORE_INDEX = -100  # labels that the masked-LM loss skips (Hugging Face's convention)
+from dwml.losses import IGNORE_INDEX
 
 # A clock the tests can replace, so the FLOP/s arithmetic can be checked against a known duration.
 _clock = time.perf_counter
@@ -597,3 +597,18 @@ def table9(records: Iterable[Mapping[str, Any]], baseline: str = "mlm",
     if paper is not None:
         df["paper_avg_util_pct"] = [paper.get(m, math.nan) for m in df["method"]]
     return df
+
+
+def table9_claims(table, method: str, device_kind: str) -> list[str]:
+    """The paper's two claims about ``method`` read off :func:`table9`'s output: which method used the device
+    least (``device_kind`` says what utilisation means here) and which trained longest, each with ``method``'s
+    own value; no lines when ``method`` was not measured."""
+    by = table.set_index("method")
+    if method not in by.index:
+        return []
+    lowest, longest = by["avg_util_pct"].idxmin(), by["train_time_min"].idxmax()
+    return [f"{device_kind} utilisation: lowest {lowest} ({by.loc[lowest, 'avg_util_pct']:.1f}%); "
+            f"{method} {by.loc[method, 'avg_util_pct']:.1f}% (paper: 43.2% on an H100)",
+            f"training time: longest {longest} ({by.loc[longest, 'train_time_min']:.2f} min); "
+            f"{method} {by.loc[method, 'train_time_min']:.2f} min, {by.loc[method, 'time_change_pct']:+.0f}% "
+            "against the baseline"]

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from dwml.stats import bootstrap_ci, macro_bootstrap, mcnemar_exact  # noqa: F401 (re-exported)
 
 # BLiMP's ``linguistics_term`` -> the paper's Table 6 column. BLiMP files its two animacy paradigms
 # (animate_subject_passive/trans) under 's-selection' but its paper counts them in argument structure.
@@ -61,38 +63,6 @@ def with_groups(results: pd.DataFrame) -> pd.DataFrame:
     group = group.where(df["suite"] != "ewok", df["task"].map(EWOK_DOMAINS).fillna(df["task"]))
     df["group"] = group.where(df["suite"] != "supplement", df["task"])
     return df
-
-
-# --------------------------------------------------------------------------------------------------
-# Intervals
-# --------------------------------------------------------------------------------------------------
-
-def bootstrap_ci(values, n: int = 1000, seed: int = 0, level: float = 0.95,
-                 stat: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat`` (the mean by default) over ``values``: ``n`` resamples of
-    the same size, drawn with replacement, with a fixed seed."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    if n < 1:
-        raise ValueError(f"n={n}: bootstrap needs at least one resample")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n, values.size))
-    stats = (stat or (lambda v: v.mean(axis=1)))(values[idx])
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def macro_bootstrap(correct: np.ndarray, tasks: np.ndarray, n: int = 1000, seed: int = 0) -> np.ndarray:
-    """``n`` bootstrap replicates of the macro accuracy (mean over tasks of each task's accuracy), pairs
-    resampled within each task: a task's resampled accuracy is Binomial(n_task, acc_task) / n_task."""
-    rng = np.random.default_rng(seed)
-    correct = np.asarray(correct, dtype=np.float64)
-    names, inverse = np.unique(np.asarray(tasks), return_inverse=True)
-    sizes = np.bincount(inverse, minlength=len(names))
-    acc = np.bincount(inverse, weights=correct, minlength=len(names)) / sizes
-    draws = rng.binomial(sizes[None, :], acc[None, :], size=(n, len(names))) / sizes[None, :]
-    return draws.mean(axis=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,16 +129,6 @@ def wide_table(results_by_model: Mapping[str, pd.DataFrame], suite: str = "blimp
 # --------------------------------------------------------------------------------------------------
 # Two models on the same pairs
 # --------------------------------------------------------------------------------------------------
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: under H0 the b + c discordant pairs split Binomial(b + c, 1/2)."""
-    from scipy.stats import binom
-
-    n = b + c
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2 * binom.cdf(min(b, c), n, 0.5)))
-
 
 def paired_test(correct_a, correct_b, n_boot: int = 1000, seed: int = 0) -> dict:
     """Compare two models on the *same* pairs (aligned arrays of right / wrong).

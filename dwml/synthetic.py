@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from dwml.io import atomic_dir
 
 GRAMMAR_VERSION = 5
 SG, PL = "sg", "pl"
@@ -737,9 +737,7 @@ def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_p
     if words <= 0:
         raise ValueError(f"words={words}: must be > 0")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "train").mkdir()
         (tmp / "dev").mkdir()
         (tmp / "pairs").mkdir()
@@ -754,12 +752,6 @@ def write_corpus(out_dir: str | Path, words: int = 1_000_000, seed: int = 0, n_p
         meta = {"grammar_version": GRAMMAR_VERSION, "words": words, "seed": seed, "n_pairs": n_pairs, "lexicon": lexicon,
                 "train_lines": len(train), "dev_lines": len(dev), "paradigms": list(PARADIGMS)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

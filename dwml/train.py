@@ -14,6 +14,10 @@ A run folder holds ``config.json``, ``metrics.jsonl`` (one line per logged step 
 ``checkpoint.pt`` (everything needed to continue bit for bit: models, optimisers, weights, batcher and RNG
 states, step, early-stopping state), and at the end ``peer_<i>/`` (``save_pretrained`` beside the
 tokenizer), ``summary.json`` and ``DONE``. Calling :func:`train` again on the folder continues the run.
+
+Under ``torchrun`` (``python -m dwml.train``, or ``train.nproc`` > 1 through ``dwml.experiments``) the same
+loop runs data parallel (``dwml.distributed``): ``train.batch_size`` is each rank's micro-batch, the run
+computes what one process with ``nproc`` times that micro-batch computes, and rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -30,13 +34,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dwml.bilevel import cosine_schedule
+from dwml import distributed as D
+from dwml.bilevel import across_ranks
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
-from dwml.methods import Method, make_method
+from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
@@ -65,6 +70,26 @@ def resolve_device(name: str, param: str = "train.device") -> torch.device:
     return dev
 
 
+def cosine_schedule(step: int, peak: float, minimum: float, warmup_iters: int, decay_iters: int) -> float:
+    """Linear warm-up then cosine decay (the shape of nanoGPT's learning-rate schedule), for both the
+    learning rate and the mirror-descent step eta of eq. 4.
+
+    ``step`` is the 0-based optimizer step. Steps 0..warmup_iters-1 rise linearly,
+    peak (step + 1) / (warmup_iters + 1); from ``warmup_iters`` to ``decay_iters`` a half cosine falls from
+    ``peak`` to ``minimum``; after ``decay_iters`` it stays at ``minimum`` (also when decay_iters <=
+    warmup_iters, i.e. there is no decay span)."""
+    if warmup_iters < 0 or decay_iters < 0:
+        raise ValueError(f"warmup_iters={warmup_iters!r}, decay_iters={decay_iters!r}: must be >= 0")
+    if not 0 <= minimum <= peak:
+        raise ValueError(f"minimum={minimum!r}, peak={peak!r}: the schedule needs 0 <= minimum <= peak")
+    if step < warmup_iters:
+        return peak * (step + 1) / (warmup_iters + 1)
+    if step >= decay_iters:
+        return minimum
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
+    return minimum + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - minimum)
+
+
 def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float, betas,
                    fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the modules' parameters, decaying matrices (linear and embedding weights) only:
@@ -90,7 +115,7 @@ def total_steps(cfg: Config) -> int:
 def tokens_per_step(cfg: Config) -> int:
     """Tokens of one optimizer step with ``data.packing='blocks'``; an upper bound with 'lines' and
     'packed' (utterances are shorter than a block)."""
-    return cfg.train.num_batches * cfg.train.batch_size * cfg.data.block_size
+    return cfg.train.num_batches * cfg.train.batch_size * cfg.train.nproc * cfg.data.block_size
 
 
 def architecture(models: Sequence[nn.Module]) -> list[list]:
@@ -158,20 +183,24 @@ def _set_rng_state(state: dict) -> None:
 class _Metrics:
     """Append-only JSONL; the checkpoint records its length so a resumed run drops the lines after it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write: bool = True):
         self.path = path
-        self.fh = open(path, "a", encoding="utf-8")
+        self.fh = open(path, "a", encoding="utf-8") if write else None  # ranks other than 0 write nothing
 
     def write(self, row: dict) -> None:
-        self.fh.write(json.dumps(row) + "\n")
-        self.fh.flush()
+        if self.fh is not None:
+            self.fh.write(json.dumps(row) + "\n")
+            self.fh.flush()
 
     def size(self) -> int:
+        if self.fh is None:
+            return 0
         self.fh.flush()
         return self.path.stat().st_size
 
     def close(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,8 +228,16 @@ class Trainer:
         self.cfg, self.corpus, self.progress = cfg, corpus, progress
         t = self.t = cfg.train
         self.run_dir = run_dir = project_path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = device = resolve_device(t.device)
+        ranks = D.env_ranks()
+        if t.nproc != ranks.world:
+            raise ConfigError(f"train.nproc={t.nproc} but {ranks.world} process(es) run: launch it with torchrun "
+                              f"--nproc_per_node {t.nproc} (python -m dwml.train) or through dwml.experiments")
+        # one process, or this rank of a torchrun launch (CUDA: the GPU of its LOCAL_RANK)
+        self.ranks, self.device = D.setup(resolve_device(t.device))
+        ranks, device = self.ranks, self.device
+        self.main = ranks.main  # rank 0 alone writes files
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         if not isinstance(t.mixed_precision, bool):  # 'auto': the run records what it resolved to
             cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, device)))
             t = self.t = cfg.train
@@ -217,6 +254,8 @@ class Trainer:
         # The corpus itself, not only its settings: a new grammar version or tokenizer under the same
         # profile must not reuse (or resume) a run trained on the old text.
         self.cfg_dict["corpus"] = corpus_identity(corpus)
+        if t.nproc == 1:  # one process: config.json and checkpoints as before the key existed (old runs resume)
+            self.cfg_dict["train"].pop("nproc")
         self.arch = architecture(models)
         self.finished = None
         if resume and (run_dir / DONE).is_file() and self.ckpt_path.is_file():
@@ -226,17 +265,21 @@ class Trainer:
             if check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=True) == "same":
                 self.finished = load_result(run_dir)
                 return
+            D.barrier(ranks)  # every rank has decided before rank 0 changes the folder
             warnings.warn(extension_note(self.ckpt_path, ck["config"], self.cfg_dict, ck["state"]), stacklevel=2)
-            (run_dir / DONE).unlink()
-            (run_dir / SUMMARY).unlink(missing_ok=True)
+            if self.main:
+                (run_dir / DONE).unlink()
+                (run_dir / SUMMARY).unlink(missing_ok=True)
         for cache in (corpus.train, corpus.dev):  # ids outside the vocabulary: caught here, naming the file
             cache.check_ids(min(m.config.vocab_size for m in models))
 
         torch.manual_seed(t.seed)
+        if ranks.rank > 0:  # dropout draws of its own on each rank (rank 0 keeps a single process's stream)
+            torch.manual_seed(t.seed + 7919 * ranks.rank)
         self.models = models = [m.to(device).train() for m in models]
         if t.dropout is not None:
             set_dropout(models, t.dropout)
-        if teacher is None and t.method in ("kd", "kd_dwml"):
+        if teacher is None and method_class(t.method).uses_teacher:
             teacher = load_teacher(t.teacher_dir, device)
         elif teacher is not None:
             teacher = teacher.to(device)
@@ -249,11 +292,15 @@ class Trainer:
                            for i in range(self.method.p)]
         # Three streams of training/dev batches with their own generators: the inner loop's, and the outer
         # step's fresh train and dev micro-batches (so adding outer steps does not shift the inner batches).
-        self.batchers = {"train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed),
-                         "outer_train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 1),
-                         "outer_dev": corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed + 2)}
+        # On N ranks each draws the global micro-batch of N x batch_size and keeps its rows (dwml.distributed).
+        shard = (ranks.rank, ranks.world)
+        self.batchers = {"train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed, shard=shard),
+                         "outer_train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 1, shard=shard),
+                         "outer_dev": corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed + 2, shard=shard)}
+        # Rank 0 alone evaluates, on the dev batches one process with the global micro-batch would use.
         self.eval_batches = [self.to_device(b) for b in
-                             corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed).fixed_batches(t.eval_batches)]
+                             corpus.batcher("dev", cfg.data, t.batch_size * ranks.world, seed=t.seed)
+                             .fixed_batches(t.eval_batches)] if self.main else []
         self.n_steps = total_steps(cfg)
         self.state = {"step": 0, "tokens": 0, "best": math.inf, "bad_evals": 0, "stopped_early": False,
                       "elapsed": 0.0}
@@ -270,20 +317,27 @@ class Trainer:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if t.mixed_precision and device.type in ("cuda", "cpu") else contextlib.nullcontext())
         if resume and self.ckpt_path.is_file():
-            self.restore(read_checkpoint(self.ckpt_path))
+            ck = read_checkpoint(self.ckpt_path)
+            D.barrier(ranks)  # every rank has read it before rank 0 writes again
+            self.restore(ck)
         else:
-            for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
-                (run_dir / name).unlink(missing_ok=True)
-            atomic_write_json(run_dir / CONFIG, self.cfg_dict)
-            self.metrics = _Metrics(self.metrics_path)
+            D.barrier(ranks)
+            if self.main:
+                for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
+                    (run_dir / name).unlink(missing_ok=True)
+                atomic_write_json(run_dir / CONFIG, self.cfg_dict)
+            self.metrics = _Metrics(self.metrics_path, write=self.main)
             self.evaluate()  # step 0: the peers at initialisation
+        # After the restore: DDP broadcasts rank 0's parameters, the same on every rank anyway.
+        self.ddp = D.wrap_peers(self.method, ranks, device)
 
     # ---- set-up and restore ---------------------------------------------------------------------
 
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state."""
         check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=False)
-        atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)  # config.json: the run that goes on
+        if self.main:
+            atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)  # config.json: the run that goes on
         for m, sd in zip(self.models, ck["models"]):
             m.load_state_dict(sd)
         for opt, sd in zip(self.optimizers, ck["optimizers"]):
@@ -291,18 +345,24 @@ class Trainer:
         self.method.load_state_dict(ck["method"])
         for name, b in self.batchers.items():
             b.load_state_dict(ck["batchers"][name])
-        _set_rng_state(ck["rng"])
+        _set_rng_state(ck["rng_ranks"][self.ranks.rank] if self.ranks.active else ck["rng"])
         self.state.update(ck["state"])
-        with open(self.metrics_path, "r+b") as fh:  # drop what was logged after the checkpoint: it is redone
-            fh.truncate(ck["metrics_bytes"])
-        self.metrics = _Metrics(self.metrics_path)
+        if self.main:
+            with open(self.metrics_path, "r+b") as fh:  # drop what was logged after the checkpoint: it is redone
+                fh.truncate(ck["metrics_bytes"])
+        self.metrics = _Metrics(self.metrics_path, write=self.main)
 
     def save_checkpoint(self) -> None:
+        """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream)."""
+        rng = _rng_state()
+        extra = {"rng_ranks": D.gather_objects(rng, self.ranks)} if self.ranks.active else {}
+        if not self.main:
+            return
         atomic_torch_save(self.ckpt_path, {
             "config": self.cfg_dict, "architecture": self.arch, "models": [m.state_dict() for m in self.models],
             "optimizers": [o.state_dict() for o in self.optimizers], "method": self.method.state_dict(),
-            "batchers": {k: b.state_dict() for k, b in self.batchers.items()}, "rng": _rng_state(),
-            "state": dict(self.state), "metrics_bytes": self.metrics.size()})
+            "batchers": {k: b.state_dict() for k, b in self.batchers.items()}, "rng": rng,
+            "state": dict(self.state), "metrics_bytes": self.metrics.size(), **extra})
 
     # ---- one step ---------------------------------------------------------------------------------
 
@@ -333,10 +393,19 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss_sum, sums = None, {}
-        for batch in chunks:
-            with self.autocast:
-                loss, parts = self.method.loss(batch)
-            (loss / nb).backward()
+        for k, batch in enumerate(chunks):
+            if self.ddp is None:
+                with self.autocast:
+                    loss, parts = self.method.loss(batch)
+                (loss / nb).backward()
+            else:
+                # This rank's share of the global mean (its tokens weigh 1/n_global), times N: DDP's average
+                # over ranks is then the global mean's gradient. Gradients are all-reduced at the last chunk.
+                sync = contextlib.nullcontext() if k == len(chunks) - 1 else self.ddp.no_sync()
+                with sync:
+                    with self.autocast:
+                        loss, parts = self.ddp(batch)
+                    (loss * (self.ranks.world / nb)).backward()
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             for k, v in parts.items():
                 sums[k] = v.float() if k not in sums else sums[k] + v.float()
@@ -353,6 +422,8 @@ class Trainer:
         names = list(parts)
         flat = torch.cat([loss.float().reshape(1)] + [parts[k].reshape(-1) for k in names]
                          + [torch.stack(norms).float().to(dev)]).cpu().tolist()
+        if self.ranks.active:
+            flat = self._across_ranks(flat, names, parts)
         host = {"loss": flat[0]}
         at = 1
         for k in names:
@@ -374,13 +445,39 @@ class Trainer:
     def _kept(self) -> str:
         return checkpoint_note(self.ckpt_path)
 
+    def _across_ranks(self, flat: list[float], names: list[str], parts: dict) -> list[float]:
+        """Every rank's loss and parts (each a share of the global mean) gathered, checked and summed: a
+        non-finite value on any rank stops every rank with the same error, naming step, peer and rank,
+        before anything is updated. The gradient norms, taken after DDP's all-reduce, are the same everywhere."""
+        n_loss = 1 + sum(parts[k].numel() for k in names)
+        rows = D.gather_rows(flat[:n_loss], self.ranks, self.device)
+        step, at = self.state["step"] + 1, 1
+        for k in names:
+            for r, row in enumerate(rows):
+                vals = row[at:at + parts[k].numel()]
+                bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+                if bad:
+                    raise FloatingPointError(f"step {step}, peer {bad[0]}, rank {r}: non-finite training loss "
+                                             f"({k} = {vals[bad[0]]}); every rank stopped before updating; "
+                                             f"{self._kept()}")
+            at += parts[k].numel()
+        return [sum(col) for col in zip(*rows)] + flat[n_loss:]
+
     def outer_step(self, train_batch: dict, lr: float, eta: float) -> torch.Tensor | None:
         """The outer mirror-descent step on w (eq. 3, 4) with a fresh dev micro-batch; ``train_batch`` is
         the step's own last micro-batch ('reuse': theta' from the .grad just accumulated) or a fresh one
         ('recompute', after the update)."""
+        if self.t.published_hypergradient:  # the published code: one step on each of num_batches dev batches
+            for _ in range(self.t.num_batches):
+                g = self.method.outer_step(train_batch, self.to_device(self.batchers["outer_dev"].next_batch()), lr, eta)
+            return g
         dev_batch = self.to_device(self.batchers["outer_dev"].next_batch())
-        with self.autocast:
-            return self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
+        sums = D.RankSums(self.ranks) if self.ranks.active else None
+        with self.autocast, across_ranks(sums):
+            g = self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
+        if self.method.weights is not None:  # the same on every rank by construction; checked, it is cheap
+            D.check_same(self.method.weights, f"step {self.state['step'] + 1}: the weights w", self.ranks)
+        return g
 
     def clip_and_step(self, grads: list, norms: list) -> None:
         """Each peer's own gradient clipping (with the norms :meth:`check` took), then its AdamW."""
@@ -408,6 +505,8 @@ class Trainer:
         step = self.state["step"]  # 0-based index of the step being taken; logged as step + 1
         lr, eta = self.schedule(step)
         chunks, last, real, positions = self.next_batches()
+        if self.ranks.active:  # the step's tokens on all ranks
+            real, positions = (int(v) for v in D.sum_counts([real, positions], self.ranks, self.device))
         loss, parts = self.accumulate(chunks)
         grads, norms, host = self.check(loss, parts)
         hyper = None
@@ -427,7 +526,8 @@ class Trainer:
         dt = time.perf_counter() - t0
         self.state["elapsed"] += dt
         row = {"kind": "train", "step": self.state["step"], "tokens": self.state["tokens"], "lr": lr, "eta": eta,
-               "w": _weights(self.method), **host, "tokens_per_s": real / dt, "real_fraction": real / positions,
+               "w": _weights(self.method), **host, "tokens_per_step": real, "tokens_per_s": real / dt,
+               "real_fraction": real / positions,
                "elapsed_s": self.state["elapsed"]}
         if hyper is not None:
             row["hypergrad"] = hyper.tolist()
@@ -453,11 +553,13 @@ class Trainer:
 
     def evaluate(self) -> float:
         """Per-peer dev CE and the dev ensemble loss on the fixed dev batches, logged; returns the latter."""
+        if not self.main:  # rank 0's loss decides early stopping on every rank
+            return D.broadcast_float(math.nan, self.ranks, self.device)
         with self.autocast:
             out = self.method.eval_losses(self.eval_batches)
         self.metrics.write({"kind": "eval", "step": self.state["step"], "tokens": self.state["tokens"],
                             "w": _weights(self.method), **out})
-        return out["dev_ensemble"]
+        return D.broadcast_float(out["dev_ensemble"], self.ranks, self.device)
 
     def fit(self, max_steps: int | None = None) -> TrainResult:
         """Run to the end (or stop after ``max_steps`` steps in all, leaving a checkpoint), then save."""
@@ -484,7 +586,12 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> TrainResult:
-        return _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
+        if not self.main:
+            D.barrier(self.ranks)  # rank 0 has saved the peers
+            return TrainResult(self.run_dir, _weights(self.method), read_metrics(self.run_dir), done=True)
+        result = _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
+        D.barrier(self.ranks)
+        return result
 
 
 def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path, teacher: nn.Module | None = None,
@@ -535,3 +642,10 @@ def load_result(run_dir: str | Path) -> TrainResult:
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
 
+
+if __name__ == "__main__":  # python -m dwml.train ... (the command line lives in dwml.train_cli)
+    import sys
+
+    from dwml.train_cli import main
+
+    sys.exit(main())

@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dwml import data as D
-from dwml import synthetic
 from dwml.config import Config
+from dwml.data import corpus_stats, decode_cache, describe_batch, normalize, prepare_corpus, read_corpus, tokenizer_stats
 from dwml.io import project_path
 from dwml.plots import save_table, set_style
 from dwml.plots.data import plot_token_lengths
+from dwml import synthetic
 
 set_style()
 cfg = Config.from_dict(data=data)
-prep = D.prepare_corpus(cfg.data)
+prep = prepare_corpus(cfg.data)
 tok = prep.tokenizer
 print("corpus folder:", prep.corpus_dir)
 print("tokenizer:", prep.tokenizer_dir, "| vocab:", len(tok))
@@ -43,8 +43,8 @@ print("tokenizer:", prep.tokenizer_dir, "| vocab:", len(tok))
 # Lines, words and word types per source file, for the training and dev splits.
 
 # %%
-stats = D.corpus_stats(prep.corpus_dir, "train", cfg.data.drop_markers).assign(split="train")
-stats_dev = D.corpus_stats(prep.corpus_dir, "dev", cfg.data.drop_markers).assign(split="dev")
+stats = corpus_stats(prep.corpus_dir, "train", cfg.data.drop_markers).assign(split="train")
+stats_dev = corpus_stats(prep.corpus_dir, "dev", cfg.data.drop_markers).assign(split="dev")
 corpus_table = pd.concat([stats, stats_dev], ignore_index=True)
 corpus_table
 
@@ -55,9 +55,9 @@ corpus_table
 # back to the normalised corpus, line for line.
 
 # %%
-tok_table = D.tokenizer_stats(prep, cfg.data)
+tok_table = tokenizer_stats(prep, cfg.data)
 print(tok_table.to_string(index=False))
-roundtrip = D.decode_cache(prep.dev, tok) == [D.normalize(tok, l) for l in D.read_corpus(prep.corpus_dir, "dev", cfg.data.drop_markers)]
+roundtrip = decode_cache(prep.dev, tok) == [normalize(tok, l) for l in read_corpus(prep.corpus_dir, "dev", cfg.data.drop_markers)]
 print("dev cache decodes back to the normalised corpus:", roundtrip)
 assert roundtrip
 
@@ -76,7 +76,7 @@ fig = plot_token_lengths(prep.train.tokens, tok)
 # %%
 batcher = prep.batcher("train", cfg.data, batch_size=2, seed=seeds[0])
 batch = batcher.next_batch()
-for row in D.describe_batch(batch, tok, max_tokens=60):
+for row in describe_batch(batch, tok, max_tokens=60):
     print(row, "\n")
 
 # %% [markdown]
@@ -92,17 +92,17 @@ if cfg.data.corpus == "synthetic":
 
 # %% [markdown]
 # ## What word statistics alone decide
-# Word n-gram models counted on the training text (`dwml.baselines`: interpolated absolute discounting)
+# Word n-gram models counted on the training text (`dwml.ngrams`: interpolated absolute discounting)
 # score the same pairs. A paradigm that the unigram model (word frequency) already gets right says little
 # about learned grammar; one that the trigram model gets right needs only local context. A tie (the same
 # words in another order, under the unigram model) counts as wrong, as it does for the masked LMs.
 
 # %%
 if cfg.data.corpus == "synthetic":
-    from dwml.baselines import ngram_accuracy_table, ngram_pair_scores
+    from dwml.ngrams import ngram_accuracy_table, ngram_pair_scores
     from dwml.evaluate import load_synthetic
 
-    ngram = ngram_accuracy_table(ngram_pair_scores(D.read_corpus(prep.corpus_dir, "train"), load_synthetic(prep.corpus_dir)))
+    ngram = ngram_accuracy_table(ngram_pair_scores(read_corpus(prep.corpus_dir, "train"), load_synthetic(prep.corpus_dir)))
     save_table(ngram.reset_index(names="paradigm"), figures_dir, "table_ngram_baselines", floatfmt=".1f")
     display(ngram.round(1))
 
@@ -114,9 +114,9 @@ if cfg.data.corpus == "synthetic":
 # %%
 if compare_corpus and project_path(compare_corpus).is_dir():
     real_cfg = Config.from_dict(data={**data, "corpus": compare_corpus})
-    real = D.prepare_corpus(real_cfg.data)
-    print(D.corpus_stats(real.corpus_dir, "train").to_string(index=False))
-    real_tok = D.tokenizer_stats(real, real_cfg.data)
+    real = prepare_corpus(real_cfg.data)
+    print(corpus_stats(real.corpus_dir, "train").to_string(index=False))
+    real_tok = tokenizer_stats(real, real_cfg.data)
     print(real_tok.to_string(index=False))
     if not profile.startswith("ci"):
         save_table(real_tok, figures_dir, "table_tokenizer_stats_aochildes", floatfmt=".3f")

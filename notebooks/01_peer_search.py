@@ -29,12 +29,12 @@ import dataclasses
 
 import pandas as pd
 
-from dwml import search as S
-from dwml.model import build_peers
 from dwml.config import Config, SearchConfig
 from dwml.io import project_path
+from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.search import plot_peer_shapes, plot_search_convergence
+from dwml.search import compare_table, load_peers, peer_table, peer_targets, run_search, save_peers, teacher_params
 
 set_style()
 cfg = Config.from_dict(data=data, search=search)
@@ -47,9 +47,9 @@ settings = {
     f"ours: vocab {cfg.data.vocab_size:,}": (cfg.search, cfg.data.vocab_size, cfg.data.block_size + 2),
 }
 for label, (sc, vocab, positions) in settings.items():
-    n = S.teacher_params(vocab, sc.teacher_layers, sc.teacher_hidden, sc.teacher_heads, positions)
+    n = teacher_params(vocab, sc.teacher_layers, sc.teacher_hidden, sc.teacher_heads, positions)
     print(f"{label}: teacher {sc.teacher_layers} layers x {sc.teacher_hidden} hidden x {sc.teacher_heads} heads "
-          f"= {n:,} parameters; targets {[f'{t / 1e6:.2f}M' for t in S.peer_targets(n, sc.num_peers)]}")
+          f"= {n:,} parameters; targets {[f'{t / 1e6:.2f}M' for t in peer_targets(n, sc.num_peers)]}")
 
 # %% [markdown]
 # ## Bayesian and exhaustive search, side by side
@@ -60,11 +60,11 @@ for label, (sc, vocab, positions) in settings.items():
 results, tables = {}, []
 for label, (sc, vocab, positions) in settings.items():
     for method in ("bayes", "exhaustive"):
-        peers, meta = S.run_search(sc, vocab, positions, method=method, progress=True,
+        peers, meta = run_search(sc, vocab, positions, method=method, progress=True,
                                    head_dim_multiple=search_head_dim_multiple)
         results[label, method] = (peers, meta)
-    tables.append(S.compare_table(S.peer_table(results[label, "bayes"][0], setting=label),
-                                  S.peer_table(results[label, "exhaustive"][0], setting=label)))
+    tables.append(compare_table(peer_table(results[label, "bayes"][0], setting=label),
+                                  peer_table(results[label, "exhaustive"][0], setting=label)))
 table = pd.concat(tables, ignore_index=True)
 save_table(table, figures_dir, "table_peer_search", floatfmt=".3f")
 table
@@ -93,7 +93,7 @@ save_figure(fig, figures_dir, "figure_peer_search_convergence")
 # and the count does not depend on the number of heads, so peers differ mainly because their targets do.
 
 # %%
-shape_table = pd.concat([S.peer_table(results[k, m][0], vocab=settings[k][1]) for k in settings
+shape_table = pd.concat([peer_table(results[k, m][0], vocab=settings[k][1]) for k in settings
                          for m in ("bayes", "exhaustive")], ignore_index=True)
 teachers = {vocab: (sc.teacher_hidden, sc.teacher_layers) for sc, vocab, _ in settings.values()}
 fig = plot_peer_shapes(shape_table, teachers)
@@ -107,8 +107,8 @@ save_figure(fig, figures_dir, "figure_peer_shapes")
 # %%
 ours = list(settings)[1]
 peers, meta = results[ours, cfg.search.method]
-path = S.save_peers(project_path(run_root) / "peers.json", peers, meta)
-models = build_peers(*S.load_peers(path))
+path = save_peers(project_path(run_root) / "peers.json", peers, meta)
+models = build_peers(*load_peers(path))
 for arch, model in zip(peers, models):
     built = sum(p.numel() for p in model.parameters())
     assert built == arch.params, (built, arch)

@@ -47,13 +47,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dwml import search as S
-from dwml.model import build_peers
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.io import project_path
+from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
-from dwml.plots.training import peer_table, plot_dev_ce, plot_kl, plot_weights
+from dwml.plots.training import peer_dev_table, plot_dev_ce, plot_kl, plot_weights
+from dwml.search import ensure_peers
 from dwml.train import train as train_peers
 
 PUBLISHED_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
@@ -69,7 +69,7 @@ print("corpus:", prep.corpus_dir, "| vocab:", len(prep.tokenizer), "| train toke
 # runs here with the profile's settings.
 
 # %%
-archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
+archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
 names = [f"peer {i + 1} ({a.params / 1e6:.2f}M)" for i, a in enumerate(archs)]
 pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden": a.hidden_size,
                "params": a.params} for n, a in zip(names, archs)])
@@ -122,7 +122,7 @@ save_figure(fig, figures_dir, "figure_kl")
 # ## Final dev loss, perplexity and weight of each peer
 
 # %%
-table = peer_table(history, names, extra={"params": [a.params for a in archs]})
+table = peer_dev_table(history, names, extra={"params": [a.params for a in archs]})
 table["published_weight"] = PUBLISHED_WEIGHTS[: len(table)] + [float("nan")] * max(0, len(table) - len(PUBLISHED_WEIGHTS))
 save_table(table, figures_dir, "table_bilevel_peers", floatfmt=".4f")
 # Every peer must have learned: its dev CE well below its value at initialisation (ln V is chance).

@@ -32,6 +32,7 @@ max_pairs_per_task = 100
 glue_tasks = []
 curve_steps = [100, 175]
 curve_pairs_per_task = 50
+baseline_published_bugs = False
 
 # %%
 import pandas as pd
@@ -178,6 +179,36 @@ t1
 fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), baseline_methods,
                    paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")
+
+# %% [markdown]
+# ## Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
+# Each method's best peer per seed, seeds pooled, with the paper's column acronyms; every cell with its
+# 95% bootstrap interval and tie rate in the `_intervals` table. Written only for the profiles that score
+# BLiMP, the supplement or EWoK (the synthetic suite has no such tables).
+
+# %%
+group_tables = X.per_group_tables(scores, figures_dir)
+if group_tables:
+    print(X.PAPER_GROUPS_MISSING)
+for name, table in group_tables.items():
+    print(name)
+    display(table)
+
+# %% [markdown]
+# ## What each published bug costs
+# DWML corrected, against DWML with each bug of the published code switched on alone and all together
+# (`dwml.config`: `data.published_token_file`, `train.published_hypergradient`, `train.published_kl`), on
+# the same seeds and peers. The difference is in points against the corrected run (against the corrected
+# run on random blocks for the token file, whose stream has no utterances left), with a 95% paired
+# bootstrap interval over pairs and, with two or more seeds, a paired t-interval over seeds.
+
+# %%
+bug_table = None
+if baseline_published_bugs:
+    bug_scores = X.published_bug_runs(sections, archs, meta, seeds, run_root, pairs, cfg.eval)
+    bug_table = X.published_bug_table(bug_scores)
+    save_table(bug_table, figures_dir, "table_published_bugs", floatfmt=".2f")
+bug_table
 
 # %% [markdown]
 # ## Verdicts

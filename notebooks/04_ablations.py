@@ -34,33 +34,21 @@ ablation_alphas = [0.3, 0.5, 0.7]
 ablation_published_lr = {"learning_rate": 0.05, "min_lr": 0.005}
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dwml import experiments as X
+from dwml import experiments
 from dwml.plots import save_figure, save_table, set_style
-from dwml.plots.experiments import plot_study
+from dwml.plots.experiments import plot_size_weight, plot_study
 
 set_style()
-study = X.setup(data, search, train, run_root, suites, max_pairs_per_task)
-sections, cfg, prep, archs, meta, pairs = (study.sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
-paper = X.published("figure2")
+study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task)
+cfg, archs = study.cfg, study.archs
+paper = experiments.published("figure2")
 p_all = len(archs)
 base_alpha = cfg.train.loss_alpha
-
-
-def run_and_score(method="dwml", tag="", **kw):
-    """Train (or reuse) the run of every seed and return its per-pair scores and results."""
-    out, results = [], {}
-    for seed in seeds:
-        res = X.train_run(sections, prep, archs, meta, method, seed, run_root, tag=tag, **kw)
-        results[seed] = res
-        out.append(X.score_run(res, pairs, cfg.eval))
-    return pd.concat(out, ignore_index=True), results
-
-
-base_scores, base_results = run_and_score()
+# Every seed's run of a method (trained, or reused when finished), scored: (per-pair scores, seed -> result).
+base_scores, base_results = experiments.run_and_score(study, "dwml", seeds, run_root)
 
 # %% [markdown]
 # ## 1 · Number of peers (Figure 2a)
@@ -68,10 +56,10 @@ base_scores, base_results = run_and_score()
 # %%
 frames = []
 for k in ablation_peers:
-    sc = base_scores if k == p_all else run_and_score(tag=f"p{k}", num_peers=k)[0]
+    sc = base_scores if k == p_all else experiments.run_and_score(study, "dwml", seeds, run_root, tag=f"p{k}", num_peers=k)[0]
     frames.append(sc.assign(num_peers=k))
 peers_scores = pd.concat(frames, ignore_index=True)
-t_peers = X.ablation_table(peers_scores, "num_peers")
+t_peers = experiments.ablation_table(peers_scores, "num_peers")
 save_table(t_peers, figures_dir, "table_ablation_peers", floatfmt=".2f")
 t_peers
 
@@ -84,10 +72,10 @@ save_figure(plot_study(t_peers, "num_peers", "Number of peers (DWML)", paper[pap
 # %%
 frames = []
 for a in ablation_alphas:
-    sc = base_scores if a == base_alpha else run_and_score(tag=f"a{a}", train_overrides={"loss_alpha": a})[0]
+    sc = base_scores if a == base_alpha else experiments.run_and_score(study, "dwml", seeds, run_root, tag=f"a{a}", train_overrides={"loss_alpha": a})[0]
     frames.append(sc.assign(alpha=a))
 alpha_scores = pd.concat(frames, ignore_index=True)
-t_alpha = X.ablation_table(alpha_scores, "alpha")
+t_alpha = experiments.ablation_table(alpha_scores, "alpha")
 save_table(t_alpha, figures_dir, "table_ablation_alpha", floatfmt=".2f")
 save_figure(plot_study(t_alpha, "alpha", "a in eq. 2 (DWML)", paper[paper["panel"] == "b_alpha"]), figures_dir, "figure2b_alpha")
 t_alpha
@@ -97,10 +85,10 @@ t_alpha
 # DML is eq. 2 with w fixed at 1/p and no outer loop: the same peers, data and steps as DWML.
 
 # %%
-dml_scores, _ = run_and_score("dml")
+dml_scores, _ = experiments.run_and_score(study, "dml", seeds, run_root)
 dyn_scores = pd.concat([base_scores.assign(weights="learned (dwml)"), dml_scores.assign(weights="fixed (dml)")],
                        ignore_index=True)
-t_dyn = X.ablation_table(dyn_scores, "weights")
+t_dyn = experiments.ablation_table(dyn_scores, "weights")
 save_table(t_dyn, figures_dir, "table_ablation_weights", floatfmt=".2f")
 save_figure(plot_study(t_dyn, "weights", "Dynamic against fixed weights"), figures_dir, "figure_ablation_weights")
 t_dyn
@@ -113,25 +101,13 @@ t_dyn
 
 # %%
 params = {i + 1: a.params for i, a in enumerate(archs)}
-r = X.pearson_by_seed(base_scores, {s: res.weights for s, res in base_results.items()}, params)
-summary = pd.DataFrame([{"quantity": c, **dict(zip(["mean", "ci_low", "ci_high"], X.r_interval(r[c].dropna()) if r[c].notna().any() else (np.nan,) * 3))}
+r = experiments.pearson_by_seed(base_scores, {s: res.weights for s, res in base_results.items()}, params)
+summary = pd.DataFrame([{"quantity": c, **dict(zip(["mean", "ci_low", "ci_high"], experiments.r_interval(r[c].dropna()) if r[c].notna().any() else (np.nan,) * 3))}
                         for c in ("r_size_accuracy", "r_weight_accuracy")])
 save_table(pd.concat([r.astype({"seed": str}), summary.rename(columns={"quantity": "seed"})], ignore_index=True),
            figures_dir, "table_ablation_size", floatfmt=".3f")
-seeded = X.per_seed(base_scores, keys=("peer",)).groupby(["seed", "peer"])["accuracy"].mean().reset_index()
-seeded["params"] = seeded["peer"].map(params)
-seeded["weight"] = [base_results[s].weights[p - 1] for s, p in zip(seeded["seed"], seeded["peer"])]
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-for ax, x, label in ((axes[0], "params", "parameters"), (axes[1], "weight", "learned weight w")):
-    for seed, part in seeded.groupby("seed"):
-        ax.plot(part[x], part["accuracy"], marker="o", label=f"seed {seed}")
-    ax.set_xlabel(label)
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7)
-ref = paper[paper["panel"] == "c_size"]
-axes[0].set_title(f"size (paper: {', '.join(ref[ref['metric'] == 'average_accuracy']['setting'])} peers)")
-axes[1].set_title("weight (paper: R = 0.7, weights 0.2484-0.2511)")
-save_figure(fig, figures_dir, "figure2c_size_weight")
+points = experiments.size_weight_points(base_scores, {s: res.weights for s, res in base_results.items()}, params)
+save_figure(plot_size_weight(points, paper[paper["panel"] == "c_size"]), figures_dir, "figure2c_size_weight")
 r
 
 # %% [markdown]
@@ -140,11 +116,11 @@ r
 # transformers of this size. Everything else equal, here is what it does.
 
 # %%
-lr_scores, lr_results = run_and_score(tag="publishedlr", train_overrides=ablation_published_lr)
+lr_scores, lr_results = experiments.run_and_score(study, "dwml", seeds, run_root, tag="publishedlr", train_overrides=ablation_published_lr)
 base_lr = f"lr {cfg.train.learning_rate:g}"
 lr_all = pd.concat([base_scores.assign(schedule=base_lr),
                     lr_scores.assign(schedule=f"lr {ablation_published_lr['learning_rate']:g}")], ignore_index=True)
-t_lr = X.ablation_table(lr_all, "schedule")
+t_lr = experiments.ablation_table(lr_all, "schedule")
 dev = pd.DataFrame([{"schedule": label, "seed": s, "final_dev_ce": float(np.mean(res.summary["final_dev_ce"]))}
                     for label, results in ((f"lr {cfg.train.learning_rate:g}", base_results),
                                            (f"lr {ablation_published_lr['learning_rate']:g}", lr_results))
@@ -162,10 +138,10 @@ dev.groupby("schedule")["final_dev_ce"].describe()
 
 # %%
 claims = pd.concat([
-    X.ablation_differences(peers_scores, "num_peers", p_all).assign(claim="(a) the number of peers matters little"),
-    X.ablation_differences(alpha_scores, "alpha", base_alpha).assign(claim="(b) a = 0.5 balances labels and peers best"),
-    X.ablation_differences(dyn_scores, "weights", "learned (dwml)").assign(claim="learned weights beat fixed equal ones"),
-    X.ablation_differences(lr_all, "schedule", base_lr).assign(claim="the published lr against a conventional one"),
+    experiments.ablation_differences(peers_scores, "num_peers", p_all).assign(claim="(a) the number of peers matters little"),
+    experiments.ablation_differences(alpha_scores, "alpha", base_alpha).assign(claim="(b) a = 0.5 balances labels and peers best"),
+    experiments.ablation_differences(dyn_scores, "weights", "learned (dwml)").assign(claim="learned weights beat fixed equal ones"),
+    experiments.ablation_differences(lr_all, "schedule", base_lr).assign(claim="the published lr against a conventional one"),
 ], ignore_index=True)
 claims["value"] = claims["value"].astype(str)
 claims["reference"] = claims["reference"].astype(str)

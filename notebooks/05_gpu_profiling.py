@@ -27,7 +27,7 @@
 # `kd_dwml` is the teacher of `profiling_teacher_dir` if given, else a freshly initialised model of the
 # teacher's shape: its weights do not change what a step costs.
 #
-# On a GPU, `python -m dwml.notebooks --profile gpu 05_gpu_profiling` runs this notebook at the paper's
+# On a GPU, `python -m dwml.runner --profile gpu 05_gpu_profiling` runs this notebook at the paper's
 # shapes (a RoBERTa-base-shaped model, 4 peers, micro-batches of 3 x 512, bf16); `figures/gpu/` holds one
 # such run on an NVIDIA H200, and its README says how it was made.
 
@@ -48,24 +48,20 @@ profiling_methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
 profiling_teacher_dir = ""
 
 # %%
-import json
-import shutil
-
 import pandas as pd
 import torch
 
-from dwml import experiments as X
+from dwml import experiments
 from dwml import profiling as prof
-from dwml import search as S
 from dwml.config import Config
 from dwml.data import prepare_corpus
-from dwml.io import atomic_write_json, project_path
-from dwml.methods import make_method
-from dwml.model import build_peers, predicted_logits, prediction_targets
+from dwml.io import project_path
+from dwml.methods import METHODS, method_class
+from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.profiling import plot_cost, plot_utilisation
+from dwml.search import ensure_peers
 from dwml.train import load_teacher, resolve_device
-from dwml.train import train as train_models
 
 set_style()
 # The same budget for every method: profiling_steps optimizer steps, one evaluation at the end, no early
@@ -76,8 +72,8 @@ cfg = Config.from_dict(data=data, search=search, train=budget)
 device = resolve_device(cfg.train.device)
 prep = prepare_corpus(cfg.data)
 vocab = len(prep.tokenizer)
-archs, meta = S.ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2)
-teacher_arch = X.teacher_arch(meta)  # the single-model baseline: the teacher-sized mlm model
+archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2)
+teacher_arch = experiments.teacher_arch(meta)  # the single-model baseline: the teacher-sized mlm model
 on_gpu = device.type == "cuda"
 device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
 print("device:", device_name, "| peers:", [a.params for a in archs], "| budget:", profiling_steps, "steps of",
@@ -92,22 +88,10 @@ if not on_gpu:
 # count uses that loss and the closed form puts the head on the labelled positions.
 
 # %%
-def masked_loss(model, batch):
-    logits, _ = predicted_logits(model, batch)
-    return torch.nn.functional.cross_entropy(logits, prediction_targets(batch))
-
-
-def build(archs_, seed):
-    torch.manual_seed(seed)
-    return [m.to(device) for m in build_peers(archs_, meta)]
-
-
 peer_names = [f"peer {i + 1}" for i in range(len(archs))]
-flops_table = prof.flops_per_peer(build(archs, 0), cfg.train.batch_size, cfg.data.block_size,
-                                  cfg.data.mlm_probability, loss_fn=masked_loss, head="labels", names=peer_names)
-teacher_flops = prof.flops_per_peer(build([teacher_arch], 0), cfg.train.batch_size, cfg.data.block_size,
-                                    cfg.data.mlm_probability, loss_fn=masked_loss, head="labels", names=["baseline"])
-flops_table = pd.concat([teacher_flops, flops_table], ignore_index=True)
+peers_flops = experiments.peer_flops(archs, meta, cfg, peer_names, device)
+teacher_flops = experiments.peer_flops([teacher_arch], meta, cfg, ["baseline"], device)
+flops_table = pd.concat([teacher_flops, peers_flops], ignore_index=True)
 assert ((flops_table["ratio"] - 1).abs() < 0.10).all(), flops_table  # counted within 10% of the closed form
 print("counted / analytic:", flops_table["ratio"].round(4).tolist())
 flops_table
@@ -119,52 +103,19 @@ flops_table
 
 # %%
 teacher = None
-if {"kd", "kd_dwml"} & set(profiling_methods):
+if any(method_class(m).uses_teacher for m in profiling_methods):
+    torch.manual_seed(1)
     teacher = (load_teacher(profiling_teacher_dir, device) if profiling_teacher_dir
-               else build([teacher_arch], 1)[0].eval().requires_grad_(False))
-
-
-def measure(method, archs_):
-    out = project_path(run_root) / "profiling" / method
-    record_path = out / "record.json"
-    if record_path.is_file():
-        return json.loads(record_path.read_text()), pd.read_csv(out / "utilisation.csv")
-    run_dir = out / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_cfg = Config.from_dict(data=data, search=search, train={**budget, "method": method.replace("baseline", "mlm")})
-    models = build(archs_, seeds[0])
-    use_teacher = teacher if method in ("kd", "kd_dwml") else None
-    # The FLOPs of one micro-batch of the method (all its models, teacher forward, exit heads, KL terms),
-    # counted on a random batch before training; the outer steps of DWML come on top.
-    strategy = make_method(run_cfg.train, models, use_teacher)
-    batch = prof.random_mlm_batch(vocab, run_cfg.train.batch_size, cfg.data.block_size, cfg.data.mlm_probability, device)
-    method_flops, _ = prof.count_flops(lambda: strategy.loss(batch)[0].backward())
-    for m in models:
-        m.zero_grad(set_to_none=True)
-    with prof.UtilizationSampler(profiling_interval_s, device) as sampler:
-        result = train_models(run_cfg, prep, models, run_dir, teacher=use_teacher, resume=False)
-    # Counted on a full batch_size x block_size batch, scaled to the real tokens the run trained on
-    # (with 'lines' packing a batch is shorter and part padding: see dwml.profiling.run_flops).
-    batch_tokens, run_tokens = batch["input_ids"].numel(), result.summary["tokens"]
-    per_peer = (teacher_flops if method == "baseline" else flops_table.iloc[1:])["counted_flops"]
-    summary = sampler.summary()
-    record = {"method": method, "peers": len(archs_), "device": device_name,
-              "avg_util_pct": summary["mean_utilization"], "utilisation": summary["utilization_column"],
-              "flops_per_peer": [prof.run_flops(float(f), batch_tokens, run_tokens) for f in per_peer],
-              "method_flops": prof.run_flops(float(method_flops), batch_tokens, run_tokens),
-              "train_time_s": result.summary["elapsed_s"], "wall_time_s": sampler.duration_s,
-              "tokens": result.summary["tokens"], "samples": summary["samples"]}
-    sampler.save_csv(out / "utilisation.csv")
-    atomic_write_json(record_path, record)
-    return record, sampler.to_frame()
-
-
+               else build_peers([teacher_arch], meta)[0].to(device).eval().requires_grad_(False))
+single = next(name for name, c in METHODS.items() if c.single_model)  # the baseline's method, on the teacher's shape
 records, traces = [], {}
-for method in ["baseline"] + list(profiling_methods):
-    record, trace = measure(method, [teacher_arch] if method == "baseline" else archs)
+for label in ["baseline"] + list(profiling_methods):
+    method, models, flops = (single, [teacher_arch], teacher_flops) if label == "baseline" else (label, archs, peers_flops)
+    record, traces[label] = experiments.profile_method(label, method, models, meta, cfg, prep,
+                                                      project_path(run_root) / "profiling" / label, flops["counted_flops"],
+                                                      teacher=teacher, interval_s=profiling_interval_s)
     records.append(record)
-    traces[method] = trace
-    print(f"{method:>8}: {record['train_time_s']:.1f} s, mean utilisation {record['avg_util_pct']:.1f}% "
+    print(f"{label:>8}: {record['train_time_s']:.1f} s, mean utilisation {record['avg_util_pct']:.1f}% "
           f"({record['utilisation']}, {record['samples']} samples)")
 
 # %% [markdown]
@@ -204,12 +155,4 @@ save_figure(fig, figures_dir, "figure_cost")
 # for this machine; on a CPU the first part is about CPU cores and says nothing about a GPU.
 
 # %%
-by = table.set_index("method")
-if "dwml" in by.index:
-    lowest = by["avg_util_pct"].idxmin()
-    longest = by["train_time_min"].idxmax()
-    kind = "GPU" if on_gpu else "CPU (process share of the cores)"
-    print(f"{kind} utilisation: lowest {lowest} ({by.loc[lowest, 'avg_util_pct']:.1f}%); "
-          f"DWML {by.loc['dwml', 'avg_util_pct']:.1f}% (paper: 43.2% on an H100)")
-    print(f"training time: longest {longest} ({by.loc[longest, 'train_time_min']:.2f} min); "
-          f"DWML {by.loc['dwml', 'train_time_min']:.2f} min, {by.loc['dwml', 'time_change_pct']:+.0f}% against the baseline")
+print("\n".join(prof.table9_claims(table, "dwml", "GPU" if on_gpu else "CPU (process share of the cores)")))

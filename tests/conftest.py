@@ -6,7 +6,22 @@ from pathlib import Path
 
 import pytest
 
+import dwml.methods  # noqa: F401  (fills the method registry that Config checks train.method against)
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_roberta(vocab: int, layers: int = 1, hidden: int = 16, heads: int = 2, ffn: int | None = None,
+                 positions: int = 36, dtype=None, **config):
+    """A freshly initialised small ``RobertaForMaskedLM`` (``ffn``: 2 x hidden by default; ``config``: more
+    ``RobertaConfig`` fields such as dropout or ``attn_implementation``); seed torch first."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    model = RobertaForMaskedLM(RobertaConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=ffn or 2 * hidden, max_position_embeddings=positions, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, **config))
+    return model if dtype is None else model.to(dtype)
 
 
 def shared_data_root() -> Path | None:

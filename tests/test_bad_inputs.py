@@ -18,6 +18,7 @@ import torch
 from dwml import checkpoint as C
 from dwml import data as D
 from dwml.config import Config, ConfigError, DataConfig
+from conftest import tiny_roberta
 
 BLOCK = 16
 
@@ -119,7 +120,7 @@ def test_non_utf8_profile_names_file_and_line(tmp_path):
 
 
 def test_runner_load_profile_names_file_and_line(tmp_path):
-    from dwml.notebooks import load_profile
+    from dwml.runner import load_profile
 
     path = tmp_path / "mine.yaml"
     path.write_text(BAD_YAML["unclosed_list"][0])
@@ -518,13 +519,8 @@ def corpus(small_corpus, tmp_path_factory):
 
 
 def tiny_peers(vocab: int, n: int = 2, seed: int = 0):
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     torch.manual_seed(seed)
-    return [RobertaForMaskedLM(RobertaConfig(
-        vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=36, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        attn_implementation="eager")) for _ in range(n)]
+    return [tiny_roberta(vocab, attn_implementation="eager") for _ in range(n)]
 
 
 def tiny_config(**train) -> Config:
@@ -540,16 +536,16 @@ def _params(models):
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_train_names_an_unreadable_checkpoint(corpus, tmp_path, damage):
-    from dwml import train as T
+    from dwml import train
 
     vocab = len(corpus.tokenizer)
-    T.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
-    path = tmp_path / "run" / T.CHECKPOINT
+    train.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
+    path = tmp_path / "run" / train.CHECKPOINT
     raw = path.read_bytes()
     path.write_bytes(b"" if damage == "empty" else raw[: len(raw) // 2])
     before = snapshot(tmp_path / "run")
     with pytest.raises(C.CheckpointError, match=str(path)):
-        T.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+        train.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert_unchanged(before, tmp_path / "run")
 
 
@@ -557,17 +553,17 @@ def test_finished_run_with_more_steps_is_extended_not_reused(corpus, tmp_path):
     """4 steps, then 6 in the same folder: the run continues from its final checkpoint to 6 steps and
     its peers equal those of an uninterrupted 6-step run (the old end, step 4, is an evaluation step of
     both, so even the metrics agree)."""
-    from dwml import train as T
+    from dwml import train
 
     vocab = len(corpus.tokenizer)
-    first = T.train(tiny_config(num_epochs=4), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    first = train.train(tiny_config(num_epochs=4), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert first.summary["steps"] == 4
     models = tiny_peers(vocab, seed=7)
     with pytest.warns(UserWarning, match="extending"):
-        longer = T.train(tiny_config(num_epochs=6), corpus, models, tmp_path / "run", progress=False)
+        longer = train.train(tiny_config(num_epochs=6), corpus, models, tmp_path / "run", progress=False)
     assert longer.done and longer.summary["steps"] == 6
     ref_models = tiny_peers(vocab)
-    ref = T.train(tiny_config(num_epochs=6), corpus, ref_models, tmp_path / "ref", progress=False)
+    ref = train.train(tiny_config(num_epochs=6), corpus, ref_models, tmp_path / "ref", progress=False)
     for a, b in zip(_params(ref_models), _params(models)):
         assert torch.equal(a, b)
     drop = ["tokens_per_s", "elapsed_s"]
@@ -575,52 +571,52 @@ def test_finished_run_with_more_steps_is_extended_not_reused(corpus, tmp_path):
 
 
 def test_finished_run_under_a_shorter_or_other_config_is_refused(corpus, tmp_path):
-    from dwml import train as T
+    from dwml import train
 
     vocab = len(corpus.tokenizer)
-    T.train(tiny_config(num_epochs=4), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    train.train(tiny_config(num_epochs=4), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     before = snapshot(tmp_path / "run")
     with pytest.raises(C.CheckpointMismatchError, match="4 steps.*3 steps"):
-        T.train(tiny_config(num_epochs=3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+        train.train(tiny_config(num_epochs=3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     with pytest.raises(C.CheckpointMismatchError, match=r"train\.learning_rate"):
-        T.train(tiny_config(num_epochs=6, learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run",
+        train.train(tiny_config(num_epochs=6, learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run",
                 progress=False)
     assert_unchanged(before, tmp_path / "run")
 
 
 def test_train_refuses_what_validate_refuses_before_writing(corpus, tmp_path):
-    from dwml import train as T
+    from dwml import train
 
     cfg = tiny_config()
     cfg.train.eval_interval = 0  # set after construction: train() validates again
     with pytest.raises(ConfigError, match="train.eval_interval"):
-        T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / T.CHECKPOINT).exists() and not (tmp_path / "run" / T.DONE).exists()
+        train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / train.CHECKPOINT).exists() and not (tmp_path / "run" / train.DONE).exists()
 
 
 def test_nan_before_the_first_checkpoint_does_not_claim_one(corpus, tmp_path, monkeypatch):
-    from dwml import methods as M
-    from dwml import train as T
+    from dwml import methods
+    from dwml import train
 
-    original = M.DML.loss
+    original = methods.DML.loss
 
     def poisoned(self, batch):
         loss, parts = original(self, batch)
         return loss + float("inf"), {**parts, "ce": parts["ce"] + float("inf")}
 
-    monkeypatch.setattr(M.DML, "loss", poisoned)
+    monkeypatch.setattr(methods.DML, "loss", poisoned)
     with pytest.raises(FloatingPointError) as err:
-        T.train(tiny_config(checkpoint_interval=100), corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run",
+        train.train(tiny_config(checkpoint_interval=100), corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run",
                 progress=False)
     msg = str(err.value)
     assert "step 1" in msg and re.search(r"no checkpoint (was|had been) written yet", msg) and "is kept" not in msg
-    assert not (tmp_path / "run" / T.CHECKPOINT).exists()
+    assert not (tmp_path / "run" / train.CHECKPOINT).exists()
 
 
 def test_cache_ids_outside_the_peers_vocabulary_stop_train_naming_the_file(corpus, tmp_path):
     import dataclasses
 
-    from dwml import train as T
+    from dwml import train
 
     small = dataclasses.replace(corpus)
     vocab = len(corpus.tokenizer)
@@ -633,5 +629,5 @@ def test_cache_ids_outside_the_peers_vocabulary_stop_train_naming_the_file(corpu
     arr.tofile(bad)
     small.train = D.TokenCache(bad, {**corpus.train.meta})
     with pytest.raises(D.DataError, match=str(bad)):
-        T.train(tiny_config(), small, tiny_peers(vocab), tmp_path / "run", progress=False)
+        train.train(tiny_config(), small, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert hi < vocab

@@ -250,3 +250,20 @@ def test_length_grouping_cuts_padding_keeps_the_draw_and_resumes_mid_group():
     assert torch.equal(d.next_batch()["input_ids"], want[0])
     with pytest.raises(Exception, match="length_grouping"):
         MLMBatcher(stream, length_grouping=0, **kw)
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from dwml.io import atomic_dir
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (dest / "old.txt").read_text() == "old"
+    with atomic_dir(dest) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (dest / "new.txt").exists()  # nothing shows until the block ends
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and sorted(p.name for p in dest.iterdir()) == ["new.txt"]

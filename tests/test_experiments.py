@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pandas as pd
 import pytest
 
-from dwml import experiments as X
+from dwml import experiments
 
 
 def fake_scores():
@@ -24,17 +25,17 @@ def fake_scores():
 
 
 def test_per_seed_is_the_macro_average_over_tasks():
-    seeded = X.per_seed(fake_scores()).set_index(["method", "peer", "seed"])["accuracy"]
+    seeded = experiments.per_seed(fake_scores()).set_index(["method", "peer", "seed"])["accuracy"]
     assert seeded["dml", 1, 0] == pytest.approx(100 * (1.0 + 0.5) / 2)  # not the micro 5/6
     assert seeded["dwml", 2, 1] == pytest.approx(100 * (0.75 + 0.0) / 2)
 
 
 def test_t_interval_golden_value():
-    m, lo, hi = X.t_interval([50.0, 60.0, 70.0])
+    m, lo, hi = experiments.t_interval([50.0, 60.0, 70.0])
     # mean 60, sd 10, n 3: half width t_{0.975, 2} * 10 / sqrt(3) with t = 4.302652729749462
     half = 4.302652729749462 * 10 / math.sqrt(3)
     assert (m, lo, hi) == pytest.approx((60.0, 60 - half, 60 + half))
-    m1, lo1, hi1 = X.t_interval([42.0])
+    m1, lo1, hi1 = experiments.t_interval([42.0])
     assert m1 == 42.0 and math.isnan(lo1) and math.isnan(hi1)
 
 
@@ -45,14 +46,14 @@ def test_r_interval_goes_through_fisher_z():
     z = [math.atanh(x) for x in r]
     mz, sz = sum(z) / 3, (sum((x - sum(z) / 3) ** 2 for x in z) / 2) ** 0.5
     half = stats.t.ppf(0.975, 2) * sz / math.sqrt(3)
-    assert X.r_interval(r) == pytest.approx((math.tanh(mz), math.tanh(mz - half), math.tanh(mz + half)))
-    m, lo, hi = X.r_interval([0.95, 0.98, 0.999])
+    assert experiments.r_interval(r) == pytest.approx((math.tanh(mz), math.tanh(mz - half), math.tanh(mz + half)))
+    m, lo, hi = experiments.r_interval([0.95, 0.98, 0.999])
     assert -1 < lo < m < hi < 1  # a t-interval on R itself would pass 1 here
-    assert X.t_interval([0.95, 0.98, 0.999])[2] > 1
+    assert experiments.t_interval([0.95, 0.98, 0.999])[2] > 1
 
 
 def test_best_peer_is_chosen_per_seed_on_the_average():
-    best = X.best_peer(X.per_seed(fake_scores())).set_index(["method", "seed"])["peer"]
+    best = experiments.best_peer(experiments.per_seed(fake_scores())).set_index(["method", "seed"])["peer"]
     # dml: peer 1 beats peer 2 in both seeds; dwml: peer 2 in seed 0 (100 vs 50), peer 1 in seed 1 (50 vs 37.5)
     assert best.to_dict() == {("dml", 0): 1, ("dml", 1): 1, ("dwml", 0): 2, ("dwml", 1): 1}
 
@@ -60,7 +61,7 @@ def test_best_peer_is_chosen_per_seed_on_the_average():
 def test_paired_differences_pair_by_seed():
     seeded = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3 + ["c"] * 2, "seed": [0, 1, 2] * 2 + [0, 1],
                            "suite": "s", "accuracy": [60.0, 70.0, 80.0, 62.0, 73.0, 84.0, 50.0, 40.0]})
-    d = X.paired_differences(seeded, "a").set_index("method")
+    d = experiments.paired_differences(seeded, "a").set_index("method")
     # b - a = 2, 3, 4 per seed: mean 3, sd 1, n 3 (the unpaired intervals of a and b overlap widely)
     half = 4.302652729749462 / math.sqrt(3)
     assert (d.loc["b", "difference"], d.loc["b", "ci_low"], d.loc["b", "ci_high"]) == pytest.approx((3, 3 - half, 3 + half))
@@ -68,61 +69,61 @@ def test_paired_differences_pair_by_seed():
     # c has seeds 0 and 1 only: -10 and -30
     assert d.loc["c", "difference"] == pytest.approx(-20) and d.loc["c", "seeds"] == 2 and not d.loc["c", "differs"]
     with pytest.raises(ValueError, match="reference 'z'"):
-        X.paired_differences(seeded, "z")
+        experiments.paired_differences(seeded, "z")
 
 
 def test_ablation_differences_use_the_best_peer_per_seed():
     scores = fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5}))
-    d = X.ablation_differences(scores, "alpha", 0.5)
+    d = experiments.ablation_differences(scores, "alpha", 0.5)
     # best peers (see the test above): alpha 0.3 (dml) 75 and 62.5; alpha 0.5 (dwml) 100 and 50
     row = d.iloc[0]
     assert (row["setting"], row["value"], row["reference"], row["seeds"]) == ("alpha", 0.3, 0.5, 2)
-    assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx(X.t_interval([75.0 - 100.0, 62.5 - 50.0]))
+    assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx(experiments.t_interval([75.0 - 100.0, 62.5 - 50.0]))
 
 
 def test_table2_rows_intervals_and_params():
-    t = X.table2(fake_scores(), params={("dml", 1): 10, ("dml", 2): 5, ("dwml", 1): 10, ("dwml", 2): 5})
+    t = experiments.table2(fake_scores(), params={("dml", 1): 10, ("dml", 2): 5, ("dwml", 1): 10, ("dwml", 2): 5})
     row = t[(t["method"] == "dwml") & (t["peer"] == "best")].iloc[0]
-    want = X.t_interval([100.0, 50.0])
+    want = experiments.t_interval([100.0, 50.0])
     assert (row["accuracy"], row["ci_low"], row["ci_high"]) == pytest.approx(want)
     assert row["seeds"] == 2 and pd.isna(row["params"])
     assert t[(t["method"] == "dml") & (t["peer"] == 2)]["params"].iloc[0] == 5
 
 
 def test_published_tables_and_their_long_form():
-    t2 = X.published("table2")
+    t2 = experiments.published("table2")
     assert t2.loc[(t2["benchmark"] == "blimp_filtered") & (t2["method"] == "DWML"), "best_reported"].iloc[0] == 51.58
-    long = X.published_table2_long()
+    long = experiments.published_table2_long()
     assert set(long["suite"]) == {"blimp", "supplement", "ewok"}
     assert set(long["method"]) == {"mlm", "sd", "kd", "dml", "kd_dwml", "dwml"}
     got = long[(long["method"] == "kd_dwml") & (long["suite"] == "ewok") & (long["peer"] == 2)]["paper"].iloc[0]
     assert got == 40.36
     with pytest.raises(FileNotFoundError, match="table9"):
-        X.published("table9")
+        experiments.published("table9")
 
 
 def test_teacher_arch_and_run_names():
     meta = {"teacher": {"layers": 4, "hidden": 192, "heads": 4, "params": 2237696}}
-    a = X.teacher_arch(meta)
+    a = experiments.teacher_arch(meta)
     assert (a.num_layers, a.hidden_size, a.num_heads, a.intermediate_size, a.params) == (4, 192, 4, 768, 2237696)
-    assert X.run_name("dwml", 2) == "dwml_seed2" and X.run_name("dwml", 0, "alpha0.3") == "dwml_alpha0.3_seed0"
+    assert experiments.run_name("dwml", 2) == "dwml_seed2" and experiments.run_name("dwml", 0, "alpha0.3") == "dwml_alpha0.3_seed0"
 
 
 def test_train_run_refuses_overrides_without_a_tag_and_kd_without_teacher(tmp_path):
     with pytest.raises(ValueError, match="need a tag"):
-        X.train_run({}, None, [], {}, "dwml", 0, tmp_path, train_overrides={"loss_alpha": 0.3})
+        experiments.train_run({}, None, [], {}, "dwml", 0, tmp_path, train_overrides={"loss_alpha": 0.3})
     with pytest.raises(ValueError, match="teacher_dir"):
-        X.train_run({}, None, [], {}, "kd", 0, tmp_path)
+        experiments.train_run({}, None, [], {}, "kd", 0, tmp_path)
 
 
 def test_plots_draw_one_panel_per_suite_and_a_line_per_suite():
     from dwml.plots.experiments import plot_methods, plot_study
 
-    seeded = X.best_peer(X.per_seed(fake_scores()))
-    fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), ["dml", "dwml"],
+    seeded = experiments.best_peer(experiments.per_seed(fake_scores()))
+    fig = plot_methods(seeded, experiments.over_seeds(seeded.assign(peer="best")), ["dml", "dwml"],
                        pd.DataFrame([{"method": "dwml", "suite": "synthetic", "paper": 51.58}]))
     assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["dml", "dwml"]
-    table = X.ablation_table(fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5})), "alpha")
+    table = experiments.ablation_table(fake_scores().assign(alpha=lambda d: d["method"].map({"dml": 0.3, "dwml": 0.5})), "alpha")
     fig = plot_study(table, "alpha", "a")
     assert len(fig.axes[0].lines) >= 1 and fig.axes[0].get_xlabel() == "alpha"
 
@@ -149,14 +150,14 @@ def test_learning_curve_points_leave_the_run_unchanged(small_corpus, tmp_path):
     meta = {"vocab_size": len(prep.tokenizer), "max_position_embeddings": 42}
     pairs = {"synthetic": subsample(load_synthetic(small_corpus), 2, 0)}
 
-    curved = X.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "a", progress=False,
+    curved = experiments.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "a", progress=False,
                          curve_steps=[4, 2, 99], curve_pairs=pairs)
-    plain = X.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "b", progress=False)
+    plain = experiments.train_run(sections, prep, archs, meta, "dml", 0, tmp_path / "b", progress=False)
     for da, db in zip(curved.peer_dirs, plain.peer_dirs):
         a, b = AutoModelForMaskedLM.from_pretrained(da), AutoModelForMaskedLM.from_pretrained(db)
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    X.score_run(curved, pairs)
-    curve = X.learning_curve([curved.run_dir])
+    experiments.score_run(curved, pairs)
+    curve = experiments.learning_curve([curved.run_dir])
     assert sorted(curve["step"].unique()) == [2, 4, 6]  # 99 is past the run: its end is the final point
     assert curve.groupby("step").size().to_dict() == {k: 2 * 10 for k in (2, 4, 6)}  # 2 peers x 10 paradigms
     assert curve["tokens"].is_monotonic_increasing and set(curve["seed"]) == {0}
@@ -168,7 +169,7 @@ def test_learning_curve_points_leave_the_run_unchanged(small_corpus, tmp_path):
     assert list(macro.get_ydata()) == pytest.approx(one.groupby("step")["accuracy"].mean().tolist())
     assert len(fig.axes[0].lines) == 10 + 2  # a line per paradigm, the average, the chance line
     with pytest.raises(ValueError, match="curve_pairs"):
-        X.train_run(sections, prep, archs, meta, "dml", 1, tmp_path / "c", progress=False, curve_steps=[2])
+        experiments.train_run(sections, prep, archs, meta, "dml", 1, tmp_path / "c", progress=False, curve_steps=[2])
 
 
 def test_verdict_golden_sentences():
@@ -228,3 +229,79 @@ def test_method_curves_follow_each_methods_best_peer():
     assert r["accuracy"] == ((20 + 20) + (60 + 20)) / 2 and r["tokens"] == 200  # macro over the two tasks
     r = out[(out["seed"] == 1) & (out["step"] == 10)].iloc[0]
     assert r["accuracy"] == ((10 + 11) + (30 + 11)) / 2
+
+
+def test_run_and_score_trains_and_scores_every_seed(monkeypatch):
+    """The loop of notebook 04: one train_run per seed with the study's parts, one score_run each, the
+    scores concatenated in seed order and the results keyed by seed."""
+    calls = []
+    study = experiments.Study(sections={"train": {}}, cfg=types.SimpleNamespace(eval="E"), prep="P",
+                              archs=["a1"], meta={"m": 1}, pairs={"synthetic": {}})
+
+    def train_run(sections, prep, archs, meta, method, seed, run_root, *, tag="", **kw):
+        calls.append((sections, prep, archs, meta, method, seed, run_root, tag, kw))
+        return f"result{seed}"
+
+    def score_run(res, pairs, eval_cfg):
+        assert pairs is study.pairs and eval_cfg == "E"
+        return pd.DataFrame({"result": [res], "n": [len(calls)]})
+
+    monkeypatch.setattr(experiments, "train_run", train_run)
+    monkeypatch.setattr(experiments, "score_run", score_run)
+    scores, results = experiments.run_and_score(study, "dml", [3, 1], "root", "p2", num_peers=2)
+    assert calls == [(study.sections, "P", ["a1"], {"m": 1}, "dml", s, "root", "p2", {"num_peers": 2}) for s in (3, 1)]
+    assert scores.to_dict("list") == {"result": ["result3", "result1"], "n": [1, 2]}
+    assert results == {3: "result3", 1: "result1"}
+
+
+def test_size_weight_points_by_hand():
+    # fake_scores' dwml runs, macro accuracy per (seed, peer): the mean of the two tasks' accuracies
+    points = experiments.size_weight_points(fake_scores()[lambda d: d["method"] == "dwml"],
+                                            {0: [0.3, 0.7], 1: [0.6, 0.4]}, {1: 100, 2: 50})
+    got = {(r.seed, r.peer): (r.accuracy, r.params, r.weight) for r in points.itertuples()}
+    assert got == {(0, 1): (pytest.approx(50.0), 100, 0.3), (0, 2): (pytest.approx(100.0), 50, 0.7),
+                   (1, 1): (pytest.approx(50.0), 100, 0.6), (1, 2): (pytest.approx(37.5), 50, 0.4)}
+    from dwml.plots.experiments import plot_size_weight
+
+    paper = pd.DataFrame({"metric": ["average_accuracy", "other"], "setting": ["4", "x"]})
+    fig = plot_size_weight(points, paper)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]  # a line per seed on both panels
+    assert list(fig.axes[0].lines[0].get_xdata()) == [100, 50] and list(fig.axes[1].lines[1].get_xdata()) == [0.6, 0.4]
+    assert fig.axes[0].get_title() == "size (paper: 4 peers)"
+
+
+def test_peer_flops_and_profile_method_with_its_record_cache(small_corpus, tmp_path, monkeypatch):
+    """Notebook 05's measurement on two tiny peers: the counted FLOPs per peer match the closed form, the
+    record holds the run's numbers with the per-peer FLOPs scaled to its tokens, and a second call reads
+    the record back without training."""
+    from dwml import profiling
+    from dwml.config import Config
+    from dwml.data import prepare_corpus
+    from dwml.search import PeerArch
+
+    data = {"corpus": str(small_corpus), "vocab_size": 600, "block_size": 40, "packing": "lines",
+            "cache_dir": str(tmp_path / "cache")}
+    cfg = Config.from_dict(data=data, train=dict(num_epochs=2, num_batches=1, batch_size=2, eval_interval=2,
+                                                 eval_batches=1, checkpoint_interval=2, warmup_iters=0,
+                                                 lr_decay_iters=2, enable_early_stopping=False, device="cpu"))
+    prep = prepare_corpus(cfg.data, progress=False)
+    arch = dict(num_heads=2, intermediate_size=64, params=0, target=0, rel_error=0.0, method="test")
+    archs = [PeerArch(num_layers=2, hidden_size=32, **arch), PeerArch(num_layers=1, hidden_size=16, **arch)]
+    meta = {"vocab_size": len(prep.tokenizer), "max_position_embeddings": 42}
+    flops = experiments.peer_flops(archs, meta, cfg, ["p1", "p2"], "cpu")
+    assert list(flops["peer"]) == ["p1", "p2"] and ((flops["ratio"] - 1).abs() < 0.10).all()
+    assert flops["counted_flops"].iloc[0] > flops["counted_flops"].iloc[1]  # the deeper, wider peer costs more
+
+    record, trace = experiments.profile_method("dml", "dml", archs, meta, cfg, prep, tmp_path / "prof",
+                                               flops["counted_flops"], interval_s=0.05)
+    assert (record["method"], record["peers"], record["device"]) == ("dml", 2, "CPU")
+    batch_tokens = cfg.train.batch_size * cfg.data.block_size
+    assert record["flops_per_peer"] == pytest.approx(
+        [profiling.run_flops(float(f), batch_tokens, record["tokens"]) for f in flops["counted_flops"]])
+    assert record["method_flops"] > 0 and record["train_time_s"] > 0 and len(trace) == record["samples"]
+    assert (tmp_path / "prof" / "run" / "DONE").is_file()
+
+    monkeypatch.setattr("dwml.train.train", lambda *a, **k: pytest.fail("a finished record must be reused"))
+    again, trace2 = experiments.profile_method("dml", "dml", archs, meta, cfg, prep, tmp_path / "prof",
+                                               flops["counted_flops"])
+    assert again == record and len(trace2) == len(trace)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dwml import train as T
+from dwml import train
 from dwml.config import Config
 from dwml.data import merge_batches, pack_lines
 from dwml.losses import fused_ce_kl, masked_ce, masked_kl
 from dwml.model import predicted_logits, prediction_targets
+from conftest import tiny_roberta
 
 BLOCK = 32
 
@@ -28,15 +29,10 @@ def corpus(small_corpus, tmp_path_factory):
 
 
 def peers(vocab: int, n: int = 2, seed: int = 0, attn: str = "sdpa", dtype=torch.float64):
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     torch.manual_seed(seed)
     shapes = [(2, 32, 2), (1, 24, 3), (1, 16, 1)]
-    return [RobertaForMaskedLM(RobertaConfig(
-        vocab_size=vocab, hidden_size=h, num_hidden_layers=l, num_attention_heads=a, intermediate_size=2 * h,
-        max_position_embeddings=BLOCK + 4, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation=attn)).to(dtype)
-        for l, h, a in shapes[:n]]
+    return [tiny_roberta(vocab, l, h, a, positions=BLOCK + 4, dtype=dtype, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0, attn_implementation=attn) for l, h, a in shapes[:n]]
 
 
 def lines_batch(corpus, seed=0, batch_size=24):
@@ -143,7 +139,7 @@ def test_a_packed_run_is_its_lines_twin(corpus, tmp_path):
     ends = []
     for packing in ("lines", "packed"):
         models = peers(len(corpus.tokenizer), 2)
-        res = T.train(config(packing=packing), corpus, models, tmp_path / packing, progress=False)
+        res = train.train(config(packing=packing), corpus, models, tmp_path / packing, progress=False)
         ends.append((params(models), res.weights, res.history))
     (a, wa, ha), (b, wb, hb) = ends
     assert wa != [0.5, 0.5]
@@ -255,7 +251,7 @@ def test_chunked_steps_equal_the_micro_batch_loop(corpus, tmp_path, packing):
     ends = []
     for chunk in (1, 4, 3):
         models = peers(len(corpus.tokenizer), 2)
-        res = T.train(config(chunk_size=chunk, packing=packing), corpus, models, tmp_path / f"c{chunk}",
+        res = train.train(config(chunk_size=chunk, packing=packing), corpus, models, tmp_path / f"c{chunk}",
                       progress=False)
         ends.append((params(models), res.weights))
     (ref, w_ref), *others = ends
@@ -309,7 +305,7 @@ def test_no_sync_inside_the_micro_batch_loop(corpus, tmp_path, method):
     kw = {}
     if method == "kd_dwml":
         kw["teacher"] = peers(vocab, 1, seed=5, dtype=torch.float32)[0]
-    trainer = T.Trainer(config(method=method, packing="packed", num_batches=3, chunk_size=2), corpus, models,
+    trainer = train.Trainer(config(method=method, packing="packed", num_batches=3, chunk_size=2), corpus, models,
                         tmp_path / method, progress=False, **kw)
     chunks, last, _, _ = trainer.next_batches()
     with SyncCounter() as c:

@@ -13,7 +13,7 @@ import torch
 from scipy.special import log_softmax as np_log_softmax, logsumexp
 from scipy.stats import entropy
 
-from dwml.losses import (IGNORE_INDEX, InnerLoss, check_alpha, check_finite, ensemble_loss, inner_loss, masked_ce,
+from dwml.losses import (IGNORE_INDEX, InnerLoss, check_alpha, ensemble_loss, inner_loss, masked_ce,
                          masked_kl, per_peer_losses, validate_weights)
 
 V = 7
@@ -297,7 +297,3 @@ def test_other_bad_inputs_name_the_problem():
         inner_loss([logits[0], logits[1][..., :-1]], y, torch.tensor([0.5, 0.5]), 0.5)
 
 
-def test_check_finite_names_tensor_step_and_peer():
-    assert check_finite("ce", torch.ones(3)).sum() == 3
-    with pytest.raises(FloatingPointError, match=r"kl at step 7 for peer 2 is not finite \(1 of 3"):
-        check_finite("kl", torch.tensor([0.0, float("inf"), 1.0]), step=7, peer=2)

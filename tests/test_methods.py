@@ -10,24 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dwml import methods as M
+from dwml import methods
 from dwml.config import ConfigError, TrainConfig
+from conftest import tiny_roberta
 
 V, B, L = 97, 3, 12
 
 
 def peers(n=2, seed=0, layers=(2, 3), hidden=(16, 24)):
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     torch.manual_seed(seed)
-    out = []
-    for i in range(n):
-        cfg = RobertaConfig(vocab_size=V, hidden_size=hidden[i % len(hidden)], num_hidden_layers=layers[i % len(layers)],
-                            num_attention_heads=2, intermediate_size=32, max_position_embeddings=L + 4,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1,
-                            attn_implementation="eager")
-        out.append(RobertaForMaskedLM(cfg).double())
-    return out
+    return [tiny_roberta(V, layers[i % len(layers)], hidden[i % len(hidden)], ffn=32, positions=L + 4, dtype=torch.float64,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+            for i in range(n)]
 
 
 def batch(seed=0):
@@ -79,7 +73,7 @@ def test_predicted_logits_equal_the_full_forward_at_masked_positions():
 
 def test_mlm_is_independent_cross_entropies():
     ms, b = peers(2), batch()
-    method = M.make_method(cfg(method="mlm"), ms)
+    method = methods.make_method(cfg(method="mlm"), ms)
     loss, parts = method.loss(b)
     refs = [ce_ref(full_logits(m, b)[1], full_logits(m, b)[2]) for m in ms]
     torch.testing.assert_close(parts["ce"], torch.stack(refs).detach())
@@ -94,7 +88,7 @@ def test_teacher_kd_loss_and_frozen_teacher(T):
     ms, b = peers(2), batch()
     teacher = peers(1, seed=7, layers=(3,), hidden=(32,))[0]
     before = [p.clone() for p in teacher.parameters()]
-    method = M.make_method(cfg(method="kd", temperature=T), ms, teacher=teacher)
+    method = methods.make_method(cfg(method="kd", temperature=T), ms, teacher=teacher)
     loss, parts = method.loss(b)
     _, zt, _, _ = full_logits(teacher.eval(), b)
     want = 0.0
@@ -112,7 +106,7 @@ def test_self_distillation_exits_and_gradients():
     """Shallow exits learn from labels and the deepest exit's distribution; the deepest (the model's own
     head) only from labels: its head's gradient equals the gradient of its CE alone."""
     ms, b = peers(2, layers=(3, 1)), batch()
-    method = M.make_method(cfg(method="sd", temperature=2.0), ms)
+    method = methods.make_method(cfg(method="sd", temperature=2.0), ms)
     assert method.exits == [[1, 2], []]
     loss, parts = method.loss(b)
     want, deep_ces = 0.0, []
@@ -140,7 +134,7 @@ def test_self_distillation_exits_and_gradients():
 def test_self_distillation_with_live_targets_teaches_the_deepest_exit_too():
     """detach_targets=False: the same loss, and the KL terms' gradient reaches the deepest exit's head."""
     ms, b = peers(1, layers=(3,)), batch()
-    method = M.make_method(cfg(method="sd", temperature=2.0, detach_targets=False), ms)
+    method = methods.make_method(cfg(method="sd", temperature=2.0, detach_targets=False), ms)
     loss, parts = method.loss(b)
     m, heads = ms[0], method.heads[0]
     out, z, y, keep = full_logits(m, b, output_hidden_states=True)
@@ -174,7 +168,7 @@ def dml_ref(ms, b, w, alpha, T=1.0):
 
 def test_dml_equal_weights_gradient_matches_eq2():
     ms, b = peers(3), batch()
-    method = M.make_method(cfg(method="dml"), ms)
+    method = methods.make_method(cfg(method="dml"), ms)
     torch.testing.assert_close(method.weights, torch.full((3,), 1 / 3, dtype=method.weights.dtype))
     loss, parts = method.loss(b)
     ref = dml_ref(ms, b, [1 / 3] * 3, 0.3)
@@ -187,7 +181,7 @@ def test_dml_equal_weights_gradient_matches_eq2():
 def test_kd_dwml_adds_the_teacher_term():
     ms, b = peers(2), batch()
     teacher = peers(1, seed=9)[0]
-    method = M.make_method(cfg(method="kd_dwml"), ms, teacher=teacher)
+    method = methods.make_method(cfg(method="kd_dwml"), ms, teacher=teacher)
     loss, parts = method.loss(b)
     zt = full_logits(teacher.eval(), b)[1].detach()
     extra = sum(0.3 * 0.5 * kl_ref(zt, full_logits(m, b)[1]) for m in ms)
@@ -207,7 +201,7 @@ def test_dwml_outer_step_is_mirror_descent_and_favours_the_better_peer():
         opt.zero_grad()
         ce_ref(*full_logits(ms[0], b)[1:3]).backward()
         opt.step()
-    method = M.make_method(cfg(method="dwml"), ms)
+    method = methods.make_method(cfg(method="dwml"), ms)
     w0 = method.weights.clone()
     g = method.outer_step(b, b, lr=1e-3, eta=0.5)
     want = w0 * torch.exp(-0.5 * g)
@@ -219,7 +213,7 @@ def test_dwml_outer_step_is_mirror_descent_and_favours_the_better_peer():
 def test_eval_losses_token_weighted_and_mixture_ensemble():
     ms = [m.eval() for m in peers(2)]
     bs = [batch(1), batch(2)]
-    method = M.make_method(cfg(method="dwml", ensemble="mixture"), ms)
+    method = methods.make_method(cfg(method="dwml", ensemble="mixture"), ms)
     method.weights = torch.tensor([0.3, 0.7], dtype=method.weights.dtype)
     out = method.eval_losses(bs)
     nll = [[], []]
@@ -238,18 +232,18 @@ def test_eval_losses_token_weighted_and_mixture_ensemble():
 def test_bad_inputs():
     ms = peers(2)
     with pytest.raises(ValueError, match="weights"):
-        M.make_method(cfg(method="dml"), ms, weights=[0.6, 0.6])
+        methods.make_method(cfg(method="dml"), ms, weights=[0.6, 0.6])
     with pytest.raises(ValueError, match="weights"):
-        M.make_method(cfg(method="dml"), ms, weights=[1.2, -0.2])
+        methods.make_method(cfg(method="dml"), ms, weights=[1.2, -0.2])
     with pytest.raises(ValueError, match="one per peer"):
-        M.make_method(cfg(method="dml"), ms, weights=[1.0])
+        methods.make_method(cfg(method="dml"), ms, weights=[1.0])
     with pytest.raises(ConfigError, match="train.loss_alpha"):
-        M.make_method(cfg(method="dwml", loss_alpha=-0.1), ms)
+        methods.make_method(cfg(method="dwml", loss_alpha=-0.1), ms)
     with pytest.raises(ConfigError, match="train.loss_alpha"):
-        M.make_method(cfg(method="dwml", loss_alpha=float("nan")), ms)
+        methods.make_method(cfg(method="dwml", loss_alpha=float("nan")), ms)
     with pytest.raises(ConfigError, match="teacher_dir"):
-        M.make_method(cfg(method="kd"), ms)
+        methods.make_method(cfg(method="kd"), ms)
     with pytest.raises(ConfigError, match="exits"):
-        M.make_method(cfg(method="sd"), ms, exits=[[2], [1]])
+        methods.make_method(cfg(method="sd"), ms, exits=[[2], [1]])
     with pytest.raises(ConfigError, match="train.method"):
-        M.make_method(cfg(method="nope"), ms)
+        methods.make_method(cfg(method="nope"), ms)

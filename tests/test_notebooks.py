@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from dwml import notebooks as N
+from dwml import runner
 
-NOTEBOOKS = N.notebook_paths()
+NOTEBOOKS = runner.notebook_paths()
 
 
 def test_there_are_notebooks():
@@ -15,8 +15,8 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_parameters_cell_matches_default_profile(path):
-    params = N.notebook_parameters(path)  # raises if the first code cell is not tagged 'parameters'
-    default = N.load_profile("default")
+    params = runner.notebook_parameters(path)  # raises if the first code cell is not tagged 'parameters'
+    default = runner.load_profile("default")
     for key in ("profile", "run_root", "figures_dir"):
         assert key in params, f"{path.name}: parameter {key!r} missing"
     for key, value in params.items():
@@ -40,8 +40,8 @@ def test_pair_in_sync(path):
 def test_missing_parameters_tag_is_reported(tmp_path):
     bad = tmp_path / "99_bad.py"
     bad.write_text("# %%\nx = 1\n")
-    with pytest.raises(N.NotebookError, match="tagged 'parameters'"):
-        N.notebook_parameters(bad)
+    with pytest.raises(runner.NotebookError, match="tagged 'parameters'"):
+        runner.notebook_parameters(bad)
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +53,22 @@ def ci_root(tmp_path_factory):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_ci_profile(path, ci_root):
-    params = {**N.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
-    out = N.run_notebook(path, "ci", params)
+    params = {**runner.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
+    out = runner.run_notebook(path, "ci", params)
     assert out.is_file()
 
 
 def test_every_profile_key_is_a_declared_parameter():
     for path in sorted((ROOT / "profiles").glob("*.yaml")):
-        N.check_profile(N.load_profile(str(path)), path)  # raises naming the key and the file
+        runner.check_profile(runner.load_profile(str(path)), path)  # raises naming the key and the file
 
 
 def test_misspelled_profile_key_is_an_error_before_anything_runs(tmp_path, capsys):
     prof = tmp_path / "typo.yaml"
     prof.write_text(f"profile: typo\nrun_root: {tmp_path / 'runs'}\nfigures_dir: {tmp_path / 'fig'}\nseedz: [0]\n")
-    with pytest.raises(N.NotebookError, match=r"typo\.yaml: unknown parameter\(s\) 'seedz' \(did you mean 'seeds'\?\)"):
-        N.check_profile(N.load_profile(str(prof)), prof)
-    assert N.main(["--profile", str(prof), "00_data"]) == 2
+    with pytest.raises(runner.NotebookError, match=r"typo\.yaml: unknown parameter\(s\) 'seedz' \(did you mean 'seeds'\?\)"):
+        runner.check_profile(runner.load_profile(str(prof)), prof)
+    assert runner.main(["--profile", str(prof), "00_data"]) == 2
     err = capsys.readouterr().err
     assert "'seedz'" in err and str(prof) in err
     assert not (tmp_path / "runs").exists()  # nothing ran
@@ -78,11 +78,11 @@ def test_each_notebook_gets_only_its_parameters_and_the_console_shows_progress(t
     nb = tmp_path / "98_tiny.py"
     nb.write_text('# %% tags=["parameters"]\nprofile = "default"\nrun_root = "runs/default"\nfigures_dir = "figures"\n'
                   'seeds = [0]\n\n# %%\nimport time\ntime.sleep(1.5)\nprint("seeds", seeds)\n\n# %%\nassert "train" not in dir()\n')
-    params = {**N.load_profile("ci"), "run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig"),
+    params = {**runner.load_profile("ci"), "run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig"),
               "seeds": [7]}
     assert "train" in params  # declared by other notebooks, not by this one
-    assert N.parameters_for(nb, params) == {k: params[k] for k in ("profile", "run_root", "figures_dir", "seeds")}
-    out = N.run_notebook(nb, "ci", params, progress=True, heartbeat=0.5)
+    assert runner.parameters_for(nb, params) == {k: params[k] for k in ("profile", "run_root", "figures_dir", "seeds")}
+    out = runner.run_notebook(nb, "ci", params, progress=True, heartbeat=0.5)
     import nbformat
 
     executed = nbformat.read(out, as_version=4)
@@ -94,3 +94,12 @@ def test_each_notebook_gets_only_its_parameters_and_the_console_shows_progress(t
     assert "WARNING" not in console.out + console.err  # no kernel warnings
     assert "98_tiny" in console.out and "cell 3/4: import time" in console.out
     assert "still in cell 3/4" in console.out  # the heartbeat while the long cell runs
+
+
+@pytest.mark.parametrize("module", ["dwml.runner", "dwml.notebooks"])
+def test_the_runner_answers_to_its_name_and_its_former_one(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "--profile" in out.stdout, out.stderr

@@ -7,17 +7,17 @@ import math
 
 import pytest
 
-from dwml import notebooks as N
-from dwml import search as S
-from dwml.model import build_peers
+from dwml import runner
 from dwml.config import Config
 from dwml.data import prepare_corpus
+from dwml.model import build_peers
+from dwml.search import run_search
 from dwml.train import train
 
 
 @pytest.mark.parametrize("name", ["babylm10m", "gpu"])
 def test_paper_scale_profile_builds_its_models_and_trains_one_step(name, small_corpus, tmp_path):
-    prof = N.load_profile(name)
+    prof = runner.load_profile(name)
     data = {**prof["data"], "corpus": str(small_corpus), "cache_dir": str(tmp_path / "cache")}
     # The exact grid instead of the profile's 10 + 100 Bayesian probes (a minute on this CPU; the Bayesian
     # search is tested in test_search): the point here is the teacher's shape and the peers it implies.
@@ -33,7 +33,7 @@ def test_paper_scale_profile_builds_its_models_and_trains_one_step(name, small_c
 
     prep = prepare_corpus(cfg.data, progress=False)
     vocab = len(prep.tokenizer)  # a 30k-word corpus fills far fewer tokens than the profile's vocabulary
-    archs, meta = S.run_search(cfg.search, vocab, cfg.data.block_size + 2)
+    archs, meta = run_search(cfg.search, vocab, cfg.data.block_size + 2)
     teacher = meta["teacher"]["params"]
     assert all(abs(a.target - teacher / (i + 1)) <= 1 for i, a in enumerate(archs, start=1))  # N / (i + 1)
     assert all(abs(a.rel_error) < 0.05 for a in archs), [a.rel_error for a in archs]

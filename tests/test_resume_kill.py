@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_roberta
 
 HERE = Path(__file__).resolve()
 BLOCK = 32
@@ -30,13 +31,9 @@ BLOCK = 32
 
 def tiny_peers(vocab: int, seed: int = 0):
     import torch
-    from transformers import RobertaConfig, RobertaForMaskedLM
 
     torch.manual_seed(seed)
-    return [RobertaForMaskedLM(RobertaConfig(
-        vocab_size=vocab, hidden_size=h, num_hidden_layers=1, num_attention_heads=2, intermediate_size=2 * h,
-        max_position_embeddings=BLOCK + 4, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        attn_implementation="eager")) for h in (32, 16)]
+    return [tiny_roberta(vocab, hidden=h, positions=BLOCK + 4, attn_implementation="eager") for h in (32, 16)]
 
 
 def tiny_config(cache_dir: str):

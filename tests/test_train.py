@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
-from dwml import train as T
-from dwml.bilevel import cosine_schedule
+from dwml import train
+from dwml.train import cosine_schedule
 from dwml.config import Config, ConfigError
+from conftest import tiny_roberta
 
 BLOCK = 32
 
@@ -28,13 +29,9 @@ def corpus(small_corpus, tmp_path_factory):
 
 
 def tiny_peers(vocab: int, n: int = 2, seed: int = 0, layers=(2, 1), hidden=(32, 16)):
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
     torch.manual_seed(seed)
-    return [RobertaForMaskedLM(RobertaConfig(
-        vocab_size=vocab, hidden_size=hidden[i % len(hidden)], num_hidden_layers=layers[i % len(layers)],
-        num_attention_heads=2, intermediate_size=2 * hidden[i % len(hidden)], max_position_embeddings=BLOCK + 4,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, attn_implementation="eager")) for i in range(n)]
+    return [tiny_roberta(vocab, layers[i % len(layers)], hidden[i % len(hidden)], positions=BLOCK + 4,
+                         attn_implementation="eager") for i in range(n)]
 
 
 def tiny_config(**train) -> Config:
@@ -56,12 +53,12 @@ def test_resumed_run_equals_uninterrupted_run(corpus, tmp_path, outer_grad):
     cfg = tiny_config(outer_grad=outer_grad)
     vocab = len(corpus.tokenizer)
     full_models = tiny_peers(vocab)
-    full = T.train(cfg, corpus, full_models, tmp_path / "full", progress=False)
+    full = train.train(cfg, corpus, full_models, tmp_path / "full", progress=False)
 
-    part = T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "split", progress=False, max_steps=3)
-    assert not part.done and not (tmp_path / "split" / T.DONE).exists()
+    part = train.train(cfg, corpus, tiny_peers(vocab), tmp_path / "split", progress=False, max_steps=3)
+    assert not part.done and not (tmp_path / "split" / train.DONE).exists()
     resumed_models = tiny_peers(vocab, seed=123)  # other init: everything must come from the checkpoint
-    resumed = T.train(cfg, corpus, resumed_models, tmp_path / "split", progress=False)
+    resumed = train.train(cfg, corpus, resumed_models, tmp_path / "split", progress=False)
 
     assert resumed.done and resumed.summary["steps"] == 6
     assert full.weights == resumed.weights
@@ -78,8 +75,8 @@ def test_metrics_schedule_and_saved_peers(corpus, tmp_path):
 
     cfg = tiny_config(num_epochs=4, eval_interval=2)
     models = tiny_peers(len(corpus.tokenizer))
-    res = T.train(cfg, corpus, models, tmp_path / "run", progress=False)
-    rows = [json.loads(l) for l in (tmp_path / "run" / T.METRICS).read_text().splitlines()]
+    res = train.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / train.METRICS).read_text().splitlines()]
     train_rows = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
@@ -113,7 +110,7 @@ def test_metrics_schedule_and_saved_peers(corpus, tmp_path):
         torch.testing.assert_close(a, b)
     assert res.summary["final_dev_ce"] == evals[-1]["dev_ce"]
     # a second call on a finished run returns it without training
-    again = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    again = train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
     assert again.done and again.weights == res.weights
 
 
@@ -121,7 +118,7 @@ def test_optimizer_decays_matrices_only():
     """AdamW with a zero gradient moves nothing but the decay: a matrix shrinks by (1 - lr * wd) exactly
     (closed form), a bias or LayerNorm gain stays."""
     model = tiny_peers(100, n=1)[0]
-    opt = T.make_optimizer([model], lr=0.1, weight_decay=0.5, betas=(0.9, 0.95))
+    opt = train.make_optimizer([model], lr=0.1, weight_decay=0.5, betas=(0.9, 0.95))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -139,8 +136,8 @@ def test_gradient_accumulation_and_per_peer_clipping(corpus, tmp_path, monkeypat
                       eval_interval=100, warmup_iters=0)
     vocab = len(corpus.tokenizer)
     models, ref = tiny_peers(vocab), tiny_peers(vocab)
-    T.set_dropout(models + ref, 0.0)  # no dropout: the hand-made step must see the same function
-    T.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    train.set_dropout(models + ref, 0.0)  # no dropout: the hand-made step must see the same function
+    train.train(cfg, corpus, models, tmp_path / "run", progress=False)
     batcher = corpus.batcher("train", cfg.data, cfg.train.batch_size, seed=cfg.train.seed)
     batches = [batcher.next_batch() for _ in range(3)]
     lr = cosine_schedule(0, cfg.train.learning_rate, cfg.train.min_lr, 0, cfg.train.lr_decay_iters)
@@ -173,7 +170,7 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
 
     cfg = tiny_config(num_batches=1, num_epochs=4, grad_clip=1e-4, loss_alpha=0.4)
     models = tiny_peers(len(corpus.tokenizer))
-    T.set_dropout(models, 0.0)
+    train.set_dropout(models, 0.0)
     real, calls = B.hypergradient, []
 
     def spy(models_, train_batch, dev_batch, weights, **kw):
@@ -195,7 +192,7 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
         return got
 
     monkeypatch.setattr(B, "hypergradient", spy)
-    res = T.train(cfg, corpus, models, tmp_path / "run", progress=False)
+    res = train.train(cfg, corpus, models, tmp_path / "run", progress=False)
     assert len(calls) == 2  # steps 2 and 4 (weight_update_frequency 2)
     hyper = res.history.dropna(subset=["hypergrad"])
     assert hyper["step"].tolist() == [2, 4]
@@ -203,10 +200,10 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
 
 
 def test_nan_loss_stops_naming_step_and_peer_and_keeps_checkpoint(corpus, tmp_path, monkeypatch):
-    from dwml import methods as M
+    from dwml import methods
 
     cfg = tiny_config(num_epochs=6, checkpoint_interval=1, eval_interval=100)
-    original, calls = M.DML.loss, {"n": 0}
+    original, calls = methods.DML.loss, {"n": 0}
 
     def poisoned(self, batch):  # peer 1's loss turns infinite in the first micro-batch of step 3
         loss, parts = original(self, batch)
@@ -216,30 +213,30 @@ def test_nan_loss_stops_naming_step_and_peer_and_keeps_checkpoint(corpus, tmp_pa
             loss = loss + float("inf")
         return loss, parts
 
-    monkeypatch.setattr(M.DML, "loss", poisoned)
+    monkeypatch.setattr(methods.DML, "loss", poisoned)
     with pytest.raises(FloatingPointError, match=r"step 3, peer 1: non-finite training loss"):
-        T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
-    ck = torch.load(tmp_path / "run" / T.CHECKPOINT, weights_only=True)
+        train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    ck = torch.load(tmp_path / "run" / train.CHECKPOINT, weights_only=True)
     assert ck["state"]["step"] == 2
     assert all(torch.isfinite(v).all() for sd in ck["models"] for v in sd.values())
-    assert not (tmp_path / "run" / T.DONE).exists()
+    assert not (tmp_path / "run" / train.DONE).exists()
 
 
 def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
     vocab = len(corpus.tokenizer)
-    T.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
-    with pytest.raises(T.CheckpointMismatchError, match=r"train\.learning_rate: checkpoint 0\.003, now 0\.001"):
-        T.train(tiny_config(learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
-    with pytest.raises(T.CheckpointMismatchError, match=r"peer\(s\) \[1\]"):
-        T.train(tiny_config(), corpus, tiny_peers(vocab, hidden=(32, 32)), tmp_path / "run", progress=False)
+    train.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
+    with pytest.raises(train.CheckpointMismatchError, match=r"train\.learning_rate: checkpoint 0\.003, now 0\.001"):
+        train.train(tiny_config(learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    with pytest.raises(train.CheckpointMismatchError, match=r"peer\(s\) \[1\]"):
+        train.train(tiny_config(), corpus, tiny_peers(vocab, hidden=(32, 32)), tmp_path / "run", progress=False)
     # harmless fields (length of the run, device, logging) may change
-    T.train(tiny_config(num_epochs=3, log_interval=2), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    train.train(tiny_config(num_epochs=3, log_interval=2), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     # a finished run is not reused on another text under the same settings (a new grammar version, say)
     import dataclasses
 
     other = dataclasses.replace(corpus, dev=corpus.train)
-    with pytest.raises(T.CheckpointMismatchError, match=r"corpus: checkpoint .*'dev_tokens'"):
-        T.train(tiny_config(num_epochs=3), other, tiny_peers(vocab), tmp_path / "run", progress=False)
+    with pytest.raises(train.CheckpointMismatchError, match=r"corpus: checkpoint .*'dev_tokens'"):
+        train.train(tiny_config(num_epochs=3), other, tiny_peers(vocab), tmp_path / "run", progress=False)
 
 
 def test_dropout_setting_reaches_every_module_and_the_saved_config(corpus, tmp_path):
@@ -248,7 +245,7 @@ def test_dropout_setting_reaches_every_module_and_the_saved_config(corpus, tmp_p
     vocab = len(corpus.tokenizer)
     models = tiny_peers(vocab)
     assert all(mod.p == 0.1 for m in models for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
-    res = T.train(tiny_config(method="dml", num_epochs=2, dropout=0.0), corpus, models, tmp_path / "run", progress=False)
+    res = train.train(tiny_config(method="dml", num_epochs=2, dropout=0.0), corpus, models, tmp_path / "run", progress=False)
     # the train-mode forward is now deterministic: nothing drops
     b = corpus.batcher("train", tiny_config().data, 4, seed=0).next_batch()
     m = models[0].train()
@@ -258,7 +255,7 @@ def test_dropout_setting_reaches_every_module_and_the_saved_config(corpus, tmp_p
     assert saved.config.hidden_dropout_prob == 0.0 and saved.config.attention_probs_dropout_prob == 0.0
     # None (the default) leaves the models' own dropout alone
     others = tiny_peers(vocab)
-    T.train(tiny_config(method="dml", num_epochs=1), corpus, others, tmp_path / "keep", progress=False)
+    train.train(tiny_config(method="dml", num_epochs=1), corpus, others, tmp_path / "keep", progress=False)
     assert all(mod.p == 0.1 for m in others for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
 
 
@@ -272,24 +269,24 @@ def test_bad_inputs_are_named(corpus, tmp_path):
     with pytest.raises(ConfigError, match="train.outer_grad"):
         tiny_config(outer_grad="fresh")
     with pytest.raises(ValueError, match="weights"):
-        T.train(tiny_config(method="dml"), corpus, tiny_peers(vocab), tmp_path / "a", progress=False,
+        train.train(tiny_config(method="dml"), corpus, tiny_peers(vocab), tmp_path / "a", progress=False,
                 weights=[0.7, 0.7])
     with pytest.raises(ConfigError, match="vocab_size"):
-        T.train(tiny_config(), corpus, tiny_peers(vocab - 10), tmp_path / "b", progress=False)
+        train.train(tiny_config(), corpus, tiny_peers(vocab - 10), tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="train.teacher_dir"):
-        T.train(tiny_config(method="kd", teacher_dir=str(tmp_path / "none")), corpus, tiny_peers(vocab),
+        train.train(tiny_config(method="kd", teacher_dir=str(tmp_path / "none")), corpus, tiny_peers(vocab),
                 tmp_path / "c", progress=False)
 
 
 def test_early_stopping_counts_evaluations_without_improvement(corpus, tmp_path, monkeypatch):
     """With dev ensemble losses 5, 4, 4.5, 4.2, 4.1 and patience 3, the run stops at the 4th evaluation
     after the best (step 0 = init, then one every step)."""
-    from dwml import methods as M
+    from dwml import methods
 
     seq = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0])
-    monkeypatch.setattr(M.Method, "eval_losses", lambda self, b: {"dev_ce": [0.0] * self.p, "dev_ensemble": next(seq)})
+    monkeypatch.setattr(methods.Method, "eval_losses", lambda self, b: {"dev_ce": [0.0] * self.p, "dev_ensemble": next(seq)})
     cfg = tiny_config(method="dml", num_epochs=10, eval_interval=1, patience=3, num_batches=1)
-    res = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    res = train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
     assert res.summary["stopped_early"] and res.summary["steps"] == 4
 
 
@@ -297,7 +294,7 @@ def test_early_stopping_counts_evaluations_without_improvement(corpus, tmp_path,
 def test_cuda_mixed_precision_and_compile_run(corpus, tmp_path):
     """On a GPU: bf16 autocast and torch.compile train, and the saved peers are plain fp32 modules."""
     cfg = tiny_config(device="cuda", mixed_precision=True, compile=True, num_epochs=4)
-    res = T.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
+    res = train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "run", progress=False)
     evals = res.history[res.history["kind"] == "eval"]
     assert all(math.isfinite(x) for x in evals["dev_ensemble"])
     assert res.summary["final_dev_ensemble"] < evals["dev_ensemble"].iloc[0]
@@ -306,19 +303,19 @@ def test_cuda_mixed_precision_and_compile_run(corpus, tmp_path):
 def test_cpu_mixed_precision_runs_in_bf16_and_keeps_fp32_weights(corpus, tmp_path, monkeypatch):
     """On the CPU, mixed_precision autocasts the forward passes to bf16 (the loss the method sees is bf16
     logits' loss), the weights stay fp32, the outer step still runs in fp32, and training still learns."""
-    from dwml import methods as M
+    from dwml import methods
 
     seen = []
-    original = M.DWML.loss
+    original = methods.DWML.loss
 
     def spy(self, batch):
         seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         return original(self, batch)
 
-    monkeypatch.setattr(M.DWML, "loss", spy)
+    monkeypatch.setattr(methods.DWML, "loss", spy)
     cfg = tiny_config(device="cpu", mixed_precision=True, num_epochs=4, learning_rate=1e-2)
     peers = tiny_peers(len(corpus.tokenizer))
-    res = T.train(cfg, corpus, peers, tmp_path / "run", progress=False)
+    res = train.train(cfg, corpus, peers, tmp_path / "run", progress=False)
     assert seen and all(d == torch.bfloat16 for d in seen)
     assert all(p.dtype == torch.float32 for m in peers for p in m.parameters())
     evals = res.history[res.history["kind"] == "eval"]
@@ -334,7 +331,7 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
     teacher_dir = tmp_path / "teacher"
     tiny_peers(vocab, n=1, seed=5)[0].save_pretrained(teacher_dir)
     cfg = tiny_config(method=method, num_epochs=4, eval_interval=4, teacher_dir=str(teacher_dir), learning_rate=1e-2)
-    res = T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
+    res = train.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     rows = res.history[res.history["kind"] == "train"]
     assert all(len(ce) == 2 for ce in rows["ce"])
     assert ("kl" in rows) == (method != "mlm")
@@ -344,13 +341,13 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
         assert all(len(k) == 2 for k in rows["kl_teacher"])
     ev = res.history[res.history["kind"] == "eval"]
     assert all(b < a for a, b in zip(ev["dev_ce"].iloc[0], ev["dev_ce"].iloc[-1]))
-    ck = torch.load(tmp_path / "run" / T.CHECKPOINT, weights_only=True)
+    ck = torch.load(tmp_path / "run" / train.CHECKPOINT, weights_only=True)
     if method == "sd":
         assert len(ck["method"]["heads"]) == 2 and len(ck["method"]["heads"][0]) > 0
     if method == "kd_dwml":  # a teacher given as a module (kd above read it from teacher_dir)
         teacher = tiny_peers(vocab, n=1, seed=6)[0]
         before = [p.detach().clone() for p in teacher.parameters()]
-        T.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run2", teacher=teacher, progress=False)
+        train.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run2", teacher=teacher, progress=False)
         assert all(torch.equal(a, p) for a, p in zip(before, teacher.parameters()))
 
 

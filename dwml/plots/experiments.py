@@ -102,3 +102,21 @@ def plot_method_curves(curves: pd.DataFrame, methods: Sequence[str] | None = Non
         ax.set_title(f"{suite}: {curves['seed'].nunique()} seed(s), band = seeds' range")
         ax.legend(fontsize=7)
     return fig
+
+
+def plot_size_weight(points: pd.DataFrame, paper: pd.DataFrame | None = None):
+    """Figure 2c: accuracy against peer size and against the learned weight, a line per seed
+    (``points``: :func:`dwml.experiments.size_weight_points`; ``paper``: the published rows of panel
+    ``c_size``, whose settings name the paper's peers in the title)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, x, label in ((axes[0], "params", "parameters"), (axes[1], "weight", "learned weight w")):
+        for seed, part in points.groupby("seed"):
+            ax.plot(part[x], part["accuracy"], marker="o", label=f"seed {seed}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7)
+    if paper is not None:
+        sizes = ", ".join(paper[paper["metric"] == "average_accuracy"]["setting"])
+        axes[0].set_title(f"size (paper: {sizes} peers)")
+    axes[1].set_title("weight (paper: R = 0.7, weights 0.2484-0.2511)")
+    return fig

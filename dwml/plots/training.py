@@ -80,7 +80,7 @@ def plot_kl(history: pd.DataFrame, names: Sequence[str] | None = None):
     return fig
 
 
-def peer_table(history: pd.DataFrame, names: Sequence[str] | None = None,
+def peer_dev_table(history: pd.DataFrame, names: Sequence[str] | None = None,
                extra: dict[str, Sequence] | None = None) -> pd.DataFrame:
     """One row a peer: dev CE at initialisation and at the end, perplexity exp(CE), and the final weight."""
     ev = history[history["kind"] == "eval"]

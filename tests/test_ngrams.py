@@ -1,11 +1,11 @@
-"""dwml.baselines: the n-gram model against hand-computed values, normalisation, and pair scoring."""
+"""dwml.ngrams: the n-gram model against hand-computed values, normalisation, and pair scoring."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from dwml.baselines import NgramLM, ngram_accuracy_table, ngram_pair_scores
+from dwml.ngrams import NgramLM, ngram_accuracy_table, ngram_pair_scores
 from dwml.evaluate import MinimalPair
 
 LINES = ["a b", "a a"]

@@ -1,0 +1,312 @@
+"""Run the paper's notebooks with papermill on a profile: ``python -m dwml.runner --profile default``.
+
+Only the ``py:percent`` files in ``notebooks/`` are committed (reviewable diffs); this runner turns each
+into a notebook with jupytext, injects the profile's parameters with papermill, and writes the executed
+copy to ``runs/<profile>/executed/`` (a build product, git-ignored). The notebooks write their figures and
+tables themselves, to the profile's ``figures_dir``.
+
+A profile is shared by all notebooks: before anything runs, its top-level keys are checked against the
+parameters the notebooks declare (their ``parameters`` cells), and a key no notebook declares (a typo) is
+an error naming the key and the profile file. Each notebook then gets only the parameters it declares.
+While a notebook runs, the console gets a line as each cell starts (with the elapsed time) and a
+heartbeat every ``--heartbeat`` seconds while a long cell runs, so a long run never looks hung; at the
+end, a summary (notebooks, times, executed copies, where the figures went).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+from dwml.io import project_path, project_root, read_yaml
+
+PARAMETERS_TAG = "parameters"
+
+
+class NotebookError(RuntimeError):
+    pass
+
+
+def notebook_paths(names: list[str] | None = None) -> list[Path]:
+    """The ``notebooks/NN_*.py`` files in order, or the named ones."""
+    if names:
+        paths = [project_path(n) if ("/" in n or n.endswith(".py")) else project_root() / "notebooks" / f"{n}.py"
+                 for n in names]
+    else:
+        paths = sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.py"))
+    for p in paths:
+        if not p.is_file():
+            raise NotebookError(f"no notebook {p}")
+    return paths
+
+
+def load_profile(name_or_path: str) -> dict:
+    """Read ``profiles/<name>.yaml`` (or a path); it must be a mapping of parameter names."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = project_root() / "profiles" / f"{name_or_path}.yaml"
+    path = project_path(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in (project_root() / "profiles").glob("*.yaml"))
+        raise NotebookError(f"profile {name_or_path!r}: {path} not found (known profiles: {known})")
+    params = read_yaml(path, NotebookError) or {}
+    if not isinstance(params, dict):
+        raise NotebookError(f"{path}: a profile must be a mapping of parameter names to values")
+    return params
+
+
+def profile_file(name_or_path: str) -> Path:
+    """The file :func:`load_profile` reads for ``name_or_path``."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = project_root() / "profiles" / f"{name_or_path}.yaml"
+    return project_path(path)
+
+
+def declared_parameters(paths: list[Path] | None = None) -> dict[str, list[str]]:
+    """parameter name -> the notebooks (stems) that declare it, over ``paths`` (default: all notebooks)."""
+    declared: dict[str, list[str]] = {}
+    for path in paths if paths is not None else notebook_paths():
+        for key in notebook_parameters(path):
+            declared.setdefault(key, []).append(path.stem)
+    return declared
+
+
+def check_profile(params: dict, where: str | Path, paths: list[Path] | None = None) -> None:
+    """Every top-level key of a profile must be a parameter some notebook declares; an unknown one (a typo,
+    which papermill would pass on silently, leaving the notebook's default in force) raises naming it."""
+    declared = declared_parameters(paths)
+    unknown = [k for k in params if k not in declared]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), list(declared), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise NotebookError(f"{where}: unknown parameter(s) {', '.join(hints)}: no notebook declares them "
+                            f"(declared: {', '.join(sorted(declared))})")
+
+
+def parameters_for(path: str | Path, params: dict) -> dict:
+    """The part of ``params`` that the notebook at ``path`` declares in its parameters cell."""
+    declared = notebook_parameters(path)
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """Console lines while a notebook runs: one as each code cell starts, one when a cell that took longer
+    than ``report_after`` seconds ends, and a heartbeat every ``heartbeat`` seconds while a cell runs."""
+
+    def __init__(self, name: str, n_cells: int, heartbeat: float = 60.0, report_after: float = 10.0, stream=None):
+        self.name, self.n_cells, self.heartbeat, self.report_after = name, n_cells, heartbeat, report_after
+        self.stream = stream or sys.stdout
+        self.t0 = time.perf_counter()
+        self.cell_t0 = self.t0
+        self.current = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            print(f"[dwml.runner] {self.name} {_fmt(time.perf_counter() - self.t0):>6} | {text}",
+                  file=self.stream, flush=True)
+
+    def cell_start(self, number: int, source: str) -> None:
+        self.current, self.cell_t0 = number, time.perf_counter()
+        first = next((line.strip() for line in source.splitlines() if line.strip() and not line.strip().startswith("#")),
+                     "")
+        self._print(f"cell {number}/{self.n_cells}: {first[:70]}")
+
+    def cell_end(self) -> None:
+        took = time.perf_counter() - self.cell_t0
+        if took >= self.report_after:
+            self._print(f"cell {self.current}/{self.n_cells} done in {_fmt(took)}")
+        self.current = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            if self.current is not None:
+                self._print(f"still in cell {self.current}/{self.n_cells} ({_fmt(time.perf_counter() - self.cell_t0)} "
+                            f"so far)")
+
+    def __enter__(self):
+        if self.heartbeat > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        return False
+
+
+_ACTIVE: dict = {}  # the Progress of the notebook being run (papermill runs one at a time here)
+
+
+def _engine():
+    """A papermill engine (nbclient's) that reports each cell to the active :class:`Progress`."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            progress = _ACTIVE.get("progress")
+            if progress is not None:
+                start, complete = nb_man.cell_start, nb_man.cell_complete
+                code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+                number = {i: k + 1 for k, i in enumerate(code)}
+
+                def cell_start(cell, cell_index=None, **kw):
+                    if cell.cell_type == "code":
+                        progress.cell_start(number.get(cell_index, 0), cell.source)
+                    return start(cell, cell_index, **kw)
+
+                def cell_complete(cell, cell_index=None, **kw):
+                    if cell.cell_type == "code":
+                        progress.cell_end()
+                    return complete(cell, cell_index, **kw)
+
+                nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("dwml-progress", ProgressEngine)
+    return "dwml-progress"
+
+
+# The kernel's own console warnings (e.g. ipykernel's "Kernel is running over TCP without encryption",
+# which nbclient's local kernels always are) say nothing about the notebook; errors still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+def read_notebook(path: str | Path):
+    import jupytext
+
+    return jupytext.read(str(path))
+
+
+def parameters_cell(nb) -> str:
+    """Source of the first code cell, which must be tagged ``parameters`` (papermill's convention)."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or PARAMETERS_TAG not in code[0].get("metadata", {}).get("tags", []):
+        raise NotebookError("the first code cell is not tagged 'parameters'")
+    return code[0].source
+
+
+def notebook_parameters(path: str | Path) -> dict:
+    """The default values of a notebook's parameters cell (a cell of plain assignments of literals)."""
+    source = parameters_cell(read_notebook(path))
+    values: dict = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            values[node.target.id] = ast.literal_eval(node.value)
+    return values
+
+
+def run_notebook(path: Path, profile: str, params: dict, log_output: bool = False,
+                 progress: bool | Progress = False, heartbeat: float = 60.0) -> Path:
+    """Execute one notebook with papermill; returns the executed copy's path. The notebook gets only the
+    parameters it declares (no papermill "unknown parameter" warnings); ``progress`` prints a line per
+    cell and a heartbeat (see :class:`Progress`)."""
+    import nbformat
+    import papermill as pm
+
+    out_dir = project_path(params.get("run_root", f"runs/{profile}")) / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{path.stem}.ipynb"
+    nb = read_notebook(path)
+    parameters_cell(nb)  # fail early, with the notebook's name, if the tag is missing
+    params = parameters_for(path, params)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if progress is True:
+        progress = Progress(path.stem, sum(c.cell_type == "code" for c in nb.cells) + 1, heartbeat=heartbeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f"{path.stem}.ipynb"
+        nbformat.write(nb, src)
+        _ACTIVE["progress"] = progress or None
+        try:
+            with (progress or _Null()):
+                pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(project_root()),
+                                    kernel_name="python3", log_output=log_output, progress_bar=False,
+                                    engine_name=_engine(), extra_arguments=KERNEL_ARGUMENTS)
+        finally:
+            _ACTIVE.pop("progress", None)
+    return out
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _figure_files(folder: Path) -> dict[Path, float]:
+    return {p: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="*", help="notebook names (e.g. 00_data) or paths; default: all, in order")
+    ap.add_argument("--profile", default="default", help="profiles/<name>.yaml (default: default)")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    ap.add_argument("--heartbeat", type=float, default=60.0,
+                    help="seconds between 'still in cell' lines while a long cell runs (0: none)")
+    ap.add_argument("--quiet", action="store_true", help="no per-cell lines, only one per notebook")
+    args = ap.parse_args(argv)
+    params = load_profile(args.profile)
+    params.setdefault("profile", args.profile)
+    paths = notebook_paths(args.notebooks)
+    try:  # a misspelled key is reported before anything runs
+        check_profile(params, profile_file(args.profile))
+    except NotebookError as err:
+        print(f"[dwml.runner] {err}", file=sys.stderr)
+        return 2
+    figures = project_path(params.get("figures_dir", "figures"))
+    before = _figure_files(figures)
+    times = []
+    t_all = time.perf_counter()
+    print(f"[dwml.runner] {len(paths)} notebook(s) on profile {args.profile} "
+          f"({profile_file(args.profile)}): {', '.join(p.stem for p in paths)}", flush=True)
+    for k, path in enumerate(paths, start=1):
+        t0 = time.perf_counter()
+        print(f"[dwml.runner] [{k}/{len(paths)}] {path.name} ...", flush=True)
+        try:
+            out = run_notebook(path, args.profile, params, log_output=args.log_output,
+                               progress=not args.quiet, heartbeat=args.heartbeat)
+        except Exception as err:  # papermill's error names the cell; add the notebook
+            print(f"[dwml.runner] FAILED: {path.name} after {_fmt(time.perf_counter() - t0)}: "
+                  f"{type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        times.append((path.stem, time.perf_counter() - t0, out))
+        print(f"[dwml.runner] [{k}/{len(paths)}] {path.name} done in {_fmt(times[-1][1])} "
+              f"(total {_fmt(time.perf_counter() - t_all)})", flush=True)
+    after = _figure_files(figures)
+    written = sorted(p for p, m in after.items() if before.get(p) != m)
+    width = max(len(n) for n, _, _ in times)
+    lines = ["", f"[dwml.runner] summary: profile {args.profile}, {len(times)} notebook(s), "
+                 f"{_fmt(time.perf_counter() - t_all)} in all"]
+    lines += [f"  {n:<{width}}  {_fmt(t):>7}  {out}" for n, t, out in times]
+    lines.append(f"  figures and tables: {len(written)} file(s) written under {figures}"
+                 + (f" ({', '.join(sorted({p.suffix for p in written}))})" if written else ""))
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
