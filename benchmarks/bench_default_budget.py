@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -42,6 +43,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default="mlm,dml,dwml", help="mlm first: it is kd's teacher")
     ap.add_argument("--run-root", default="runs/budget")
+    ap.add_argument("--peers", default="runs/default/peers.json",
+                    help="the notebooks' peer search to train (copied into --run-root; '' searches anew at the "
+                         "tokenizer's size, not data.vocab_size as 01 does)")
     ap.add_argument("--eval-dtypes", default="bfloat16", help="first one gives the tables; a second is compared")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_budget.md"))
     args = ap.parse_args(argv)
@@ -49,6 +53,9 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     dtypes = args.eval_dtypes.split(",")
+    if args.peers and (ROOT / args.peers).is_file() and not (ROOT / args.run_root / "peers.json").is_file():
+        (ROOT / args.run_root).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / args.peers, ROOT / args.run_root / "peers.json")
     study = experiments.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, prof["suites"],
                               prof["max_pairs_per_task"])
     lines = [f"# Default budget: {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}", "",

@@ -48,10 +48,7 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
 
 def load_profile(name_or_path: str) -> dict:
     """Read ``profiles/<name>.yaml`` (or a path); it must be a mapping of parameter names."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = project_root() / "profiles" / f"{name_or_path}.yaml"
-    path = project_path(path)
+    path = profile_file(name_or_path)
     if not path.is_file():
         known = sorted(p.stem for p in (project_root() / "profiles").glob("*.yaml"))
         raise NotebookError(f"profile {name_or_path!r}: {path} not found (known profiles: {known})")

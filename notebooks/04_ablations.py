@@ -146,7 +146,7 @@ claims = pd.concat([
 claims["value"] = claims["value"].astype(str)
 claims["reference"] = claims["reference"].astype(str)
 claims = claims[["claim", "setting", "value", "reference", "suite", "difference", "ci_low", "ci_high", "seeds", "differs"]]
-claims["verdict"] = X.verdicts(claims.assign(value=claims["setting"] + " " + claims["value"],
+claims["verdict"] = experiments.verdicts(claims.assign(value=claims["setting"] + " " + claims["value"],
                                               reference=claims["setting"] + " " + claims["reference"]), "value")
 save_table(claims, figures_dir, "table_ablation_claims", floatfmt=".2f")
 claims
