@@ -360,11 +360,11 @@ def test_mixed_precision_auto_is_recorded_as_what_it_resolved_to(corpus, tmp_pat
         monkeypatch.setattr(M, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
         cfg = tiny_config(num_epochs=2, mixed_precision="auto")
         auto_models = tiny_peers(len(corpus.tokenizer))
-        T.train(cfg, corpus, auto_models, tmp_path / f"auto{native}", progress=False)
-        saved = json.loads((tmp_path / f"auto{native}" / T.CONFIG).read_text())
+        train.train(cfg, corpus, auto_models, tmp_path / f"auto{native}", progress=False)
+        saved = json.loads((tmp_path / f"auto{native}" / train.CONFIG).read_text())
         assert saved["train"]["mixed_precision"] is native
         fixed_models = tiny_peers(len(corpus.tokenizer))
-        T.train(tiny_config(num_epochs=2, mixed_precision=native), corpus, fixed_models, tmp_path / f"fixed{native}",
+        train.train(tiny_config(num_epochs=2, mixed_precision=native), corpus, fixed_models, tmp_path / f"fixed{native}",
                 progress=False)
         for a, b in zip(params(auto_models), params(fixed_models)):
             assert torch.equal(a, b)
