@@ -25,6 +25,7 @@ a saved peer loads with ``AutoModelForMaskedLM.from_pretrained`` like any other.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -42,15 +43,21 @@ ATTENTION = "dwml_sdpa"
 # Building peers
 # --------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> str:
+    """``/proc/cpuinfo`` read once per process (every Trainer with 'auto' asks); '' where it does not exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from the flags of
     ``/proc/cpuinfo`` (or the text given); False where that file does not exist."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
+        cpuinfo = _proc_cpuinfo()
     flags = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):

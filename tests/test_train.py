@@ -354,10 +354,10 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
 def test_mixed_precision_auto_is_recorded_as_what_it_resolved_to(corpus, tmp_path, monkeypatch):
     """'auto' trains as True or False would on this device, and the run's config.json says which: a run
     made with bf16 elsewhere is then not reused as if it were this machine's float32 run."""
-    from dwml import model as M
+    from dwml import model
 
     for native in (False, True):
-        monkeypatch.setattr(M, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
+        monkeypatch.setattr(model, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
         cfg = tiny_config(num_epochs=2, mixed_precision="auto")
         auto_models = tiny_peers(len(corpus.tokenizer))
         train.train(cfg, corpus, auto_models, tmp_path / f"auto{native}", progress=False)
