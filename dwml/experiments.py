@@ -297,6 +297,11 @@ def best_peer(seeded: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd.DataF
     return seeded.merge(pick, on=by + ["seed", "peer"])
 
 
+def best_peer_choice(scores: pd.DataFrame) -> pd.DataFrame:
+    """Which peer :func:`best_peer` keeps for each (method, seed): the rows (method, seed, peer)."""
+    return best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+
+
 def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = None) -> pd.DataFrame:
     """The paper's Table 2 layout: per method and peer, each suite's accuracy (mean over seeds, 95%
     interval), and a 'best' row per method (the peer best on average, chosen within each seed)."""
@@ -422,7 +427,7 @@ def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> p
     ``curves``: method -> :func:`learning_curve` rows of that method's runs (every peer, every step, the
     final point included); ``scores``: the final per-pair scores, from which :func:`best_peer` picks the
     peer of each (method, seed), the one a user would keep, so the curve ends at the tables' value."""
-    pick = best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+    pick = best_peer_choice(scores)
     frames = []
     for method, curve in curves.items():
         mine = pick[pick["method"] == method][["seed", "peer"]]
@@ -456,25 +461,25 @@ def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None
     and ``paper (Table 2)`` the paper's own aggregate for the method. For each table, a long table
     ``<name>_intervals`` gives every cell with its 95% bootstrap interval (pairs resampled within each
     paradigm), tie rate, paradigm and pair counts. Written under ``figures_dir`` when given."""
-    from dwml import reports as R
+    from dwml import reports
     from dwml.plots import save_table
 
     wanted = [s for s in GROUP_TABLES if s in set(scores["suite"])]
     if not wanted:
         return {}
-    pick = best_peer(per_seed(scores))[["method", "seed", "peer"]].drop_duplicates()
+    pick = best_peer_choice(scores)
     chosen = scores.merge(pick, on=["method", "seed", "peer"])
     paper = published_table2_long()
     paper = paper[paper["peer"].astype(str) == "best"].set_index(["method", "suite"])["paper"]
-    columns = {"blimp": R.PHENOMENON_COLUMNS, "supplement": R.SUPPLEMENT_COLUMNS, "ewok": R.EWOK_COLUMNS}
+    columns = {"blimp": reports.PHENOMENON_COLUMNS, "supplement": reports.SUPPLEMENT_COLUMNS, "ewok": reports.EWOK_COLUMNS}
     out = {}
     for suite in wanted:
         name, _ = GROUP_TABLES[suite]
         part = chosen[chosen["suite"] == suite]
         long, wide = [], []
         for method, mpart in part.groupby("method", sort=False):
-            groups = R.accuracy_table(mpart, "group", n_boot, seed)
-            total = R.accuracy_table(mpart, "suite", n_boot, seed).assign(group="Avg.")
+            groups = reports.accuracy_table(mpart, "group", n_boot, seed)
+            total = reports.accuracy_table(mpart, "suite", n_boot, seed).assign(group="Avg.")
             cells = pd.concat([groups, total], ignore_index=True).assign(method=method, seeds=mpart["seed"].nunique())
             long.append(cells)
             row = {"method": method, **dict(zip(cells["group"], cells["accuracy"])),
