@@ -247,26 +247,61 @@ def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, 
     return {k: subsample(v, max_pairs_per_task, seed) if max_pairs_per_task else v for k, v in suites.items()}
 
 
-def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False) -> pd.DataFrame:
-    """Per-pair scores of every peer of a finished run, cached in its folder (rescored when the suites differ)."""
+def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, peers: Sequence[int] | None = None,
+              cache: str = SCORES) -> pd.DataFrame:
+    """Per-pair scores of every peer of a finished run (or of ``peers``, numbered from 1), cached in its
+    folder as ``cache`` (rescored when the suites or peers differ)."""
     from dwml.evaluate import evaluate_model
     from dwml.io import atomic_write_text
 
-    path = Path(result.run_dir) / SCORES
-    want = {s: len(p) * len(result.peer_dirs) for s, p in suites.items()}
+    path = Path(result.run_dir) / cache
+    peers = list(range(1, len(result.peer_dirs) + 1)) if peers is None else [int(p) for p in peers]
+    bad = [p for p in peers if not 1 <= p <= len(result.peer_dirs)]
+    if bad:
+        raise ValueError(f"peers={peers}: run {result.run_dir} has peers 1..{len(result.peer_dirs)}")
+    want = {s: len(p) * len(peers) for s, p in suites.items()}
     if path.is_file():
         cached = pd.read_csv(path)
-        if {s: int(n) for s, n in cached.groupby("suite").size().items()} == want:
+        if ({s: int(n) for s, n in cached.groupby("suite").size().items()} == want
+                and sorted(cached["peer"].unique().tolist()) == sorted(peers)):
             return cached
     frames = []
-    for i, d in enumerate(result.peer_dirs):
-        df = evaluate_model(d, suites=suites, cfg=eval_cfg, progress=progress)
-        df["peer"] = i + 1
+    for p in peers:
+        df = evaluate_model(result.peer_dirs[p - 1], suites=suites, cfg=eval_cfg, progress=progress)
+        df["peer"] = p
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     out["method"], out["seed"] = result.summary["method"], int(Path(result.run_dir).name.rsplit("seed", 1)[1])
     atomic_write_text(path, out.to_csv(index=False))
     return out
+
+
+FULL_SCORES = "scores_full.csv"
+
+
+def rescore_best(results: Mapping, scores: pd.DataFrame, suites: Mapping, eval_cfg=None,
+                 progress: bool = False) -> pd.DataFrame:
+    """The peer that :func:`best_peer_choice` keeps in each run of ``results`` ((method, seed) -> run),
+    chosen on ``scores`` (a subsample of the pairs, say), scored again on ``suites`` (all the pairs);
+    cached in the run folder as ``scores_full.csv``. The rows have the columns of :func:`score_run`."""
+    frames = []
+    for method, seed, peer in best_peer_choice(scores).itertuples(index=False):
+        if (method, seed) in results:
+            frames.append(score_run(results[method, seed], suites, eval_cfg, progress, peers=[peer], cache=FULL_SCORES))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ngram_rows(lines: Sequence[str], suites: Mapping, orders: Sequence[int] = (1, 2, 3)) -> pd.DataFrame:
+    """Table 1 rows for the word n-gram models counted on ``lines`` (the training corpus): per order, each
+    suite's macro accuracy (%) on ``suites``' pairs, a tie counting as wrong, as for the models."""
+    from dwml.ngrams import ngram_pair_scores
+
+    pairs = [p for v in suites.values() for p in v]
+    sc = ngram_pair_scores(lines, pairs, orders)
+    task = sc.groupby(["order", "suite", "task"])["correct"].mean().reset_index()
+    acc = task.groupby(["order", "suite"])["correct"].mean().mul(100).unstack("suite")
+    acc.index = [f"word {n}-gram (same corpus)" for n in acc.index]
+    return acc.rename_axis("model").reset_index()
 
 
 def per_seed(scores: pd.DataFrame, keys: Sequence[str] = ("method", "peer")) -> pd.DataFrame:
@@ -547,11 +582,17 @@ def bug_reference(setting: str, settings: Sequence[str]) -> str:
 
 def published_bug_runs(sections: Mapping, archs: Sequence, meta: Mapping, seeds: Sequence[int], run_root: str | Path,
                        pairs: Mapping, eval_cfg=None, method: str = "dwml", bugs: Sequence[str] = tuple(PUBLISHED_BUGS),
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, train_overrides: Mapping | None = None,
+                       blocks_overrides: Mapping | None = None) -> pd.DataFrame:
     """Train ``method`` in every setting of :func:`published_bug_settings` on the same seeds and peers
     (run folders ``<method>_bug-<setting>_seed<seed>``, and the profile's own ``<method>_seed<seed>`` for
     'corrected'; reused when finished) and score every peer on
-    ``pairs``; the per-pair scores with a ``setting`` column."""
+    ``pairs``; the per-pair scores with a ``setting`` column.
+
+    ``train_overrides``: a budget of the table's own for every setting (fewer steps, say); 'corrected' is
+    then trained under them too (``<method>_bug-corrected_seed<seed>``), not taken from the profile's run.
+    ``blocks_overrides``: further overrides for the settings that cut random blocks (a batch of fewer
+    rows, so that a step of blocks sees about as many tokens as a step of utterances)."""
     from dwml.config import Config
     from dwml.data import prepare_corpus
     from dwml.methods import method_class
@@ -561,10 +602,15 @@ def published_bug_runs(sections: Mapping, archs: Sequence, meta: Mapping, seeds:
     frames = []
     for setting, secs in published_bug_settings(sections, bugs).items():
         prep = prepare_corpus(Config.from_dict(data=secs.get("data", {})).data, progress=progress)
+        overrides = dict(train_overrides or {})
+        if secs.get("data", {}).get("packing") == "blocks":
+            overrides.update(blocks_overrides or {})
         for seed in seeds:
-            # 'corrected' is the profile's own run of the method (the one 02 / 03 train), reused when finished
-            tag = "" if setting == "corrected" else f"bug-{setting}"
-            res = train_run(secs, prep, archs, meta, method, seed, run_root, tag=tag, progress=progress)
+            # 'corrected' is the profile's own run of the method (the one 02 / 03 train), reused when finished,
+            # unless the table has a budget of its own
+            tag = "" if setting == "corrected" and not overrides else f"bug-{setting}"
+            res = train_run(secs, prep, archs, meta, method, seed, run_root, tag=tag, progress=progress,
+                            train_overrides=overrides or None)
             frames.append(score_run(res, pairs, eval_cfg).assign(setting=setting))
     return pd.concat(frames, ignore_index=True)
 

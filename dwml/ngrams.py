@@ -69,17 +69,20 @@ class NgramLM:
 
 def ngram_pair_scores(lines: Sequence[str], pairs, orders: Sequence[int] = (1, 2, 3)):
     """Per order and pair: ``correct`` (the good sentence strictly more probable) and ``tie``, for pairs
-    with ``good``/``bad``/``task`` attributes (``dwml.evaluate.MinimalPair``). Returns a long DataFrame:
-    order, task, pair_id, score_good, score_bad, correct, tie."""
+    with ``good``/``bad``/``task`` attributes (``dwml.evaluate.MinimalPair``). A pair with a ``prefix``
+    (EWoK's context) scores each member read after it, as one text: the prefix's own probability is the
+    same in both, so the comparison is that of the members given the prefix. Returns a long DataFrame:
+    order, suite, task, pair_id, score_good, score_bad, correct, tie."""
     import pandas as pd
 
     rows = []
     for n in orders:
         lm = NgramLM(lines, n)
         for p in pairs:
-            good, bad = lm.logprob(p.good), lm.logprob(p.bad)
-            rows.append({"order": n, "task": p.task, "pair_id": p.pair_id, "score_good": good, "score_bad": bad,
-                         "correct": good > bad, "tie": good == bad})
+            prefix = (getattr(p, "prefix", None) or "").strip()
+            good, bad = (lm.logprob(f"{prefix} {s}".strip()) for s in (p.good, p.bad))
+            rows.append({"order": n, "suite": getattr(p, "suite", ""), "task": p.task, "pair_id": p.pair_id,
+                         "score_good": good, "score_bad": bad, "correct": good > bad, "tie": good == bad})
     return pd.DataFrame(rows)
 
 

@@ -75,11 +75,32 @@ def declared_parameters(paths: list[Path] | None = None) -> dict[str, list[str]]
     return declared
 
 
+RUNNER_KEYS = ("notebooks",)
+"""Profile keys the runner reads itself and passes to no notebook: ``notebooks``, the notebooks a profile is
+for (run when none are named on the command line; default: all)."""
+
+
+def profile_notebooks(params: dict, where: str | Path) -> list[str] | None:
+    """The profile's ``notebooks`` list (names such as ``03_baselines``), checked; None when it has none."""
+    names = params.get("notebooks")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise NotebookError(f"{where}: 'notebooks' must be a non-empty list of notebook names, got {names!r}")
+    try:
+        notebook_paths(names)
+    except NotebookError as err:
+        raise NotebookError(f"{where}: 'notebooks': {err}") from None
+    return names
+
+
 def check_profile(params: dict, where: str | Path, paths: list[Path] | None = None) -> None:
-    """Every top-level key of a profile must be a parameter some notebook declares; an unknown one (a typo,
-    which papermill would pass on silently, leaving the notebook's default in force) raises naming it."""
+    """Every top-level key of a profile must be a parameter some notebook declares (or one of
+    :data:`RUNNER_KEYS`); an unknown one (a typo, which papermill would pass on silently, leaving the
+    notebook's default in force) raises naming it."""
     declared = declared_parameters(paths)
-    unknown = [k for k in params if k not in declared]
+    profile_notebooks(params, where)
+    unknown = [k for k in params if k not in declared and k not in RUNNER_KEYS]
     if unknown:
         hints = []
         for k in unknown:
@@ -268,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_profile(args.profile)
     params.setdefault("profile", args.profile)
-    paths = notebook_paths(args.notebooks)
     try:  # a misspelled key is reported before anything runs
         check_profile(params, profile_file(args.profile))
     except NotebookError as err:
         print(f"[dwml.runner] {err}", file=sys.stderr)
         return 2
+    paths = notebook_paths(args.notebooks or profile_notebooks(params, profile_file(args.profile)))
     figures = project_path(params.get("figures_dir", "figures"))
     before = _figure_files(figures)
     times = []

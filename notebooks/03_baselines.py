@@ -33,6 +33,10 @@ glue_tasks = []
 curve_steps = [100, 175]
 curve_pairs_per_task = 50
 baseline_published_bugs = False
+best_peer_all_pairs = False
+bug_train_overrides = {}
+bug_blocks_overrides = {}
+bug_pairs_per_task = 0
 
 # %%
 import pandas as pd
@@ -81,6 +85,24 @@ scores = pd.concat([X.score_run(r, pairs, cfg.eval) for r in results.values()], 
 params = {(m, i + 1): a.params for m in baseline_methods for i, a in
           enumerate([X.teacher_arch(meta)] if m == "mlm" else archs)}
 print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%")
+
+# %% [markdown]
+# ## The kept peers on all the pairs
+# With `best_peer_all_pairs` (and `max_pairs_per_task` subsampling the suites), the peer each run keeps
+# (chosen on the subsample, as everywhere) is scored again on every pair of every suite; Table 1 and Tables
+# 6-8 use those scores. Beside them: word n-gram models counted on the same training text and scored on
+# the same pairs (`dwml.ngrams`), the bar a model must clear before its accuracy says anything about syntax.
+
+# %%
+from dwml.data import read_corpus
+
+all_pairs, table_scores = pairs, scores
+if best_peer_all_pairs and max_pairs_per_task:
+    all_pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir)
+    table_scores = X.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
+ngram_rows = X.ngram_rows(read_corpus(prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers), all_pairs)
+print({k: len(v) for k, v in all_pairs.items()}, "pairs for Tables 1 and 6-8")
+ngram_rows
 
 # %% [markdown]
 # ## Learning curves: is the comparison made before or after convergence?
@@ -148,7 +170,7 @@ diffs
 # The organisers' baselines that the paper cites (BabyLlama, LTG-BERT) are printed from its Table 1.
 
 # %%
-best = X.over_seeds(X.best_peer(X.per_seed(scores[scores["method"].isin(["mlm", "dwml"])])).assign(peer="best"))
+best = X.over_seeds(X.best_peer(X.per_seed(table_scores[table_scores["method"].isin(["mlm", "dwml"])])).assign(peer="best"))
 t1 = best.pivot(index="method", columns="suite", values="accuracy").rename(index={"mlm": "ours: RoBERTa (mlm)",
                                                                                   "dwml": "ours: RoBERTa-DWML (best peer)"})
 if glue_tasks:
@@ -165,7 +187,7 @@ if glue_tasks:
     # has learnt nothing the labels' balance does not give.
     t1.loc["majority class (GLUE validation)", "glue"] = 100 * g["majority_accuracy"].mean()
 published_t1 = X.published("table1")
-t1 = pd.concat([t1.reset_index().rename(columns={"method": "model"}),
+t1 = pd.concat([t1.reset_index().rename(columns={"method": "model"}), ngram_rows,
                 published_t1[published_t1["dataset"] == "10M"].drop(columns="dataset").assign(model=lambda d: "paper: " + d["model"])
                 .rename(columns={"blimp_supplement": "supplement"})], ignore_index=True)
 save_table(t1, figures_dir, "table1_summary", floatfmt=".2f")
@@ -187,7 +209,7 @@ save_figure(fig, figures_dir, "figure_methods")
 # BLiMP, the supplement or EWoK (the synthetic suite has no such tables).
 
 # %%
-group_tables = X.per_group_tables(scores, figures_dir)
+group_tables = X.per_group_tables(table_scores, figures_dir)
 if group_tables:
     print(X.PAPER_GROUPS_MISSING)
 for name, table in group_tables.items():
@@ -200,12 +222,17 @@ for name, table in group_tables.items():
 # (`dwml.config`: `data.published_token_file`, `train.published_hypergradient`, `train.published_kl`), on
 # the same seeds and peers. The difference is in points against the corrected run (against the corrected
 # run on random blocks for the token file, whose stream has no utterances left), with a 95% paired
-# bootstrap interval over pairs and, with two or more seeds, a paired t-interval over seeds.
+# bootstrap interval over pairs and, with two or more seeds, a paired t-interval over seeds. A profile can
+# give the table a budget of its own (`bug_train_overrides`, `bug_blocks_overrides` for the runs on
+# blocks) and fewer pairs (`bug_pairs_per_task`); every setting, the corrected one included, then runs
+# under it.
 
 # %%
 bug_table = None
 if baseline_published_bugs:
-    bug_scores = X.published_bug_runs(sections, archs, meta, seeds, run_root, pairs, cfg.eval)
+    bug_pairs = {k: subsample(v, bug_pairs_per_task) for k, v in pairs.items()} if bug_pairs_per_task else pairs
+    bug_scores = X.published_bug_runs(sections, archs, meta, seeds, run_root, bug_pairs, cfg.eval,
+                                      train_overrides=bug_train_overrides, blocks_overrides=bug_blocks_overrides)
     bug_table = X.published_bug_table(bug_scores)
     save_table(bug_table, figures_dir, "table_published_bugs", floatfmt=".2f")
 bug_table

@@ -163,3 +163,33 @@ def test_published_bug_runs_on_the_ci_profile(tmp_path):
     t = X.published_bug_table(scores, n_boot=100)
     assert set(t["setting"]) == set(scores["setting"])
     assert t.set_index("setting").loc["token_file", "reference"] == "corrected_blocks"
+
+
+def test_published_bug_runs_budget_of_its_own(monkeypatch):
+    """With train_overrides every setting, 'corrected' included, trains under them in a folder of its own;
+    blocks_overrides reach only the settings that cut blocks. Without, 'corrected' is the profile's run."""
+    import dwml.data
+
+    calls = []
+
+    def fake_train(secs, prep, archs, meta, method, seed, run_root, tag="", progress=True, train_overrides=None):
+        calls.append((tag, secs["data"].get("packing"), dict(train_overrides or {})))
+        return None
+
+    monkeypatch.setattr(X, "train_run", fake_train)
+    monkeypatch.setattr(X, "score_run", lambda res, pairs, eval_cfg: pd.DataFrame({"correct": [True]}))
+    monkeypatch.setattr(dwml.data, "prepare_corpus", lambda cfg, progress=True: None)
+    sections = {"data": {"packing": "packed"}, "search": {}, "train": {}}
+    X.published_bug_runs(sections, [], {}, [0], "runs", {}, progress=False)
+    assert ("", "packed", {}) in calls and all(tag != "bug-corrected" for tag, _, _ in calls)
+    calls.clear()
+    scores = X.published_bug_runs(sections, [], {}, [0], "runs", {}, progress=False,
+                                  train_overrides={"num_epochs": 5}, blocks_overrides={"batch_size": 2})
+    got = {tag: (packing, o) for tag, packing, o in calls}
+    assert got == {"bug-corrected": ("packed", {"num_epochs": 5}),
+                   "bug-corrected_blocks": ("blocks", {"num_epochs": 5, "batch_size": 2}),
+                   "bug-token_file": ("blocks", {"num_epochs": 5, "batch_size": 2}),
+                   "bug-hypergradient": ("packed", {"num_epochs": 5}),
+                   "bug-kl": ("packed", {"num_epochs": 5}),
+                   "bug-all": ("blocks", {"num_epochs": 5, "batch_size": 2})}
+    assert list(scores["setting"]) == ["corrected", "corrected_blocks", "token_file", "hypergradient", "kl", "all"]

@@ -1,6 +1,8 @@
 """Notebooks: paired, tagged, parameters in step with profiles/default.yaml, and each runs on `ci`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import ROOT
@@ -103,3 +105,26 @@ def test_the_runner_answers_to_its_name_and_its_former_one(module):
 
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "--profile" in out.stdout, out.stderr
+
+
+def test_profile_notebooks_key_chooses_what_runs_and_is_checked(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(path, profile, params, **kw):
+        assert "notebooks" not in runner.parameters_for(path, params)  # a runner key, never a notebook's
+        ran.append(Path(path).stem)
+        return tmp_path / f"{Path(path).stem}.ipynb"
+
+    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    prof = tmp_path / "some.yaml"
+    prof.write_text(f"profile: some\nrun_root: {tmp_path / 'runs'}\nfigures_dir: {tmp_path / 'fig'}\n"
+                    "notebooks: [00_data, 03_baselines]\n")
+    assert runner.main(["--profile", str(prof), "--quiet"]) == 0
+    assert ran == ["00_data", "03_baselines"]
+    ran.clear()
+    assert runner.main(["--profile", str(prof), "--quiet", "01_peer_search"]) == 0  # the command line wins
+    assert ran == ["01_peer_search"]
+    for bad, message in (("[00_dta]", "no notebook .*00_dta"), ("00_data", "non-empty list"), ("[]", "non-empty list")):
+        prof.write_text(f"profile: some\nnotebooks: {bad}\n")
+        with pytest.raises(runner.NotebookError, match=f"some.yaml: 'notebooks'.*{message}"):
+            runner.check_profile(runner.load_profile(str(prof)), prof)
