@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -32,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from dwml import experiments, stats  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
 from dwml.data import read_corpus  # noqa: E402
-from dwml.evaluate import evaluate_model  # noqa: E402
 from dwml.ngrams import ngram_pair_scores  # noqa: E402
 
 # name -> ({train overrides}, {data overrides}); every recipe is a single model at batch 128 utterances
@@ -69,7 +69,7 @@ def dev_curve(run_dir: Path) -> pd.DataFrame:
 
 
 def macro_with_ci(correct: np.ndarray, tasks: np.ndarray) -> tuple[float, float, float]:
-    boot = stats.macro_bootstrap(correct, tasks, n=1000, seed=0)
+    boot = 100 * stats.macro_bootstrap(correct, tasks, n=1000, seed=0)
     point = pd.Series(correct).groupby(tasks).mean().mean() * 100
     return point, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
@@ -109,8 +109,9 @@ def main(argv=None) -> None:
                                     ROOT / args.run_root, tag=name, train_overrides=train_o, progress=True)
         curve = dev_curve(Path(res.run_dir))
         t0 = time.perf_counter()
-        df = evaluate_model(res.peer_dirs[0], suites={"blimp": pairs}, cfg=EvalConfig(dtype="float32"), progress=False)
-        score_min = (time.perf_counter() - t0) / 60
+        cached = (Path(res.run_dir) / experiments.SCORES).is_file()
+        df = experiments.score_run(res, {"blimp": pairs}, EvalConfig(dtype="float32"))  # cached in the run folder
+        score_min = math.nan if cached else (time.perf_counter() - t0) / 60
         p, lo, hi = macro_with_ci(df["correct"].to_numpy(), df["task"].to_numpy())
         tie = 100 * float(df["tie"].mean())
         marks = curve.iloc[np.unique(np.linspace(0, len(curve) - 1, 7).round().astype(int))]
