@@ -74,10 +74,10 @@ def main():
     shapes = [(1, 1, 232), (1, 7, 168), (2, 5, 120), (1, 1, 120)]
     tmp = Path(tempfile.mkdtemp(prefix="bench-bilevel-"))
     trainers = {}
-    for name, outer_grad in (("dml", "reuse"), ("dwml", "reuse"), ("recompute", "recompute")):
+    for name, method, outer_grad in (("dml", "dml", "reuse"), ("dwml", "dwml", "reuse"), ("recompute", "dwml", "recompute")):
         cfg = Config.from_dict(
             data={**prof["data"], "packing": args.packing, "cache_dir": str(ROOT / ".cache" / "dwml")},
-            train={**prof["train"], "method": "dml" if name == "dml" else "dwml", "device": "cpu",
+            train={**prof["train"], "method": method, "device": "cpu",
                    "batch_size": args.batch_size, "num_batches": args.num_batches, "mixed_precision": args.bf16,
                    "hypergrad_mode": args.mode, "outer_grad": outer_grad, "weight_update_frequency": 10 ** 9})
         prep = prepare_corpus(cfg.data, progress=False)

@@ -35,13 +35,14 @@ sys.path.insert(0, str(ROOT))
 from dwml import experiments  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
 from dwml.evaluate import evaluate_model  # noqa: E402
+from dwml.methods import dwml_method, single_model_method, teacher_method, training_order, with_traits  # noqa: E402
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", default="250", help="comma-separated optimizer steps per run")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default="mlm,dml,dwml", help="mlm first: it is kd's teacher")
+    ap.add_argument("--methods", default="mlm,dml,dwml", help="the teacher (mlm) is trained first when a method needs it")
     ap.add_argument("--run-root", default="runs/budget")
     ap.add_argument("--peers", default="runs/default/peers.json",
                     help="the notebooks' peer search to train (copied into --run-root; '' searches anew at the "
@@ -67,11 +68,11 @@ def main(argv=None) -> None:
         frames, minutes = [], []
         for seed in seeds:
             teacher = None
-            for method in methods:
+            for method in training_order(methods):
                 res = experiments.train_run(study.sections, study.prep, study.archs, study.meta, method, seed,
                                             ROOT / args.run_root, tag=f"s{steps}", train_overrides=overrides,
                                             teacher_dir=teacher.peer_dirs[0] if teacher else "", progress=False)
-                if method == "mlm":
+                if method == teacher_method(methods):
                     teacher = res
                 scored = {}
                 for dt in dtypes:
@@ -98,21 +99,24 @@ def report(steps: int, scores: pd.DataFrame, minutes: pd.DataFrame, methods) -> 
     out = [f"## {steps} steps", "", "Minutes per run (median over seeds):", "",
            minutes.groupby("method").median(numeric_only=True).drop(columns="seed").to_markdown(floatfmt=".3f"), ""]
     seeded = experiments.per_seed(scores)
-    if "mlm" in methods:
-        task = (scores[scores["method"] == "mlm"].groupby(["seed", "task"])["correct"].mean().mul(100).unstack("task"))
+    single = single_model_method(methods)
+    if single:
+        task = (scores[scores["method"] == single].groupby(["seed", "task"])["correct"].mean().mul(100).unstack("task"))
         out += [f"Single model, macro accuracy per seed: {task.mean(axis=1).round(1).to_dict()}", "",
                 "Per paradigm, mean and standard deviation over seeds (points):", "",
                 pd.DataFrame({"mean": task.mean(), "sd": task.std(ddof=1)}).to_markdown(floatfmt=".1f"), ""]
     best = experiments.best_peer(seeded)
     means = best.groupby("method")["accuracy"].mean()
-    smallest = seeded[seeded["peer"] == seeded[seeded["method"] != "mlm"]["peer"].max()].groupby("method")["accuracy"].mean()
+    peers = seeded[~seeded["method"].isin(with_traits(methods, single_model=True))]["peer"].max()
+    smallest = seeded[seeded["peer"] == peers].groupby("method")["accuracy"].mean()
     out += [f"Best peer, mean over seeds: {means.round(1).to_dict()}; smallest peer: {smallest.round(1).to_dict()}", ""]
-    if "dwml" in methods:
+    reference = dwml_method(methods)
+    if reference:
         rows = []
         seeds = sorted(best["seed"].unique())
         for k in range(3, len(seeds) + 1):
             for subset in itertools.combinations(seeds, k):
-                d = experiments.paired_differences(best[best["seed"].isin(subset)], "dwml")
+                d = experiments.paired_differences(best[best["seed"].isin(subset)], reference)
                 for _, r in d.iterrows():
                     rows.append({"method": r["method"], "seeds": k, "half_width": (r["ci_high"] - r["ci_low"]) / 2,
                                  "difference": r["difference"]})

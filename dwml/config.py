@@ -85,17 +85,15 @@ class DataConfig:
     packing: str = "blocks"
     """How training sequences are cut from the token stream: 'blocks' (random contiguous blocks of
     ``block_size`` tokens across utterance boundaries, the published recipe) or 'lines' (one utterance per
-    sequence, padded: a small model learns to use context in a few hundred steps this way, where random
-    blocks kept it on the unigram solution for 2,000+ steps on the synthetic corpus) or 'packed' (the
-    same utterances as 'lines', several whole ones a row, each attending only to itself: the same
-    computation on about half the positions; ``dwml.data.pack_lines``)."""
+    sequence, padded: a small model learns to use context far sooner than on random blocks; see
+    ``docs/decisions.md``) or 'packed' (the same utterances as 'lines', several whole ones a row, each
+    attending only to itself: the same computation on fewer positions; ``dwml.data.pack_lines``)."""
     length_grouping: int = 1
     """With ``packing='lines'`` or 'packed': draw this many batches' worth of utterances at once, sort them by length
     and cut them into batches served in random order, so that a batch pads to about its own length
     (Hugging Face's ``group_by_length``). 1 draws every batch independently. Utterances are still drawn
-    uniformly; only which ones share a batch changes. Measured on the default corpus (4 peers, 300 steps):
-    k = 16 made a step 25% faster but left the dev CE at 4.69 against 4.21 (batches of only short or only
-    long utterances learn worse), so the profiles keep 1."""
+    uniformly; only which ones share a batch changes. Faster steps, but batches of only short or only long
+    utterances learn worse, so the profiles keep 1 (``docs/decisions.md``)."""
     mlm_probability: float = 0.15
     """Share of (non-special) tokens selected for prediction (BERT: 0.15)."""
     mask_replace_prob: float = 0.8
@@ -155,7 +153,7 @@ class TrainConfig:
     """The one training loop (``dwml.train``) and the bi-level method (``dwml.bilevel``)."""
 
     method: str = "dwml"
-    """A registered method (``dwml.methods``: 'mlm', 'sd', 'kd', 'dml', 'kd_dwml', 'dwml')."""
+    """The name of a registered training method (``dwml.methods``; the names are the keys of :data:`METHODS`)."""
     learning_rate: float = 0.05
     """Peak AdamW learning rate (published: 0.05, unusually high; see the module docstring)."""
     min_lr: float = 0.005
@@ -206,7 +204,7 @@ class TrainConfig:
     that backward and the optimizer step and costs one forward + backward less) or 'recompute' (a fresh
     forward + backward in eval mode on a separate training micro-batch, after the optimizer step)."""
     teacher_dir: str = ""
-    """Folder of a saved teacher (``save_pretrained``) for 'kd' and 'kd_dwml'."""
+    """Folder of a saved teacher (``save_pretrained``) for a method that uses one (its class's ``uses_teacher``, e.g. kd)."""
     eval_interval: int = 10
     """Evaluate on dev batches every this many optimizer steps."""
     eval_batches: int = 8
@@ -223,15 +221,15 @@ class TrainConfig:
     """If set, the hidden and attention dropout of every peer (written into each model's config, so the
     saved peers carry it); None keeps what the models were built with (Hugging Face's 0.1). Dropout
     regularises long runs; a few hundred steps on a small corpus are far from overfitting, and there it
-    only slows learning (default profile: 0.0, measured in profiles/default.yaml)."""
+    only slows learning (the default profile's 0.0: ``docs/decisions.md``)."""
     mixed_precision: bool | str = False
     """bf16 autocast of the forward passes: True, False, or 'auto', which turns it on where the device
     computes bf16 natively (CUDA with bf16 support; a CPU with AVX512-BF16 or AMX) and off elsewhere, where
     bf16 is emulated and several times slower than fp32 (``dwml.model.use_bf16``). A run records what
     'auto' resolved to. Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
-    """``torch.compile`` each peer's encoder and LM head on CUDA, with dynamic shapes (ignored on the CPU,
-    where it gave nothing at these sizes). The loss over the vocabulary is not compiled."""
+    """``torch.compile`` each peer's encoder and LM head on CUDA, with dynamic shapes (ignored on the CPU:
+    ``docs/decisions.md``). The loss over the vocabulary is not compiled."""
     checkpoint_interval: int = 50
     """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
     log_interval: int = 1

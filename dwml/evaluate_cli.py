@@ -44,20 +44,20 @@ def suite_paths(data: Path | None, synthetic: str | None) -> dict[str, Path | No
 
 
 def load_suite(name: str, path: Path | None):
-    from dwml import evaluate as E
+    from dwml import evaluate
 
     if path is None:
-        raise E.EvalDataError(f"suite {name!r}: no data folder (give --data DIR, or set DWML_DATA)")
+        raise evaluate.EvalDataError(f"suite {name!r}: no data folder (give --data DIR, or set DWML_DATA)")
     if not path.exists():
-        raise E.EvalDataError(f"suite {name!r}: {path} does not exist")
+        raise evaluate.EvalDataError(f"suite {name!r}: {path} does not exist")
     if name == "blimp":
-        return E.load_blimp(path)
+        return evaluate.load_blimp(path)
     if name == "supplement":
-        return E.load_supplement(path)
+        return evaluate.load_supplement(path)
     if name == "ewok":
-        return E.load_ewok(path)
+        return evaluate.load_ewok(path)
     # synthetic: a corpus folder written by dwml.synthetic.write_corpus (pairs/ inside), or that pairs folder
-    return E.load_blimp(path / "pairs" if (path / "pairs").is_dir() else path, suite="synthetic")
+    return evaluate.load_blimp(path / "pairs" if (path / "pairs").is_dir() else path, suite="synthetic")
 
 
 def _label(conv, pll_metric: str, dtype: str) -> str:
@@ -80,16 +80,16 @@ def write_table(df, folder: Path, name: str, label: str, title: str) -> list[Pat
 
 def model_tables(results, n_boot: int, seed: int) -> dict[str, tuple[str, object]]:
     """name -> (title, table) for one model's per-pair results."""
-    from dwml import reports as R
+    from dwml import reports
 
-    tables = {"table_suites": ("Accuracy per suite (macro over tasks, %)", R.accuracy_table(results, "suite", n_boot, seed)),
-              "table_paradigms": ("Accuracy per paradigm / task / domain (%)", R.accuracy_table(results, "task", n_boot, seed))}
+    tables = {"table_suites": ("Accuracy per suite (macro over tasks, %)", reports.accuracy_table(results, "suite", n_boot, seed)),
+              "table_paradigms": ("Accuracy per paradigm / task / domain (%)", reports.accuracy_table(results, "task", n_boot, seed))}
     titles = {"blimp": "BLiMP per phenomenon (Table 6 columns, %)", "supplement": "BLiMP supplement per task (Table 7, %)",
               "ewok": "EWoK per domain (Table 8, %)", "synthetic": "Synthetic pairs per phenomenon (%)"}
-    order = {"blimp": R.PHENOMENON_COLUMNS, "supplement": R.SUPPLEMENT_COLUMNS, "ewok": R.EWOK_COLUMNS}
+    order = {"blimp": reports.PHENOMENON_COLUMNS, "supplement": reports.SUPPLEMENT_COLUMNS, "ewok": reports.EWOK_COLUMNS}
     for suite in results["suite"].unique():
         part = results[results["suite"] == suite]
-        table = R.accuracy_table(part, "group", n_boot, seed)
+        table = reports.accuracy_table(part, "group", n_boot, seed)
         cols = order.get(suite, [])  # the paper's column order; groups it does not name after them
         rank = {g: i for i, g in enumerate(cols)}
         table = table.iloc[sorted(range(len(table)), key=lambda i: (rank.get(table["group"].iloc[i], len(cols)),
@@ -135,12 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dwml import evaluate as E
+    from dwml import evaluate
     from dwml.config import ConfigError
 
     try:
         return run(args)
-    except (E.EvalDataError, ConfigError) as err:
+    except (evaluate.EvalDataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -149,8 +149,8 @@ def run(args) -> int:
     import pandas as pd
     import torch
 
-    from dwml import evaluate as E
-    from dwml import reports as R
+    from dwml import evaluate
+    from dwml import reports
     from dwml.config import EvalConfig
     from dwml.train import resolve_device
 
@@ -158,22 +158,22 @@ def run(args) -> int:
     names = [s.strip() for s in args.suites.split(",") if s.strip()]
     unknown = [s for s in names if s not in SUITES]
     if unknown or not names:
-        raise E.EvalDataError(f"--suites {args.suites!r}: unknown {unknown}; known: {','.join(SUITES)}")
+        raise evaluate.EvalDataError(f"--suites {args.suites!r}: unknown {unknown}; known: {','.join(SUITES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    conv = E.resolve_convention(args.convention, args.ties, args.reduction)
-    data = Path(args.data) if args.data else E.data_root()
+    conv = evaluate.resolve_convention(args.convention, args.ties, args.reduction)
+    data = Path(args.data) if args.data else evaluate.data_root()
     if args.data and not data.is_dir():
-        raise E.EvalDataError(f"--data {data} does not exist")
+        raise evaluate.EvalDataError(f"--data {data} does not exist")
     paths = suite_paths(data, args.synthetic)
     model_dirs = [Path(m) for m in args.models]
     for d in model_dirs:  # every bad input is reported before minutes of scoring
         if not d.is_dir():
-            raise E.EvalDataError(f"model folder {d} does not exist")
+            raise evaluate.EvalDataError(f"model folder {d} does not exist")
     suites = {}
     for name in names:
         t0 = time.perf_counter()
-        pairs = E.subsample(load_suite(name, paths[name]), args.max_pairs_per_task, args.seed)
+        pairs = evaluate.subsample(load_suite(name, paths[name]), args.max_pairs_per_task, args.seed)
         suites[name] = pairs
         print(f"[dwml.evaluate] {name}: {len(pairs):,} pairs, {len({p.task for p in pairs})} tasks from "
               f"{paths[name]} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -183,7 +183,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     label = _label({"name": conv.name, "ties": conv.ties, "reduction": conv.reduction, "prefixing": conv.prefixing},
                    args.pll_metric, args.dtype)
-    loaded = [E.load_masked_lm(d) for d in model_dirs]  # all folders checked before any scoring
+    loaded = [evaluate.load_masked_lm(d) for d in model_dirs]  # all folders checked before any scoring
     all_results = {}
     for d, name, (model, tok) in zip(model_dirs, _model_names(model_dirs), loaded):
         model.to(device)
@@ -195,13 +195,13 @@ def run(args) -> int:
         frames, per_suite = [], {}
         for suite, pairs in suites.items():
             t0 = time.perf_counter()
-            df = E.score_pairs(model, tok, pairs, cfg, device=device, progress=not args.no_progress,
-                               convention=args.convention, ties=args.ties, reduction=args.reduction,
-                               pll_metric=args.pll_metric, desc=f"{name} {suite}")
+            df = evaluate.score_pairs(model, tok, pairs, cfg, device=device, progress=not args.no_progress,
+                                      convention=args.convention, ties=args.ties, reduction=args.reduction,
+                                      pll_metric=args.pll_metric, desc=f"{name} {suite}")
             df["suite"] = suite
             seconds = time.perf_counter() - t0
             frames.append(df)
-            row = R.accuracy_table(df, "suite", args.bootstrap, args.seed).iloc[0]
+            row = reports.accuracy_table(df, "suite", args.bootstrap, args.seed).iloc[0]
             per_suite[suite] = {"accuracy": float(row["accuracy"]), "ci_low": float(row["ci_low"]),
                                 "ci_high": float(row["ci_high"]), "tie_rate": float(row["tie_rate"]),
                                 "n_pairs": int(row["n_pairs"]), "n_tasks": int(row["n_tasks"]), "seconds": seconds}
@@ -225,9 +225,9 @@ def run(args) -> int:
         model.to("cpu")
     if len(all_results) > 1:
         for suite in suites:
-            write_table(R.wide_table(all_results, suite), out, f"compare_{suite}", label,
+            write_table(reports.wide_table(all_results, suite), out, f"compare_{suite}", label,
                         f"{suite}: models compared (accuracy, %)")
-        write_table(R.summary_table(all_results, args.bootstrap, args.seed), out, "compare_suites", label,
+        write_table(reports.summary_table(all_results, args.bootstrap, args.seed), out, "compare_suites", label,
                     "Suites: models compared (accuracy, %, with 95% intervals and tie rates)")
     print(f"[dwml.evaluate] done in {time.perf_counter() - t_start:.1f} s -> {out}", flush=True)
     return 0

@@ -234,7 +234,7 @@ def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, 
                     max_pairs_per_task: int = 0, seed: int = 0) -> dict:
     """The minimal-pair suites by name: 'synthetic' (the embedded corpus's pairs) or 'blimp', 'supplement',
     'ewok' (from ``data_root``); each subsampled to ``max_pairs_per_task`` per task when > 0."""
-    from dwml.evaluate import load_suites, load_synthetic, subsample
+    from dwml.evaluate import load_suites, load_synthetic
 
     suites = {}
     real = [n for n in names if n != "synthetic"]
@@ -244,7 +244,7 @@ def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, 
         suites["synthetic"] = load_synthetic(corpus_dir)
     if real:
         suites.update(load_suites(data_root, real))
-    return {k: subsample(v, max_pairs_per_task, seed) if max_pairs_per_task else v for k, v in suites.items()}
+    return subsample_suites(suites, max_pairs_per_task, seed)
 
 
 def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, peers: Sequence[int] | None = None,
@@ -473,6 +473,178 @@ def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> p
     if not frames:
         raise ValueError("method_curves: no curves given")
     return pd.concat(frames, ignore_index=True)[["method", "seed", "peer", "suite", "step", "tokens", "accuracy"]]
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 03 (baselines): every method over seeds, and the tables that set them side by side
+# --------------------------------------------------------------------------------------------------
+
+def subsample_suites(suites: Mapping, per_task: int, seed: int = 0) -> dict:
+    """Each suite cut to at most ``per_task`` pairs of each task, drawn with ``seed`` (0 keeps all the pairs)."""
+    from dwml.evaluate import subsample
+
+    return {k: subsample(v, per_task, seed) for k, v in suites.items()}
+
+
+def train_methods(study: Study, methods: Sequence[str], seeds: Sequence[int], run_root: str | Path,
+                  **train_kw) -> dict:
+    """Train (or reuse) the run of every method of ``methods`` for every seed; (method, seed) -> ``TrainResult``.
+
+    In each seed the teacher's run comes first (:func:`dwml.methods.training_order`: the single-model run,
+    trained even when only the methods that learn from it are listed) and its first model is the teacher
+    of the methods that use one. ``train_kw`` go to :func:`train_run` (``curve_steps``, ``curve_pairs``,
+    ``eval_cfg``, ``progress``)."""
+    from dwml.methods import teacher_method, training_order
+
+    teacher_name = teacher_method(methods)
+    results = {}
+    for seed in seeds:
+        teacher = None
+        for method in training_order(methods):
+            res = train_run(study.sections, study.prep, study.archs, study.meta, method, seed, run_root,
+                            teacher_dir=teacher.peer_dirs[0] if teacher else "", **train_kw)
+            if method == teacher_name:
+                teacher = res
+            if method in methods:
+                results[method, seed] = res
+    return results
+
+
+def runs_table(results: Mapping) -> pd.DataFrame:
+    """One row per run of :func:`train_methods`: its steps, minutes, early stop, the ensemble's final dev
+    loss and the final peer weights."""
+    return pd.DataFrame([{"method": m, "seed": s, "steps": r.summary["steps"], "minutes": r.summary["elapsed_s"] / 60,
+                          "stopped_early": r.summary["stopped_early"],
+                          "final_dev_ensemble": r.summary["final_dev_ensemble"], "weights": r.weights}
+                         for (m, s), r in results.items()])
+
+
+def score_runs(results: Mapping, suites: Mapping, eval_cfg=None) -> pd.DataFrame:
+    """:func:`score_run` of every run of ``results`` (in its order), concatenated: the per-pair scores."""
+    return pd.concat([score_run(r, suites, eval_cfg) for r in results.values()], ignore_index=True)
+
+
+def model_params(methods: Sequence[str], archs: Sequence, meta: Mapping) -> dict[tuple[str, int], int]:
+    """(method, model number from 1) -> parameter count, over the models each method trains (:func:`run_archs`)."""
+    return {(m, i + 1): a.params for m in methods for i, a in enumerate(run_archs(m, archs, meta))}
+
+
+def method_learning_curves(results: Mapping, methods: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """method -> :func:`learning_curve` of its runs in ``results`` (seeds in the order they ran), for each of
+    ``methods``."""
+    return {m: learning_curve([r.run_dir for (name, _), r in results.items() if name == m]) for m in methods}
+
+
+def method_curve_table(method_curve: pd.DataFrame) -> pd.DataFrame:
+    """:func:`method_curves` as a table: one row per (suite, step), a column per method (its best peer's
+    accuracy, mean over seeds)."""
+    return method_curve.pivot_table(index=["suite", "step"], columns="method", values="accuracy").reset_index()
+
+
+def paradigm_curve_table(curve: pd.DataFrame) -> pd.DataFrame:
+    """One method's :func:`learning_curve` as a table: one row per (step, tokens, seed), a column per task
+    (paradigm) and their mean, ``macro``."""
+    table = curve.pivot_table(index=["step", "tokens", "seed"], columns="task", values="accuracy").reset_index()
+    table["macro"] = table[sorted(curve["task"].unique())].mean(axis=1)
+    return table
+
+
+def table2_with_paper(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = None) -> pd.DataFrame:
+    """:func:`table2` with the paper's value beside each row it has (column ``paper``; peers as strings)."""
+    t2 = table2(scores, params)
+    paper = published_table2_long()
+    t2["peer"], paper["peer"] = t2["peer"].astype(str), paper["peer"].astype(str)
+    return t2.merge(paper, how="left", on=["method", "suite", "peer"])
+
+
+def weakest_peers(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each method's weakest peer per suite (lowest mean over seeds) with its 95% interval, the peer in
+    ``weakest_peer``: an interval well above chance says every peer of the method learnt the suite."""
+    return (over_seeds(per_seed(scores)).sort_values("accuracy").groupby(["method", "suite"], sort=False).head(1)
+            .rename(columns={"peer": "weakest_peer"}).sort_values(["suite", "method"]))
+
+
+def method_differences(seeded: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Every method against DWML and then against the single model (those of ``methods``:
+    :func:`dwml.methods.dwml_method`, :func:`dwml.methods.single_model_method`), paired by seed
+    (:func:`paired_differences` on ``seeded``, e.g. ``best_peer(per_seed(scores))``), each row with its
+    ``verdict`` sentence (:func:`verdicts`)."""
+    from dwml.methods import dwml_method, single_model_method
+
+    references = [r for r in (dwml_method(methods), single_model_method(methods)) if r]
+    if not references:
+        raise ValueError(f"method_differences: no DWML and no single-model method among {list(methods)}")
+    diffs = pd.concat([paired_differences(seeded, r) for r in references], ignore_index=True)
+    diffs["verdict"] = verdicts(diffs, "method")
+    return diffs
+
+
+MAJORITY_ROW = "majority class (GLUE validation)"
+
+
+def table1_labels(methods: Sequence[str]) -> dict[str, str]:
+    """The rows of our runs in Table 1: the single-model method and DWML of ``methods`` -> their labels."""
+    from dwml.methods import dwml_method, method_class, single_model_method
+
+    single, dwml = single_model_method(methods), dwml_method(methods)
+    labels = {single: f"ours: RoBERTa ({single})"} if single else {}
+    if dwml:
+        labels[dwml] = f"ours: RoBERTa-{method_class(dwml).paper_name} (best peer)"
+    return labels
+
+
+def best_peer_glue(scores: pd.DataFrame, results: Mapping, methods: Sequence[str], seed: int, tasks: Sequence[str],
+                   data_dir: str | Path | None = None, finetune=None) -> dict[str, pd.DataFrame]:
+    """GLUE for Table 1: the best peer (:func:`best_peer_choice`) of seed ``seed``'s run of each method that
+    :func:`table1_labels` keeps, fine-tuned on ``tasks``; method -> one row per task (``accuracy``,
+    ``majority_accuracy``, ...). The fine-tuned models go to the run's folder (``glue/``).
+
+    ``data_dir``: the GLUE files (default ``glue_filtered`` under ``dwml.evaluate.data_root()``);
+    ``finetune``: what fine-tunes (default ``dwml.glue.finetune_all``; the tests pass a stand-in)."""
+    from dwml.evaluate import data_root
+    from dwml.glue import GlueConfig, finetune_all
+
+    if data_dir is None:
+        root = data_root()
+        if root is None:
+            raise FileNotFoundError("GLUE: no data folder ($DWML_DATA, else ../shared/data next to the project) "
+                                    "holding glue_filtered/; set glue_tasks to [] to leave GLUE out")
+        data_dir = root / "glue_filtered"
+    finetune = finetune or finetune_all
+    cfg = GlueConfig(tasks=tuple(tasks))
+    pick = best_peer_choice(scores).set_index(["method", "seed"])["peer"]
+    out = {}
+    for method in table1_labels(methods):
+        res = results[method, seed]
+        peer = int(pick[method, seed])
+        out[method] = finetune(res.peer_dirs[peer - 1], data_dir, Path(res.run_dir) / "glue", cfg)
+    return out
+
+
+def table1(scores: pd.DataFrame, methods: Sequence[str], glue: Mapping[str, pd.DataFrame] | None = None,
+           extra_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's Table 1 with our runs: the single-model baseline and DWML's best peer (:func:`table1_labels`),
+    each suite's accuracy (mean over seeds, the best peer chosen within each seed), then the paper's 10M rows.
+
+    ``glue`` (:func:`best_peer_glue`): a ``glue`` column, each model's mean accuracy over the tasks (%), and a
+    row for always answering the validation set's most frequent label (the last frame's: the tasks are the
+    same): a fine-tuned model at that number has learnt nothing the labels' balance does not give.
+    ``extra_rows`` (a ``model`` column and suite columns, e.g. :func:`ngram_rows`) go between ours and the
+    paper's."""
+    labels = table1_labels(methods)
+    best = over_seeds(best_peer(per_seed(scores[scores["method"].isin(list(labels))])).assign(peer="best"))
+    t1 = best.pivot(index="method", columns="suite", values="accuracy").rename(index=labels)
+    if glue:
+        for method, frame in glue.items():
+            t1.loc[labels[method], "glue"] = 100 * frame[["accuracy"]].mean().iloc[0]
+        t1.loc[MAJORITY_ROW, "glue"] = 100 * frame["majority_accuracy"].mean()
+    paper = published("table1")
+    paper = (paper[paper["dataset"] == "10M"].drop(columns="dataset").assign(model=lambda d: "paper: " + d["model"])
+             .rename(columns={"blimp_supplement": "supplement"}))
+    extra = [extra_rows] if extra_rows is not None and len(extra_rows) else []
+    return pd.concat([t1.reset_index().rename(columns={"method": "model"}), *extra, paper], ignore_index=True)
+
+
+
 # --------------------------------------------------------------------------------------------------
 # The paper's Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
 # --------------------------------------------------------------------------------------------------

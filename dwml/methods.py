@@ -54,6 +54,44 @@ def method_class(name: str) -> type["Method"]:
     return METHODS[name]
 
 
+def with_traits(names: Sequence[str], **traits) -> list[str]:
+    """The methods among ``names``, in their order, whose class has every given trait value
+    (``with_traits(names, single_model=True, uses_teacher=False)``); an unknown trait raises."""
+    for trait in traits:
+        if not hasattr(Method, trait):
+            raise AttributeError(f"with_traits: methods have no trait {trait!r}")
+    return [n for n in names if all(getattr(method_class(n), t) == v for t, v in traits.items())]
+
+
+def single_model_method(names: Sequence[str]) -> str | None:
+    """The first of ``names`` that trains one model alone, without a teacher: the paper's single-model
+    baseline (``mlm``); None when there is none."""
+    return next(iter(with_traits(names, single_model=True, uses_teacher=False)), None)
+
+
+def dwml_method(names: Sequence[str]) -> str | None:
+    """The first of ``names`` that learns the peer weights without a teacher: the paper's method (``dwml``);
+    None when there is none."""
+    return next(iter(with_traits(names, learns_weights=True, uses_teacher=False)), None)
+
+
+def teacher_method(names: Sequence[str]) -> str | None:
+    """The method whose run teaches the methods of ``names`` that use a teacher: the single-model method of
+    ``names``, else the first registered one. None when no method of ``names`` uses a teacher and none trains a
+    single model (nothing to teach, no teacher to train)."""
+    mine = single_model_method(names)
+    if mine or not with_traits(names, uses_teacher=True):
+        return mine
+    return single_model_method(list(METHODS))
+
+
+def training_order(names: Sequence[str]) -> list[str]:
+    """``names`` in the order their runs can be trained: the teacher (:func:`teacher_method`) first, added
+    when only the methods that use it are listed, then the others in their order."""
+    teacher = teacher_method(names)
+    return ([teacher] if teacher else []) + [n for n in names if n != teacher]
+
+
 class Method:
     """Base strategy: p independent models trained on their own cross-entropy (this *is* ``mlm``).
 

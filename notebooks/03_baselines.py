@@ -39,51 +39,35 @@ bug_blocks_overrides = {}
 bug_pairs_per_task = 0
 
 # %%
-import pandas as pd
 from IPython.display import display
 
-from dwml import experiments as X
-from dwml.evaluate import subsample
+from dwml import experiments
+from dwml.methods import single_model_method
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_methods
 
 set_style()
-study = X.setup(data, search, train, run_root, suites, max_pairs_per_task)
-sections, cfg, prep, archs, meta, pairs = (study.sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
+study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task)
+sections, cfg, archs, meta, pairs = study.sections, study.cfg, study.archs, study.meta, study.pairs
 # the learning curves' points along the way are scored on a fixed subset of the pairs (the final point on all)
-curve_pairs = {k: subsample(v, curve_pairs_per_task) for k, v in pairs.items()} if curve_pairs_per_task else pairs
+curve_pairs = experiments.subsample_suites(pairs, curve_pairs_per_task)
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
 
 # %% [markdown]
 # ## Training every method
-# `mlm` first in each seed: it is the teacher of `kd` and `kd_dwml`.
+# `mlm` first in each seed: it is the teacher of `kd` and `kd_dwml` (`dwml.methods.training_order`).
 
 # %%
-results = {}
-for seed in seeds:
-    teacher = None
-    for method in ["mlm"] + [m for m in baseline_methods if m != "mlm"]:
-        if method in ("kd", "kd_dwml") and teacher is None:
-            raise ValueError("kd / kd_dwml need the 'mlm' run as their teacher")
-        res = X.train_run(sections, prep, archs, meta, method, seed, run_root,
-                          teacher_dir=teacher.peer_dirs[0] if teacher else "",
-                          curve_steps=curve_steps, curve_pairs=curve_pairs, eval_cfg=cfg.eval)
-        if method == "mlm":
-            teacher = res
-        if method in baseline_methods:
-            results[method, seed] = res
-runs = pd.DataFrame([{"method": m, "seed": s, "steps": r.summary["steps"], "minutes": r.summary["elapsed_s"] / 60,
-                      "stopped_early": r.summary["stopped_early"], "final_dev_ensemble": r.summary["final_dev_ensemble"],
-                      "weights": r.weights} for (m, s), r in results.items()])
-runs
+results = experiments.train_methods(study, baseline_methods, seeds, run_root, curve_steps=curve_steps,
+                                    curve_pairs=curve_pairs, eval_cfg=cfg.eval)
+experiments.runs_table(results)
 
 # %% [markdown]
 # ## Scoring every peer
 
 # %%
-scores = pd.concat([X.score_run(r, pairs, cfg.eval) for r in results.values()], ignore_index=True)
-params = {(m, i + 1): a.params for m in baseline_methods for i, a in
-          enumerate([X.teacher_arch(meta)] if m == "mlm" else archs)}
+scores = experiments.score_runs(results, pairs, cfg.eval)
+params = experiments.model_params(baseline_methods, archs, meta)
 print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%")
 
 # %% [markdown]
@@ -98,9 +82,10 @@ from dwml.data import read_corpus
 
 all_pairs, table_scores = pairs, scores
 if best_peer_all_pairs and max_pairs_per_task:
-    all_pairs = X.load_suites_for(suites, corpus_dir=prep.corpus_dir)
-    table_scores = X.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
-ngram_rows = X.ngram_rows(read_corpus(prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers), all_pairs)
+    all_pairs = experiments.load_suites_for(suites, corpus_dir=study.prep.corpus_dir)
+    table_scores = experiments.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
+ngram_rows = experiments.ngram_rows(read_corpus(study.prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers),
+                                    all_pairs)
 print({k: len(v) for k, v in all_pairs.items()}, "pairs for Tables 1 and 6-8")
 ngram_rows
 
@@ -118,17 +103,15 @@ from dwml.plots.experiments import plot_learning_curve, plot_method_curves
 
 curve_table = None
 if curve_steps:
-    curves = {m: X.learning_curve([results[m, s].run_dir for s in seeds]) for m in baseline_methods}
-    method_curve = X.method_curves(curves, scores)
-    save_table(method_curve.pivot_table(index=["suite", "step"], columns="method", values="accuracy")
-               .reset_index(), figures_dir, "table_method_curves", floatfmt=".1f")
+    curves = experiments.method_learning_curves(results, baseline_methods)
+    method_curve = experiments.method_curves(curves, scores)
+    save_table(experiments.method_curve_table(method_curve), figures_dir, "table_method_curves", floatfmt=".1f")
     save_figure(plot_method_curves(method_curve, baseline_methods), figures_dir, "figure_method_curves")
-    if "mlm" in curves:
-        curve = curves["mlm"]
-        curve_table = curve.pivot_table(index=["step", "tokens", "seed"], columns="task", values="accuracy").reset_index()
-        curve_table["macro"] = curve_table[sorted(curve["task"].unique())].mean(axis=1)
+    single = single_model_method(baseline_methods)
+    if single:
+        curve_table = experiments.paradigm_curve_table(curves[single])
         save_table(curve_table, figures_dir, "table_learning_curve", floatfmt=".1f")
-        save_figure(plot_learning_curve(curve), figures_dir, "figure_learning_curve")
+        save_figure(plot_learning_curve(curves[single]), figures_dir, "figure_learning_curve")
 curve_table
 
 # %% [markdown]
@@ -139,10 +122,7 @@ curve_table
 # suite is one the paper reports.
 
 # %%
-t2 = X.table2(scores, params)
-paper = X.published_table2_long()
-t2["peer"], paper["peer"] = t2["peer"].astype(str), paper["peer"].astype(str)
-t2 = t2.merge(paper, how="left", on=["method", "suite", "peer"])
+t2 = experiments.table2_with_paper(scores, params)
 save_table(t2, figures_dir, "table2_methods", floatfmt=".2f")
 t2
 
@@ -154,42 +134,24 @@ t2
 # first table gives each method's weakest peer, whose interval should lie well above it.
 
 # %%
-seeded = X.best_peer(X.per_seed(scores))
-weakest = (X.over_seeds(X.per_seed(scores)).sort_values("accuracy").groupby(["method", "suite"], sort=False).head(1)
-           .rename(columns={"peer": "weakest_peer"}).sort_values(["suite", "method"]))
+seeded = experiments.best_peer(experiments.per_seed(scores))
+weakest = experiments.weakest_peers(scores)
 save_table(weakest, figures_dir, "table_weakest_peer", floatfmt=".2f")
-diffs = pd.concat([X.paired_differences(seeded, ref) for ref in ("dwml", "mlm") if ref in baseline_methods],
-                  ignore_index=True)
-diffs["verdict"] = X.verdicts(diffs, "method")
+diffs = experiments.method_differences(seeded, baseline_methods)
 save_table(diffs, figures_dir, "table_method_differences", floatfmt=".2f")
 display(weakest)
 diffs
 
 # %% [markdown]
 # ## Table 1: the single-model baseline against the best DWML peer
-# The organisers' baselines that the paper cites (BabyLlama, LTG-BERT) are printed from its Table 1.
+# The organisers' baselines that the paper cites (BabyLlama, LTG-BERT) are printed from its Table 1. With
+# `glue_tasks`, both models' best peers are fine-tuned on them, and one more row gives what always answering
+# the most frequent validation label scores: a model at that number has learnt nothing the labels' balance
+# does not give (`dwml.experiments.table1`).
 
 # %%
-best = X.over_seeds(X.best_peer(X.per_seed(table_scores[table_scores["method"].isin(["mlm", "dwml"])])).assign(peer="best"))
-t1 = best.pivot(index="method", columns="suite", values="accuracy").rename(index={"mlm": "ours: RoBERTa (mlm)",
-                                                                                  "dwml": "ours: RoBERTa-DWML (best peer)"})
-if glue_tasks:
-    from dwml.glue import GlueConfig, finetune_all
-    from dwml.evaluate import data_root
-
-    glue_cfg = GlueConfig(tasks=tuple(glue_tasks))
-    for method, label in (("mlm", "ours: RoBERTa (mlm)"), ("dwml", "ours: RoBERTa-DWML (best peer)")):
-        res = results[method, seeds[0]]
-        peer = int(X.best_peer(X.per_seed(scores[(scores["method"] == method) & (scores["seed"] == seeds[0])]))["peer"].iloc[0])
-        g = finetune_all(res.peer_dirs[peer - 1], data_root() / "glue_filtered", res.run_dir / "glue", glue_cfg)
-        t1.loc[label, "glue"] = 100 * g[["accuracy"]].mean().iloc[0]
-    # What always answering the most frequent validation label scores: a fine-tuned model at this number
-    # has learnt nothing the labels' balance does not give.
-    t1.loc["majority class (GLUE validation)", "glue"] = 100 * g["majority_accuracy"].mean()
-published_t1 = X.published("table1")
-t1 = pd.concat([t1.reset_index().rename(columns={"method": "model"}), ngram_rows,
-                published_t1[published_t1["dataset"] == "10M"].drop(columns="dataset").assign(model=lambda d: "paper: " + d["model"])
-                .rename(columns={"blimp_supplement": "supplement"})], ignore_index=True)
+glue = experiments.best_peer_glue(table_scores, results, baseline_methods, seeds[0], glue_tasks) if glue_tasks else None
+t1 = experiments.table1(table_scores, baseline_methods, glue, extra_rows=ngram_rows)
 save_table(t1, figures_dir, "table1_summary", floatfmt=".2f")
 t1
 
@@ -198,7 +160,8 @@ t1
 # Each method's best peer per seed (dots) and the mean with its 95% interval (bar), per suite.
 
 # %%
-fig = plot_methods(seeded, X.over_seeds(seeded.assign(peer="best")), baseline_methods,
+paper = experiments.published_table2_long()
+fig = plot_methods(seeded, experiments.over_seeds(seeded.assign(peer="best")), baseline_methods,
                    paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")
 
@@ -209,9 +172,9 @@ save_figure(fig, figures_dir, "figure_methods")
 # BLiMP, the supplement or EWoK (the synthetic suite has no such tables).
 
 # %%
-group_tables = X.per_group_tables(table_scores, figures_dir)
+group_tables = experiments.per_group_tables(table_scores, figures_dir)
 if group_tables:
-    print(X.PAPER_GROUPS_MISSING)
+    print(experiments.PAPER_GROUPS_MISSING)
 for name, table in group_tables.items():
     print(name)
     display(table)
@@ -230,10 +193,11 @@ for name, table in group_tables.items():
 # %%
 bug_table = None
 if baseline_published_bugs:
-    bug_pairs = {k: subsample(v, bug_pairs_per_task) for k, v in pairs.items()} if bug_pairs_per_task else pairs
-    bug_scores = X.published_bug_runs(sections, archs, meta, seeds, run_root, bug_pairs, cfg.eval,
-                                      train_overrides=bug_train_overrides, blocks_overrides=bug_blocks_overrides)
-    bug_table = X.published_bug_table(bug_scores)
+    bug_pairs = experiments.subsample_suites(pairs, bug_pairs_per_task)
+    bug_scores = experiments.published_bug_runs(sections, archs, meta, seeds, run_root, bug_pairs, cfg.eval,
+                                                train_overrides=bug_train_overrides,
+                                                blocks_overrides=bug_blocks_overrides)
+    bug_table = experiments.published_bug_table(bug_scores)
     save_table(bug_table, figures_dir, "table_published_bugs", floatfmt=".2f")
 bug_table
 

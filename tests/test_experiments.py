@@ -305,3 +305,163 @@ def test_peer_flops_and_profile_method_with_its_record_cache(small_corpus, tmp_p
     again, trace2 = experiments.profile_method("dml", "dml", archs, meta, cfg, prep, tmp_path / "prof",
                                                flops["counted_flops"])
     assert again == record and len(trace2) == len(trace)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 03's runs and tables
+# --------------------------------------------------------------------------------------------------
+
+def fake_scores_with_mlm():
+    """:func:`fake_scores` and a single-model run (one peer): macro accuracy 25 in seed 0, 62.5 in seed 1."""
+    rows = []
+    for s, (a, b) in ((0, (0.5, 0.0)), (1, (0.75, 0.5))):
+        for task, n, frac in (("a", 4, a), ("b", 2, b)):
+            rows += [{"method": "mlm", "peer": 1, "seed": s, "suite": "synthetic", "task": task, "pair_id": i,
+                      "correct": i < round(frac * n), "tie": False} for i in range(n)]
+    return pd.concat([fake_scores(), pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_train_methods_trains_the_teacher_first_and_hands_it_on(monkeypatch):
+    calls = []
+    study = experiments.Study(sections={"train": {}}, cfg=None, prep="P", archs=["a1"], meta={"m": 1}, pairs={})
+
+    def train_run(sections, prep, archs, meta, method, seed, run_root, *, teacher_dir="", **kw):
+        calls.append((method, seed, teacher_dir, kw))
+        return types.SimpleNamespace(peer_dirs=[f"{method}{seed}/peer_0", f"{method}{seed}/peer_1"])
+
+    monkeypatch.setattr(experiments, "train_run", train_run)
+    results = experiments.train_methods(study, ["sd", "kd", "dwml"], [3, 1], "root", curve_steps=[5])
+    # mlm is trained first in each seed although not listed (kd learns from it), and only kd reads its teacher_dir
+    assert [(m, s, t) for m, s, t, _ in calls] == [
+        ("mlm", 3, ""), ("sd", 3, "mlm3/peer_0"), ("kd", 3, "mlm3/peer_0"), ("dwml", 3, "mlm3/peer_0"),
+        ("mlm", 1, ""), ("sd", 1, "mlm1/peer_0"), ("kd", 1, "mlm1/peer_0"), ("dwml", 1, "mlm1/peer_0")]
+    assert all(kw == {"curve_steps": [5]} for *_, kw in calls)
+    assert list(results) == [("sd", 3), ("kd", 3), ("dwml", 3), ("sd", 1), ("kd", 1), ("dwml", 1)]
+    assert results["kd", 1].peer_dirs[0] == "kd1/peer_0"
+    calls.clear()
+    experiments.train_methods(study, ["dml", "dwml"], [0], "root")
+    assert [(m, t) for m, _, t, _ in calls] == [("dml", ""), ("dwml", "")]  # no teacher needed, none trained
+
+
+def test_runs_table_score_runs_and_model_params(monkeypatch):
+    res = {("mlm", 0): types.SimpleNamespace(summary={"steps": 10, "elapsed_s": 90.0, "stopped_early": False,
+                                                      "final_dev_ensemble": 4.5}, weights=None, run_dir="r/mlm_seed0"),
+           ("dwml", 0): types.SimpleNamespace(summary={"steps": 8, "elapsed_s": 30.0, "stopped_early": True,
+                                                       "final_dev_ensemble": 4.0}, weights=[0.6, 0.4], run_dir="r/dwml_seed0")}
+    runs = experiments.runs_table(res)
+    assert runs.to_dict("list") == {"method": ["mlm", "dwml"], "seed": [0, 0], "steps": [10, 8], "minutes": [1.5, 0.5],
+                                    "stopped_early": [False, True], "final_dev_ensemble": [4.5, 4.0],
+                                    "weights": [None, [0.6, 0.4]]}
+    monkeypatch.setattr(experiments, "score_run", lambda r, suites, eval_cfg: pd.DataFrame({"run": [r.run_dir] * 2,
+                                                                                           "cfg": [eval_cfg] * 2}))
+    scores = experiments.score_runs(res, {}, "E")
+    assert scores["run"].tolist() == ["r/mlm_seed0"] * 2 + ["r/dwml_seed0"] * 2 and list(scores.index) == [0, 1, 2, 3]
+    meta = {"teacher": {"layers": 4, "hidden": 192, "heads": 4, "params": 2237696}}
+    archs = [types.SimpleNamespace(params=900), types.SimpleNamespace(params=500)]
+    assert experiments.model_params(["mlm", "dwml"], archs, meta) == {("mlm", 1): 2237696, ("dwml", 1): 900,
+                                                                      ("dwml", 2): 500}
+
+
+def test_subsample_suites_caps_each_task():
+    from dwml.evaluate import MinimalPair
+
+    pairs = [MinimalPair("synthetic", t, i, "g", "b") for t, n in (("x", 5), ("y", 2)) for i in range(n)]
+    cut = experiments.subsample_suites({"synthetic": pairs}, 3)["synthetic"]
+    assert [p.task for p in cut].count("x") == 3 and [p.pair_id for p in cut if p.task == "y"] == [0, 1]
+    assert experiments.subsample_suites({"synthetic": pairs}, 0)["synthetic"] == pairs
+
+
+def test_learning_curve_tables(monkeypatch):
+    seen = []
+    monkeypatch.setattr(experiments, "learning_curve", lambda dirs: seen.append(list(dirs)) or len(seen))
+    res = {("mlm", 0): types.SimpleNamespace(run_dir="m0"), ("dwml", 0): types.SimpleNamespace(run_dir="d0"),
+           ("mlm", 1): types.SimpleNamespace(run_dir="m1"), ("dwml", 1): types.SimpleNamespace(run_dir="d1")}
+    assert experiments.method_learning_curves(res, ["dwml", "mlm"]) == {"dwml": 1, "mlm": 2}
+    assert seen == [["d0", "d1"], ["m0", "m1"]]
+    curve = pd.DataFrame([{"step": st, "tokens": 10 * st, "seed": s, "task": t, "accuracy": acc}
+                          for st, s, t, acc in [(5, 0, "t1", 40.0), (5, 0, "t2", 60.0), (5, 1, "t1", 50.0),
+                                                (5, 1, "t2", 80.0), (9, 0, "t1", 70.0), (9, 0, "t2", 90.0)]])
+    table = experiments.paradigm_curve_table(curve)
+    assert table[["step", "seed", "t1", "t2", "macro"]].values.tolist() == [[5, 0, 40, 60, 50], [5, 1, 50, 80, 65],
+                                                                            [9, 0, 70, 90, 80]]
+    method_curve = pd.DataFrame({"method": ["a", "a", "b", "a"], "seed": [0, 1, 0, 0], "suite": "x",
+                                 "step": [5, 5, 5, 9], "accuracy": [40.0, 60.0, 70.0, 80.0]})
+    wide = experiments.method_curve_table(method_curve)
+    assert wide[["step", "a"]].values.tolist() == [[5, 50], [9, 80]]  # the mean over seeds
+    assert wide["b"].iloc[0] == 70 and pd.isna(wide["b"].iloc[1])
+
+
+def test_table2_with_paper_sets_the_published_value_beside_ours():
+    t2 = experiments.table2_with_paper(fake_scores().assign(suite="blimp"))
+    assert set(t2["peer"]) == {"1", "2", "best"}
+    row = t2[(t2["method"] == "dwml") & (t2["peer"] == "best")].iloc[0]
+    assert row["paper"] == 51.58 and row["accuracy"] == pytest.approx(75.0)
+    assert t2[(t2["method"] == "dml") & (t2["peer"] == "2")]["paper"].iloc[0] == 47.77
+
+
+def test_weakest_peers_by_hand():
+    # macro accuracy per seed (see fake_scores): dml peer 1: 75, 62.5; peer 2: 25, 62.5 -> peer 2 (43.75);
+    # dwml peer 1: 50, 50; peer 2: 100, 37.5 -> peer 1 (50)
+    w = experiments.weakest_peers(fake_scores())
+    assert w[["method", "weakest_peer"]].values.tolist() == [["dml", 2], ["dwml", 1]]
+    assert w["accuracy"].tolist() == pytest.approx([43.75, 50.0])
+
+
+def test_method_differences_against_dwml_then_the_single_model():
+    seeded = experiments.best_peer(experiments.per_seed(fake_scores_with_mlm()))
+    d = experiments.method_differences(seeded, ["mlm", "dml", "dwml"])
+    # best peers per seed: dml 75, 62.5; dwml 100, 50; mlm 25, 62.5
+    assert d[["method", "reference"]].values.tolist() == [["dml", "dwml"], ["mlm", "dwml"], ["dml", "mlm"],
+                                                          ["dwml", "mlm"]]
+    want = [experiments.t_interval(x) for x in ([-25.0, 12.5], [-75.0, 12.5], [50.0, 0.0], [75.0, -12.5])]
+    assert d[["difference", "ci_low", "ci_high"]].values.tolist() == [pytest.approx(list(w)) for w in want]
+    assert d["verdict"].iloc[0].startswith("no difference between dml and dwml larger than")
+    only_dml = experiments.method_differences(seeded, ["mlm", "dml"])
+    assert set(only_dml["reference"]) == {"mlm"}
+    with pytest.raises(ValueError, match="no DWML and no single-model method"):
+        experiments.method_differences(seeded, ["dml", "sd"])
+
+
+def test_table1_rows_values_glue_and_the_papers_rows():
+    scores = fake_scores_with_mlm()
+    assert experiments.table1_labels(["sd", "dwml", "mlm"]) == {"mlm": "ours: RoBERTa (mlm)",
+                                                                 "dwml": "ours: RoBERTa-DWML (best peer)"}
+    t1 = experiments.table1(scores, ["mlm", "sd", "dml", "dwml"])
+    assert t1["model"].tolist() == ["ours: RoBERTa-DWML (best peer)", "ours: RoBERTa (mlm)", "paper: BabyLlama",
+                                    "paper: LTG-BERT", "paper: RoBERTa-base", "paper: RoBERTa-DWML"]
+    assert list(t1.columns) == ["model", "synthetic", "blimp", "supplement", "ewok", "glue"]
+    # the best peer within each seed, then the mean: dwml (100 + 50) / 2, mlm (25 + 62.5) / 2; dml is not a row
+    assert t1["synthetic"].iloc[:2].tolist() == pytest.approx([75.0, 43.75])
+    assert t1.iloc[2:][["blimp", "supplement", "ewok", "glue"]].values.tolist()[0] == [69.8, 59.5, 50.7, 63.3]
+    assert t1["glue"].iloc[:2].isna().all()
+    glue = {"mlm": pd.DataFrame({"task": ["rte", "cola"], "accuracy": [0.5, 0.7], "majority_accuracy": [0.5, 0.6]}),
+            "dwml": pd.DataFrame({"task": ["rte", "cola"], "accuracy": [0.6, 0.9], "majority_accuracy": [0.5, 0.7]})}
+    t1 = experiments.table1(scores, ["mlm", "dwml"], glue).set_index("model")
+    assert t1.loc["ours: RoBERTa (mlm)", "glue"] == pytest.approx(60.0)
+    assert t1.loc["ours: RoBERTa-DWML (best peer)", "glue"] == pytest.approx(75.0)
+    assert t1.loc[experiments.MAJORITY_ROW, "glue"] == pytest.approx(60.0)
+    assert pd.isna(t1.loc[experiments.MAJORITY_ROW, "synthetic"]) and len(t1) == 7
+
+
+def test_best_peer_glue_fine_tunes_each_best_peer(monkeypatch, tmp_path):
+    scores = fake_scores_with_mlm()
+    results = {(m, s): types.SimpleNamespace(peer_dirs=[tmp_path / f"{m}{s}" / f"peer_{i}" for i in range(2)],
+                                             run_dir=tmp_path / f"{m}{s}") for m in ("mlm", "dml", "dwml") for s in (0, 1)}
+    calls = []
+
+    def finetune(model_dir, data_dir, out_dir, cfg):
+        calls.append((model_dir, data_dir, out_dir, cfg.tasks))
+        return pd.DataFrame({"accuracy": [0.5], "majority_accuracy": [0.5]})
+
+    out = experiments.best_peer_glue(scores, results, ["mlm", "dml", "dwml"], 0, ["rte", "cola"], "G", finetune)
+    # seed 0's best peers: mlm peer 1 (its only one), dwml peer 2 (100 against 50); dml has no Table 1 row
+    assert calls == [(tmp_path / "mlm0" / "peer_0", "G", tmp_path / "mlm0" / "glue", ("rte", "cola")),
+                     (tmp_path / "dwml0" / "peer_1", "G", tmp_path / "dwml0" / "glue", ("rte", "cola"))]
+    assert list(out) == ["mlm", "dwml"]
+    out = experiments.best_peer_glue(scores, results, ["dwml"], 1, ["rte"], "G", finetune)
+    assert calls[-1][0] == tmp_path / "dwml1" / "peer_0"  # seed 1: peer 1 (50 against 37.5)
+    import dwml.evaluate
+
+    monkeypatch.setattr(dwml.evaluate, "data_root", lambda: None)
+    with pytest.raises(FileNotFoundError, match="glue_filtered"):
+        experiments.best_peer_glue(scores, results, ["dwml"], 0, ["rte"], finetune=finetune)

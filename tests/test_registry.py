@@ -1,8 +1,9 @@
 """The method registry (``dwml.methods.METHODS``) is the one list of method names.
 
-Two checks: no code outside ``dwml/methods.py`` compares a value with a method's name (callers read the
-class's traits instead), and a method registered here, in a test file, is taken up by the config check,
-``make_method`` and the experiments without a line changed anywhere else.
+Two checks: no code outside ``dwml/methods.py`` (in the package, the notebooks and the benchmarks; tests may
+name the methods they test) compares a value with a method's name (callers read the class's traits instead),
+and a method registered here, in a test file, is taken up by the config check, ``make_method`` and the
+experiments without a line changed anywhere else.
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from dwml import methods
 from dwml.config import METHODS, Config, ConfigError, TrainConfig
 
 BUILT_IN = {"mlm", "sd", "kd", "dml", "dwml", "kd_dwml"}
-# Files that still compare method names, each to be cleaned by the engineer who owns it (then removed here).
-PENDING = {"notebooks/03_baselines.py"}
 
 
 def _name_tests(path) -> list[str]:
@@ -49,7 +48,8 @@ def _name_tests(path) -> list[str]:
 
 
 def _sources():
-    files = sorted((ROOT / "dwml").rglob("*.py")) + sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    files = (sorted((ROOT / "dwml").rglob("*.py")) + sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+             + sorted((ROOT / "benchmarks").glob("*.py")))
     return [p for p in files if p.name != "methods.py" or p.parent.name != "dwml"]
 
 
@@ -62,18 +62,16 @@ def test_the_registry_holds_the_six_methods_with_their_traits():
 
 
 def test_no_code_outside_methods_compares_method_names():
-    hits = [h for p in _sources() if str(p.relative_to(ROOT)) not in PENDING for h in _name_tests(p)]
+    hits = [h for p in _sources() for h in _name_tests(p)]
     assert hits == [], "read the method's traits (dwml.methods.method_class) instead:\n" + "\n".join(hits)
 
 
-def test_the_check_finds_a_comparison_and_the_pending_files_still_have_one(tmp_path):
+def test_the_check_finds_a_comparison(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text('if method in ("kd", "kd_dwml") or m == "mlm" or df["method"].isin(["dwml"]):\n    pass\n'
                    'if prefixing == "dwml" or search_method == "bayes":\n    pass\n')
     found = [h.split(": ", 1)[1] for h in _name_tests(bad)]
     assert found == ["method in ('kd', 'kd_dwml')", "m == 'mlm'", "df['method'].isin(['dwml'])"]
-    for rel in PENDING:  # once a pending file is clean, take it off the list
-        assert _name_tests(ROOT / rel), f"{rel} compares no method name any more: remove it from PENDING"
 
 
 @pytest.fixture
@@ -94,6 +92,22 @@ def seventh():
     del METHODS["tutored_test"], METHODS["solo_test"]
 
 
+def test_the_roles_and_the_training_order_follow_the_traits():
+    order = ["sd", "kd", "dml", "kd_dwml", "dwml", "mlm"]
+    assert methods.with_traits(order, uses_teacher=True) == ["kd", "kd_dwml"]
+    assert methods.with_traits(order, learns_weights=True, uses_teacher=False) == ["dwml"]
+    assert (methods.single_model_method(order), methods.dwml_method(order)) == ("mlm", "dwml")
+    assert (methods.single_model_method(["sd", "kd_dwml"]), methods.dwml_method(["sd", "kd_dwml"])) == (None, None)
+    # the teacher first, the others in their order; added when only its pupils are listed
+    assert methods.training_order(order) == ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
+    assert methods.training_order(["kd_dwml", "sd"]) == ["mlm", "kd_dwml", "sd"]
+    assert methods.training_order(["dml", "dwml"]) == ["dml", "dwml"] and methods.teacher_method(["dml"]) is None
+    with pytest.raises(AttributeError, match="no trait 'teacher'"):
+        methods.with_traits(order, teacher=True)
+    with pytest.raises(ConfigError, match="train.method='mlmm'"):
+        methods.with_traits(["mlmm"], single_model=True)
+
+
 def test_a_seventh_method_registered_in_a_test_file_is_taken_up_everywhere(seventh, tmp_path):
     Tutored, Solo = seventh
     # Config's check reads the registry: the new names pass, an unknown one is still refused.
@@ -111,6 +125,10 @@ def test_a_seventh_method_registered_in_a_test_file_is_taken_up_everywhere(seven
     archs = ["peer 1", "peer 2", "peer 3"]
     assert [a.params for a in experiments.run_archs("solo_test", archs, meta)] == [2237696]
     assert experiments.run_archs("tutored_test", archs, meta, num_peers=2) == ["peer 1", "peer 2"]
+    # The roles and the order of runs read the traits: a listed single model teaches, else the first registered.
+    assert methods.single_model_method(["sd", "solo_test", "mlm"]) == "solo_test"
+    assert methods.training_order(["tutored_test", "solo_test"]) == ["solo_test", "tutored_test"]
+    assert methods.training_order(["tutored_test"]) == ["mlm", "tutored_test"]
     # A paper_name is what puts a method in the published table's mapping: these have none.
     assert set(experiments.published_table2_long()["method"]) == BUILT_IN
 
