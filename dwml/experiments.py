@@ -578,6 +578,36 @@ def method_differences(seeded: pd.DataFrame, methods: Sequence[str]) -> pd.DataF
     return diffs
 
 
+def pair_differences(scores: pd.DataFrame, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each method's kept peer (:func:`best_peer_choice`) against ``reference``'s, paired by pair: per suite,
+    the macro accuracy difference in points (seeds pooled) with a 95% paired bootstrap interval (the same
+    pairs resampled for both within each seed's task: :func:`dwml.stats.paired_macro_bootstrap`). With one
+    seed this is the interval a comparison of seeds cannot give; it holds the pairs' sampling error only,
+    not the seeds'. Each row has its ``verdict`` (:func:`verdict`)."""
+    from dwml.stats import paired_macro_bootstrap
+
+    chosen = scores.merge(best_peer_choice(scores), on=["method", "seed", "peer"])
+    keys = ["seed", "suite", "task", "pair_id"]
+    ref = chosen[chosen["method"] == reference]
+    if ref.empty:
+        raise ValueError(f"pair_differences: reference {reference!r} is not among {sorted(scores['method'].unique())}")
+    rows = []
+    for (method, suite), mine in chosen[chosen["method"] != reference].groupby(["method", "suite"], sort=False):
+        other = ref[ref["suite"] == suite]
+        both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
+        if len(both) != len(mine) or len(both) != len(other):
+            raise ValueError(f"pair_differences: {method!r} and {reference!r} are not scored on the same pairs of "
+                             f"suite {suite!r}")
+        strata = both["seed"].astype(str) + "/" + both["task"].astype(str)
+        diff = 100 * (both.groupby(strata)["correct"].mean() - both.groupby(strata)["correct_ref"].mean()).mean()
+        reps = 100 * paired_macro_bootstrap(both["correct"], both["correct_ref"], strata, n_boot, seed)
+        lo, hi = np.percentile(reps, [2.5, 97.5])
+        rows.append({"method": method, "reference": reference, "suite": suite, "difference": diff,
+                     "ci_low": float(lo), "ci_high": float(hi), "pairs": len(both), "seeds": both["seed"].nunique(),
+                     "verdict": verdict(method, reference, diff, float(lo), float(hi), suite)})
+    return pd.DataFrame(rows)
+
+
 MAJORITY_ROW = "majority class (GLUE validation)"
 
 

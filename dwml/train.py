@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dwml import distributed as D
+from dwml import distributed
 from dwml.bilevel import across_ranks
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
@@ -228,12 +228,12 @@ class Trainer:
         self.cfg, self.corpus, self.progress = cfg, corpus, progress
         t = self.t = cfg.train
         self.run_dir = run_dir = project_path(run_dir)
-        ranks = D.env_ranks()
+        ranks = distributed.env_ranks()
         if t.nproc != ranks.world:
             raise ConfigError(f"train.nproc={t.nproc} but {ranks.world} process(es) run: launch it with torchrun "
                               f"--nproc_per_node {t.nproc} (python -m dwml.train) or through dwml.experiments")
         # one process, or this rank of a torchrun launch (CUDA: the GPU of its LOCAL_RANK)
-        self.ranks, self.device = D.setup(resolve_device(t.device))
+        self.ranks, self.device = distributed.setup(resolve_device(t.device))
         ranks, device = self.ranks, self.device
         self.main = ranks.main  # rank 0 alone writes files
         if self.main:
@@ -265,7 +265,7 @@ class Trainer:
             if check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=True) == "same":
                 self.finished = load_result(run_dir)
                 return
-            D.barrier(ranks)  # every rank has decided before rank 0 changes the folder
+            distributed.barrier(ranks)  # every rank has decided before rank 0 changes the folder
             warnings.warn(extension_note(self.ckpt_path, ck["config"], self.cfg_dict, ck["state"]), stacklevel=2)
             if self.main:
                 (run_dir / DONE).unlink()
@@ -318,10 +318,10 @@ class Trainer:
                          if t.mixed_precision and device.type in ("cuda", "cpu") else contextlib.nullcontext())
         if resume and self.ckpt_path.is_file():
             ck = read_checkpoint(self.ckpt_path)
-            D.barrier(ranks)  # every rank has read it before rank 0 writes again
+            distributed.barrier(ranks)  # every rank has read it before rank 0 writes again
             self.restore(ck)
         else:
-            D.barrier(ranks)
+            distributed.barrier(ranks)
             if self.main:
                 for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
                     (run_dir / name).unlink(missing_ok=True)
@@ -329,7 +329,7 @@ class Trainer:
             self.metrics = _Metrics(self.metrics_path, write=self.main)
             self.evaluate()  # step 0: the peers at initialisation
         # After the restore: DDP broadcasts rank 0's parameters, the same on every rank anyway.
-        self.ddp = D.wrap_peers(self.method, ranks, device)
+        self.ddp = distributed.wrap_peers(self.method, ranks, device)
 
     # ---- set-up and restore ---------------------------------------------------------------------
 
@@ -355,7 +355,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream)."""
         rng = _rng_state()
-        extra = {"rng_ranks": D.gather_objects(rng, self.ranks)} if self.ranks.active else {}
+        extra = {"rng_ranks": distributed.gather_objects(rng, self.ranks)} if self.ranks.active else {}
         if not self.main:
             return
         atomic_torch_save(self.ckpt_path, {
@@ -450,7 +450,7 @@ class Trainer:
         non-finite value on any rank stops every rank with the same error, naming step, peer and rank,
         before anything is updated. The gradient norms, taken after DDP's all-reduce, are the same everywhere."""
         n_loss = 1 + sum(parts[k].numel() for k in names)
-        rows = D.gather_rows(flat[:n_loss], self.ranks, self.device)
+        rows = distributed.gather_rows(flat[:n_loss], self.ranks, self.device)
         step, at = self.state["step"] + 1, 1
         for k in names:
             for r, row in enumerate(rows):
@@ -472,11 +472,11 @@ class Trainer:
                 g = self.method.outer_step(train_batch, self.to_device(self.batchers["outer_dev"].next_batch()), lr, eta)
             return g
         dev_batch = self.to_device(self.batchers["outer_dev"].next_batch())
-        sums = D.RankSums(self.ranks) if self.ranks.active else None
+        sums = distributed.RankSums(self.ranks) if self.ranks.active else None
         with self.autocast, across_ranks(sums):
             g = self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
         if self.method.weights is not None:  # the same on every rank by construction; checked, it is cheap
-            D.check_same(self.method.weights, f"step {self.state['step'] + 1}: the weights w", self.ranks)
+            distributed.check_same(self.method.weights, f"step {self.state['step'] + 1}: the weights w", self.ranks)
         return g
 
     def clip_and_step(self, grads: list, norms: list) -> None:
@@ -506,7 +506,7 @@ class Trainer:
         lr, eta = self.schedule(step)
         chunks, last, real, positions = self.next_batches()
         if self.ranks.active:  # the step's tokens on all ranks
-            real, positions = (int(v) for v in D.sum_counts([real, positions], self.ranks, self.device))
+            real, positions = (int(v) for v in distributed.sum_counts([real, positions], self.ranks, self.device))
         loss, parts = self.accumulate(chunks)
         grads, norms, host = self.check(loss, parts)
         hyper = None
@@ -554,12 +554,12 @@ class Trainer:
     def evaluate(self) -> float:
         """Per-peer dev CE and the dev ensemble loss on the fixed dev batches, logged; returns the latter."""
         if not self.main:  # rank 0's loss decides early stopping on every rank
-            return D.broadcast_float(math.nan, self.ranks, self.device)
+            return distributed.broadcast_float(math.nan, self.ranks, self.device)
         with self.autocast:
             out = self.method.eval_losses(self.eval_batches)
         self.metrics.write({"kind": "eval", "step": self.state["step"], "tokens": self.state["tokens"],
                             "w": _weights(self.method), **out})
-        return D.broadcast_float(out["dev_ensemble"], self.ranks, self.device)
+        return distributed.broadcast_float(out["dev_ensemble"], self.ranks, self.device)
 
     def fit(self, max_steps: int | None = None) -> TrainResult:
         """Run to the end (or stop after ``max_steps`` steps in all, leaving a checkpoint), then save."""
@@ -587,10 +587,10 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         if not self.main:
-            D.barrier(self.ranks)  # rank 0 has saved the peers
+            distributed.barrier(self.ranks)  # rank 0 has saved the peers
             return TrainResult(self.run_dir, _weights(self.method), read_metrics(self.run_dir), done=True)
         result = _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
-        D.barrier(self.ranks)
+        distributed.barrier(self.ranks)
         return result
 
 

@@ -153,6 +153,13 @@ diffs
 glue = experiments.best_peer_glue(table_scores, results, baseline_methods, seeds[0], glue_tasks) if glue_tasks else None
 t1 = experiments.table1(table_scores, baseline_methods, glue, extra_rows=ngram_rows)
 save_table(t1, figures_dir, "table1_summary", floatfmt=".2f")
+# the same two models paired pair by pair: an interval even with one seed (pairs' sampling error only)
+single = single_model_method(baseline_methods)
+t1_diffs = experiments.pair_differences(table_scores[table_scores["method"].isin(experiments.table1_labels(baseline_methods))],
+                                        single) if single else None
+if t1_diffs is not None and len(t1_diffs):
+    save_table(t1_diffs, figures_dir, "table1_pair_differences", floatfmt=".2f")
+display(t1_diffs)
 t1
 
 # %% [markdown]

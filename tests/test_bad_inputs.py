@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from dwml import checkpoint as C
+from dwml import checkpoint
 from dwml import data as D
 from dwml.config import Config, ConfigError, DataConfig
 from conftest import tiny_roberta
@@ -323,26 +323,26 @@ GOOD_PAIR = {"sentence_good": "the cat runs", "sentence_bad": "the cat run", "UI
 
 @pytest.mark.parametrize("loader", ["load_blimp", "load_supplement"])
 def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
-    from dwml import evaluate as E
+    from dwml import evaluate
 
     folder = tmp_path / "pairs"
     folder.mkdir()
     path = folder / "agr.jsonl"
     path.write_bytes((json.dumps(GOOD_PAIR) + "\n").encode() * 2 + b'{"sentence_good": "caf\xe9"}\n')
     before = snapshot(folder)
-    with pytest.raises(E.EvalDataError, match=r"agr\.jsonl:3: not UTF-8"):
+    with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:3: not UTF-8"):
         getattr(E, loader)(folder)
     assert_unchanged(before, folder)
 
 
 def test_malformed_pair_line_names_file_and_line(tmp_path):
-    from dwml import evaluate as E
+    from dwml import evaluate
 
     folder = tmp_path / "pairs"
     folder.mkdir()
     (folder / "agr.jsonl").write_text(json.dumps(GOOD_PAIR) + "\n{not json\n")
-    with pytest.raises(E.EvalDataError, match=r"agr\.jsonl:2"):
-        E.load_blimp(folder)
+    with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:2"):
+        evaluate.load_blimp(folder)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def _fake_model_dir(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("what", ["missing", "empty_folder", "a_file"])
 def test_missing_glue_model_dir_is_named(tmp_path, what):
-    from dwml import glue as G
+    from dwml import glue
 
     model_dir = tmp_path / "runs" / "peer_0"
     if what == "empty_folder":
@@ -379,16 +379,16 @@ def test_missing_glue_model_dir_is_named(tmp_path, what):
         model_dir.write_text("not a folder")
     root = _glue_root(tmp_path)
     before = snapshot(tmp_path)
-    with pytest.raises(G.GlueDataError, match=rf"model_dir {model_dir}"):
-        G.finetune(model_dir, "rte", root, tmp_path / "out", progress=False)
-    with pytest.raises(G.GlueDataError, match=rf"model_dir {model_dir}"):
-        G.finetune_all(model_dir, root, tmp_path / "out", progress=False)
+    with pytest.raises(glue.GlueDataError, match=rf"model_dir {model_dir}"):
+        glue.finetune(model_dir, "rte", root, tmp_path / "out", progress=False)
+    with pytest.raises(glue.GlueDataError, match=rf"model_dir {model_dir}"):
+        glue.finetune_all(model_dir, root, tmp_path / "out", progress=False)
     assert_unchanged(before, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
 def test_finetune_all_reports_every_missing_task_file_before_fine_tuning(tmp_path, monkeypatch):
-    from dwml import glue as G
+    from dwml import glue
 
     root = _glue_root(tmp_path)
     (root / "mrpc.train.jsonl").unlink()
@@ -397,8 +397,8 @@ def test_finetune_all_reports_every_missing_task_file_before_fine_tuning(tmp_pat
     calls = []
     monkeypatch.setattr(G, "finetune", lambda *a, **k: calls.append(a) or {})
     before = snapshot(tmp_path)
-    with pytest.raises(G.GlueDataError) as err:
-        G.finetune_all(model_dir, root, tmp_path / "out", G.GlueConfig(tasks=("rte", "mrpc", "cola")), progress=False)
+    with pytest.raises(glue.GlueDataError) as err:
+        glue.finetune_all(model_dir, root, tmp_path / "out", glue.GlueConfig(tasks=("rte", "mrpc", "cola")), progress=False)
     msg = str(err.value)
     assert str(root / "mrpc.train.jsonl") in msg and str(root / "cola.valid.jsonl") in msg and "2 file(s)" in msg
     assert "rte" not in msg.split("missing:")[1]
@@ -413,7 +413,7 @@ def test_finetune_all_reports_every_missing_task_file_before_fine_tuning(tmp_pat
 def _real_checkpoint(path: Path) -> bytes:
     from dwml.io import atomic_torch_save
 
-    ck = {k: {} for k in C.REQUIRED_KEYS}
+    ck = {k: {} for k in checkpoint.REQUIRED_KEYS}
     ck.update(models=[{"w": torch.arange(1000.0)}], metrics_bytes=0)
     atomic_torch_save(path, ck)
     return path.read_bytes()
@@ -436,8 +436,8 @@ def test_unreadable_checkpoint_is_named(tmp_path, damage):
     else:
         torch.save({"models": []}, path)
     before = snapshot(tmp_path)
-    with pytest.raises(C.CheckpointError) as err:
-        C.read_checkpoint(path)
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.read_checkpoint(path)
     assert str(path) in str(err.value) and isinstance(err.value, ConfigError)
     assert_unchanged(before, tmp_path)
 
@@ -445,7 +445,7 @@ def test_unreadable_checkpoint_is_named(tmp_path, damage):
 def test_good_checkpoint_reads_back(tmp_path):
     path = tmp_path / "checkpoint.pt"
     _real_checkpoint(path)
-    assert torch.equal(C.read_checkpoint(path)["models"][0]["w"], torch.arange(1000.0))
+    assert torch.equal(checkpoint.read_checkpoint(path)["models"][0]["w"], torch.arange(1000.0))
 
 
 def _cfg(**train) -> dict:
@@ -478,10 +478,10 @@ DECISIONS = [
 @pytest.mark.parametrize("saved,current,done,state,expected", DECISIONS)
 def test_resume_decision(saved, current, done, state, expected):
     if isinstance(expected, str):
-        assert C.resume_decision(saved, current, done, state, "run/checkpoint.pt") == expected
+        assert checkpoint.resume_decision(saved, current, done, state, "run/checkpoint.pt") == expected
     else:
-        with pytest.raises(C.CheckpointMismatchError) as err:
-            C.resume_decision(saved, current, done, state, "run/checkpoint.pt")
+        with pytest.raises(checkpoint.CheckpointMismatchError) as err:
+            checkpoint.resume_decision(saved, current, done, state, "run/checkpoint.pt")
         for field in expected + ["run/checkpoint.pt"]:
             assert field in str(err.value)
 
@@ -489,23 +489,23 @@ def test_resume_decision(saved, current, done, state, expected):
 def test_resume_decision_compares_the_corpus():
     saved, current = _cfg(), _cfg()
     saved["corpus"], current["corpus"] = {"tokenizer": "a"}, {"tokenizer": "b"}
-    with pytest.raises(C.CheckpointMismatchError, match="corpus"):
-        C.resume_decision(saved, current, True, {"step": 15})
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="corpus"):
+        checkpoint.resume_decision(saved, current, True, {"step": 15})
 
 
 def test_extension_note_says_what_changes():
-    note = C.extension_note("run/checkpoint.pt", _cfg(num_epochs=12), _cfg(num_epochs=30), {"step": 12})
+    note = checkpoint.extension_note("run/checkpoint.pt", _cfg(num_epochs=12), _cfg(num_epochs=30), {"step": 12})
     assert "12 steps" in note and "30" in note and "run/checkpoint.pt" in note and "eval_interval=5" in note
-    assert "eval_interval" not in C.extension_note("r/checkpoint.pt", _cfg(), _cfg(num_epochs=30), {"step": 15})
+    assert "eval_interval" not in checkpoint.extension_note("r/checkpoint.pt", _cfg(), _cfg(num_epochs=30), {"step": 15})
 
 
 def test_checkpoint_note_does_not_claim_a_checkpoint_that_is_not_there(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    assert "no checkpoint was written yet" in C.checkpoint_note(path) and str(path) in C.checkpoint_note(path)
+    assert "no checkpoint was written yet" in checkpoint.checkpoint_note(path) and str(path) in checkpoint.checkpoint_note(path)
     path.write_bytes(b"")
-    assert "no checkpoint was written yet" in C.checkpoint_note(path)
+    assert "no checkpoint was written yet" in checkpoint.checkpoint_note(path)
     _real_checkpoint(path)
-    assert "is kept" in C.checkpoint_note(path, step=4) and "step 4" in C.checkpoint_note(path, step=4)
+    assert "is kept" in checkpoint.checkpoint_note(path, step=4) and "step 4" in checkpoint.checkpoint_note(path, step=4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,7 +544,7 @@ def test_train_names_an_unreadable_checkpoint(corpus, tmp_path, damage):
     raw = path.read_bytes()
     path.write_bytes(b"" if damage == "empty" else raw[: len(raw) // 2])
     before = snapshot(tmp_path / "run")
-    with pytest.raises(C.CheckpointError, match=str(path)):
+    with pytest.raises(checkpoint.CheckpointError, match=str(path)):
         train.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert_unchanged(before, tmp_path / "run")
 
@@ -576,9 +576,9 @@ def test_finished_run_under_a_shorter_or_other_config_is_refused(corpus, tmp_pat
     vocab = len(corpus.tokenizer)
     train.train(tiny_config(num_epochs=4), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     before = snapshot(tmp_path / "run")
-    with pytest.raises(C.CheckpointMismatchError, match="4 steps.*3 steps"):
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="4 steps.*3 steps"):
         train.train(tiny_config(num_epochs=3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
-    with pytest.raises(C.CheckpointMismatchError, match=r"train\.learning_rate"):
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"train\.learning_rate"):
         train.train(tiny_config(num_epochs=6, learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run",
                 progress=False)
     assert_unchanged(before, tmp_path / "run")

@@ -85,7 +85,7 @@ def worker(args: dict) -> None:
     import torch
     import transformers
 
-    import dwml.methods as M
+    from dwml import methods
     import dwml.train as T
 
     torch.set_num_threads(1)
@@ -121,7 +121,7 @@ def worker(args: dict) -> None:
     _dump(models, res.weights, out / f"full_rank{rank}.pt")
 
     # 2. a NaN in rank 1's loss at step 2
-    loss = M.DWML.loss
+    loss = methods.DWML.loss
     calls = {"n": 0}
 
     def nan_loss(self, batch):
@@ -130,13 +130,13 @@ def worker(args: dict) -> None:
         if rank == 1 and calls["n"] == 3:  # step 2's first micro-batch (2 a step)
             return total * float("nan"), {k: v * float("nan") for k, v in parts.items()}
         return total, parts
-    M.DWML.loss = nan_loss
+    methods.DWML.loss = nan_loss
     try:
         T.train(cfg, corpus, tiny_peers(vocab), runs / "nan", progress=False)
         message = "no error"
     except FloatingPointError as err:
         message = str(err)
-    M.DWML.loss = loss
+    methods.DWML.loss = loss
     (out / f"nan_rank{rank}.txt").write_text(message)
 
     # 3. killed right after the step-2 checkpoint (every rank past it, rank 0's file written)

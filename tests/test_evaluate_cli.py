@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from dwml import evaluate_cli as C
+from dwml import evaluate_cli
 from dwml.evaluate import load_blimp, load_ewok, load_masked_lm, load_supplement, pll_scores
 
 WORDS = ["the", "a", "dog", "dogs", "cat", "cats", "sees", "see", "runs", "run", "bird", "birds", "sings", "sing",
@@ -102,7 +102,7 @@ def _expected(model_dir, pairs, **kw):
 
 def test_cli_writes_files_and_scores_equal_pll_scores(data, models, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = C.main([str(models["roberta"]), str(models["bert"]), "--suites", "blimp,supplement,ewok", "--data", str(data),
+    rc = evaluate_cli.main([str(models["roberta"]), str(models["bert"]), "--suites", "blimp,supplement,ewok", "--data", str(data),
                  "--out", str(out), "--no-progress", "--bootstrap", "50"])
     assert rc == 0, capsys.readouterr().err
     pairs = _all_pairs(data)
@@ -142,7 +142,7 @@ def test_cli_writes_files_and_scores_equal_pll_scores(data, models, tmp_path, ca
 
 def test_cli_babylm2024_preset(data, models, tmp_path):
     out = tmp_path / "out"
-    assert C.main([str(models["roberta"]), "--suites", "blimp,ewok", "--data", str(data), "--out", str(out),
+    assert evaluate_cli.main([str(models["roberta"]), "--suites", "blimp,ewok", "--data", str(data), "--out", str(out),
                    "--convention", "babylm2024", "--no-progress", "--bootstrap", "0"]) == 0
     df = pd.read_csv(out / "tiny-roberta" / "pairs.csv")
     for suite, ps in _all_pairs(data).items():
@@ -171,7 +171,7 @@ def test_bad_inputs_name_the_path(data, models, tmp_path, capsys):
     from transformers import GPT2Config, PreTrainedTokenizerFast
 
     def err(argv):
-        assert C.main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        assert evaluate_cli.main(argv + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
         return capsys.readouterr().err
 
     missing = tmp_path / "no-such-model"

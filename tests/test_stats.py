@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from dwml import experiments as X
-from dwml import reports as R
+from dwml import experiments
+from dwml import reports
 from dwml import stats as S
 
 
@@ -60,9 +60,9 @@ def test_mcnemar_exact_equals_scipy_binomtest():
 
 
 def test_experiments_and_reports_use_the_one_module():
-    assert X.t_interval is S.t_interval and X.r_interval is S.r_interval
-    assert R.bootstrap_ci is S.bootstrap_ci and R.macro_bootstrap is S.macro_bootstrap
-    assert R.mcnemar_exact is S.mcnemar_exact
+    assert experiments.t_interval is S.t_interval and experiments.r_interval is S.r_interval
+    assert reports.bootstrap_ci is S.bootstrap_ci and reports.macro_bootstrap is S.macro_bootstrap
+    assert reports.mcnemar_exact is S.mcnemar_exact
 
 
 def test_paired_macro_bootstrap_matches_explicit_joint_resampling():

@@ -165,13 +165,13 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
     """train.outer_grad='reuse': the outer step runs after the step's backward and before clipping and
     AdamW, on the step's own batch; .grad then is grad L1 at the current theta and w, so (no dropout) the
     hypergradient equals the one recomputed from scratch on that batch."""
-    import dwml.bilevel as B
+    from dwml import bilevel
     from dwml.losses import inner_loss
 
     cfg = tiny_config(num_batches=1, num_epochs=4, grad_clip=1e-4, loss_alpha=0.4)
     models = tiny_peers(len(corpus.tokenizer))
     train.set_dropout(models, 0.0)
-    real, calls = B.hypergradient, []
+    real, calls = bilevel.hypergradient, []
 
     def spy(models_, train_batch, dev_batch, weights, **kw):
         assert kw["reuse_grad"] is True
