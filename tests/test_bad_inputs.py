@@ -331,7 +331,7 @@ def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
     path.write_bytes((json.dumps(GOOD_PAIR) + "\n").encode() * 2 + b'{"sentence_good": "caf\xe9"}\n')
     before = snapshot(folder)
     with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:3: not UTF-8"):
-        getattr(E, loader)(folder)
+        getattr(evaluate, loader)(folder)
     assert_unchanged(before, folder)
 
 
@@ -395,7 +395,7 @@ def test_finetune_all_reports_every_missing_task_file_before_fine_tuning(tmp_pat
     (root / "cola.valid.jsonl").unlink()
     model_dir = _fake_model_dir(tmp_path)
     calls = []
-    monkeypatch.setattr(G, "finetune", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(glue, "finetune", lambda *a, **k: calls.append(a) or {})
     before = snapshot(tmp_path)
     with pytest.raises(glue.GlueDataError) as err:
         glue.finetune_all(model_dir, root, tmp_path / "out", glue.GlueConfig(tasks=("rte", "mrpc", "cola")), progress=False)

@@ -176,8 +176,8 @@ def test_published_bug_runs_budget_of_its_own(monkeypatch):
         calls.append((tag, secs["data"].get("packing"), dict(train_overrides or {})))
         return None
 
-    monkeypatch.setattr(X, "train_run", fake_train)
-    monkeypatch.setattr(X, "score_run", lambda res, pairs, eval_cfg: pd.DataFrame({"correct": [True]}))
+    monkeypatch.setattr(experiments, "train_run", fake_train)
+    monkeypatch.setattr(experiments, "score_run", lambda res, pairs, eval_cfg: pd.DataFrame({"correct": [True]}))
     monkeypatch.setattr(dwml.data, "prepare_corpus", lambda cfg, progress=True: None)
     sections = {"data": {"packing": "packed"}, "search": {}, "train": {}}
     experiments.published_bug_runs(sections, [], {}, [0], "runs", {}, progress=False)

@@ -191,7 +191,7 @@ def test_outer_step_reuses_the_unclipped_gradient_of_the_step(corpus, tmp_path, 
         calls.append(got)
         return got
 
-    monkeypatch.setattr(B, "hypergradient", spy)
+    monkeypatch.setattr(bilevel, "hypergradient", spy)
     res = train.train(cfg, corpus, models, tmp_path / "run", progress=False)
     assert len(calls) == 2  # steps 2 and 4 (weight_update_frequency 2)
     hyper = res.history.dropna(subset=["hypergrad"])
