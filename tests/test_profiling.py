@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dwml import profiling as P
+from dwml import profiling
 from conftest import tiny_roberta
 
 
@@ -25,7 +25,7 @@ def tiny(layers=2, hidden=64, heads=4, ffn=128, vocab=300, attn="eager", dropout
 
 def masked_head_loss(model, batch):
     """Encoder on the whole block, LM head on the labelled positions only (as dwml.methods does)."""
-    keep = batch["labels"] != P.IGNORE_INDEX
+    keep = batch["labels"] != profiling.IGNORE_INDEX
     h = model.roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     return torch.nn.functional.cross_entropy(model.lm_head(h[keep]), batch["labels"][keep])
 
@@ -49,9 +49,9 @@ def by_hand(L, d, f, V, b, s, head_tokens=None, backward=True):
                                                (3, 48, 3, 192, 257, 1, 16)])
 def test_counted_step_flops_match_the_analytic_estimate(L, d, heads, f, V, b, s):
     model = tiny(L, d, heads, f, V)
-    batch = P.random_mlm_batch(V, b, s)
-    counted = P.count_step_flops(model, batch)
-    analytic = P.analytic_step_flops(model, tokens=b * s, seq_len=s)
+    batch = profiling.random_mlm_batch(V, b, s)
+    counted = profiling.count_step_flops(model, batch)
+    analytic = profiling.analytic_step_flops(model, tokens=b * s, seq_len=s)
     assert abs(counted - analytic) / analytic < 0.10  # the issue's bound ...
     assert counted == analytic == by_hand(L, d, f, V, b, s)  # ... and in fact every matmul is accounted for
 
@@ -61,73 +61,73 @@ def test_analytic_is_kaplans_6NT_plus_attention_when_ffn_is_4d():
     cfg = tiny(L, d, 4, 4 * d, V).config
     n_nonembedding = 12 * L * d * d
     head = 6 * T * (d * d + d * V)
-    assert P.analytic_step_flops(cfg, T, s) == 6 * n_nonembedding * T + 12 * L * s * d * T + head
-    assert P.analytic_step_flops(cfg, T, s, backward=False) * 3 == P.analytic_step_flops(cfg, T, s)
+    assert profiling.analytic_step_flops(cfg, T, s) == 6 * n_nonembedding * T + 12 * L * s * d * T + head
+    assert profiling.analytic_step_flops(cfg, T, s, backward=False) * 3 == profiling.analytic_step_flops(cfg, T, s)
 
 
 def test_sdpa_fused_cpu_kernel_is_counted_with_its_recompute():
     # Without attention dropout, sdpa runs PyTorch's CPU flash kernel, which torch's counter misses.
     model = tiny(attn="sdpa", dropout=0.0)
     b, s = 3, 32
-    batch = P.random_mlm_batch(300, b, s)
+    batch = profiling.random_mlm_batch(300, b, s)
 
     def step():
         model(**batch).loss.backward()
 
-    total, by_op = P.count_flops(step)
+    total, by_op = profiling.count_flops(step)
     model.zero_grad(set_to_none=True)
     assert any("flash_attention_for_cpu" in op for op in by_op), by_op
     L, d = 2, 64
     fused = sum(v for k, v in by_op.items() if "attention" in k)
     assert fused == 2 * b * s * s * d * L * (1 + 1) + 2 * b * s * s * d * L * (3 + 2)  # fwd 2 + bwd 5 matmuls
-    analytic = P.analytic_step_flops(model, b * s, s, attention_recompute=True)
+    analytic = profiling.analytic_step_flops(model, b * s, s, attention_recompute=True)
     assert total == analytic
-    assert abs(total - P.analytic_step_flops(model, b * s, s)) / analytic < 0.10
-    assert P.count_step_flops(model, batch) == total
+    assert abs(total - profiling.analytic_step_flops(model, b * s, s)) / analytic < 0.10
+    assert profiling.count_step_flops(model, batch) == total
 
 
 def test_sdpa_with_dropout_counts_like_eager():
     # With attention dropout the CPU runs sdpa's math path, plain batched matmuls: no recompute.
     eager, sdpa = tiny(attn="eager"), tiny(attn="sdpa")
-    batch = P.random_mlm_batch(300, 2, 32)
-    assert P.count_step_flops(sdpa, batch) == P.count_step_flops(eager, batch) == P.analytic_step_flops(eager, 64, 32)
+    batch = profiling.random_mlm_batch(300, 2, 32)
+    assert profiling.count_step_flops(sdpa, batch) == profiling.count_step_flops(eager, batch) == profiling.analytic_step_flops(eager, 64, 32)
 
 
 def test_masked_head_and_forward_only_counts():
     model = tiny()
-    batch = P.random_mlm_batch(300, 2, 32, mlm_probability=0.25)
-    k = int((batch["labels"] != P.IGNORE_INDEX).sum())
+    batch = profiling.random_mlm_batch(300, 2, 32, mlm_probability=0.25)
+    k = int((batch["labels"] != profiling.IGNORE_INDEX).sum())
     assert k == 16
-    counted = P.count_step_flops(model, batch, loss_fn=masked_head_loss)
-    assert counted == P.analytic_step_flops(model, 64, 32, head_tokens=k) == by_hand(2, 64, 128, 300, 2, 32, k)
-    assert P.count_step_flops(model, batch, backward=False) == by_hand(2, 64, 128, 300, 2, 32, backward=False)
+    counted = profiling.count_step_flops(model, batch, loss_fn=masked_head_loss)
+    assert counted == profiling.analytic_step_flops(model, 64, 32, head_tokens=k) == by_hand(2, 64, 128, 300, 2, 32, k)
+    assert profiling.count_step_flops(model, batch, backward=False) == by_hand(2, 64, 128, 300, 2, 32, backward=False)
 
 
 def test_counting_leaves_grads_and_random_streams_alone():
     model = tiny()
-    batch = P.random_mlm_batch(300, 2, 16)
+    batch = profiling.random_mlm_batch(300, 2, 16)
     model(**batch).loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    P.count_step_flops(model, batch)  # dropout draws inside
+    profiling.count_step_flops(model, batch)  # dropout draws inside
     assert torch.equal(torch.rand(3), expected)
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
 
 
 def test_flops_per_peer_table():
     peers = [tiny(2, 64, 4, 128), tiny(1, 32, 2, 64)]
-    df = P.flops_per_peer(peers, batch_size=2, block_size=32)
+    df = profiling.flops_per_peer(peers, batch_size=2, block_size=32)
     assert list(df["ratio"]) == [1.0, 1.0]
     assert list(df["params"]) == [sum(p.numel() for p in m.parameters()) for m in peers]
     assert df["analytic_flops"].iloc[0] == by_hand(2, 64, 128, 300, 2, 32)
-    masked = P.flops_per_peer(peers, 2, 32, loss_fn=masked_head_loss, head="labels", names=["a", "b"])
+    masked = profiling.flops_per_peer(peers, 2, 32, loss_fn=masked_head_loss, head="labels", names=["a", "b"])
     assert list(masked["ratio"]) == [1.0, 1.0] and list(masked["peer"]) == ["a", "b"]
     assert (masked["analytic_flops"] < df["analytic_flops"]).all()
     # A fused attention kernel (sdpa without dropout on the CPU) recomputes Q K^T: counted above model FLOPs.
-    fused = P.flops_per_peer([tiny(attn="sdpa", dropout=0.0)], 2, 32)
-    recompute = P.analytic_step_flops(peers[0], 64, 32, attention_recompute=True)
+    fused = profiling.flops_per_peer([tiny(attn="sdpa", dropout=0.0)], 2, 32)
+    recompute = profiling.analytic_step_flops(peers[0], 64, 32, attention_recompute=True)
     assert fused["ratio"].iloc[0] == pytest.approx(recompute / df["analytic_flops"].iloc[0])
     assert 1.0 < fused["ratio"].iloc[0] < 1.10
 
@@ -135,46 +135,46 @@ def test_flops_per_peer_table():
 def test_bad_flop_inputs_name_the_parameter():
     cfg = tiny().config
     with pytest.raises(ValueError, match="seq_len"):
-        P.analytic_step_flops(cfg, tokens=100, seq_len=32)
+        profiling.analytic_step_flops(cfg, tokens=100, seq_len=32)
     with pytest.raises(ValueError, match="head_tokens"):
-        P.analytic_step_flops(cfg, tokens=64, seq_len=32, head_tokens=65)
+        profiling.analytic_step_flops(cfg, tokens=64, seq_len=32, head_tokens=65)
     with pytest.raises(ValueError, match="intermediate_size"):
-        P.analytic_step_flops(type("C", (), {"num_hidden_layers": 2, "hidden_size": 8})(), 8, 8)
+        profiling.analytic_step_flops(type("C", (), {"num_hidden_layers": 2, "hidden_size": 8})(), 8, 8)
     with pytest.raises(KeyError, match="labels"):
-        P.count_step_flops(tiny(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
+        profiling.count_step_flops(tiny(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
     with pytest.raises(ValueError, match="head"):
-        P.flops_per_peer([tiny()], 1, 8, head="some")
+        profiling.flops_per_peer([tiny()], 1, 8, head="some")
 
 
 # -- peaks and MFU ----------------------------------------------------------------------------------
 
 def test_matmul_flop_formula_and_measured_peak(monkeypatch):
     a, b = torch.randn(24, 40), torch.randn(40, 56)
-    assert P.count_flops(lambda: a @ b)[0] == 2 * 24 * 40 * 56
+    assert profiling.count_flops(lambda: a @ b)[0] == 2 * 24 * 40 * 56
     # The arithmetic of the measured peak: a fake clock that makes the repeats take 0.5, 0.25, 0.4 s.
     ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])
-    monkeypatch.setattr(P, "_clock", lambda: next(ticks))
-    assert P.measure_matmul_peak(n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.25)
+    monkeypatch.setattr(profiling, "_clock", lambda: next(ticks))
+    assert profiling.measure_matmul_peak(n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.25)
 
 
 def test_measured_cpu_peak_is_plausible():
-    flops = P.measure_matmul_peak(n=256, repeats=3)
+    flops = profiling.measure_matmul_peak(n=256, repeats=3)
     assert 1e8 < flops < 1e14  # a CPU core does between 0.1 GFLOP/s and 100 TFLOP/s: catches unit slips
-    peak, source = P.peak_flops("cpu", n=256, repeats=2)
+    peak, source = profiling.peak_flops("cpu", n=256, repeats=2)
     assert peak > 1e8 and source.startswith("measured: 256x256 fp32 matmul")
 
 
 def test_gpu_peak_table_lookup():
-    assert P.lookup_gpu_peak("NVIDIA H100 80GB HBM3", "bf16") == (989.5e12, "datasheet: NVIDIA H100 SXM, dense bf16")
-    assert P.lookup_gpu_peak("NVIDIA H100 PCIe", "bf16")[0] == 756.5e12
-    assert P.lookup_gpu_peak("NVIDIA H200", "tf32")[0] == 494.5e12
-    assert P.lookup_gpu_peak("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156e12
-    assert P.lookup_gpu_peak("NVIDIA A10", "bf16")[0] == 125e12
-    assert P.lookup_gpu_peak("NVIDIA A10G", "bf16") is None  # not mistaken for an A10 or an A100
-    assert P.lookup_gpu_peak("Tesla T4", "tf32")[0] == 8.1e12  # no TF32 cores: the fp32 rate
-    assert P.lookup_gpu_peak("Tesla T4", "bf16") is None
-    assert P.lookup_gpu_peak("NVIDIA L4", "fp16")[0] == 121e12
-    for _, label, peaks in P.GPU_PEAKS:  # tensor-core modes are faster than the CUDA cores' fp32
+    assert profiling.lookup_gpu_peak("NVIDIA H100 80GB HBM3", "bf16") == (989.5e12, "datasheet: NVIDIA H100 SXM, dense bf16")
+    assert profiling.lookup_gpu_peak("NVIDIA H100 PCIe", "bf16")[0] == 756.5e12
+    assert profiling.lookup_gpu_peak("NVIDIA H200", "tf32")[0] == 494.5e12
+    assert profiling.lookup_gpu_peak("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156e12
+    assert profiling.lookup_gpu_peak("NVIDIA A10", "bf16")[0] == 125e12
+    assert profiling.lookup_gpu_peak("NVIDIA A10G", "bf16") is None  # not mistaken for an A10 or an A100
+    assert profiling.lookup_gpu_peak("Tesla T4", "tf32")[0] == 8.1e12  # no TF32 cores: the fp32 rate
+    assert profiling.lookup_gpu_peak("Tesla T4", "bf16") is None
+    assert profiling.lookup_gpu_peak("NVIDIA L4", "fp16")[0] == 121e12
+    for _, label, peaks in profiling.GPU_PEAKS:  # tensor-core modes are faster than the CUDA cores' fp32
         chain = [peaks[k] for k in ("fp32", "tf32", "bf16") if peaks[k] is not None]
         assert chain == sorted(chain), label
 
@@ -183,39 +183,39 @@ def test_matmul_precision():
     before = torch.backends.cuda.matmul.allow_tf32  # a property of torch's module: set and restore by hand
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
-        assert P.matmul_precision(torch.float32, "cuda") == "tf32"
-        assert P.matmul_precision(torch.float32, "cpu") == "fp32"
-        assert P.matmul_precision(torch.bfloat16, "cuda") == "bf16"
+        assert profiling.matmul_precision(torch.float32, "cuda") == "tf32"
+        assert profiling.matmul_precision(torch.float32, "cpu") == "fp32"
+        assert profiling.matmul_precision(torch.bfloat16, "cuda") == "bf16"
         torch.backends.cuda.matmul.allow_tf32 = False
-        assert P.matmul_precision(torch.float32, "cuda") == "fp32"
+        assert profiling.matmul_precision(torch.float32, "cuda") == "fp32"
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     with pytest.raises(ValueError, match="dtype"):
-        P.matmul_precision(torch.int8)
+        profiling.matmul_precision(torch.int8)
 
 
 def test_mfu():
-    assert P.mfu(3e12, 2.0, 1e13) == pytest.approx(0.15)
+    assert profiling.mfu(3e12, 2.0, 1e13) == pytest.approx(0.15)
     for bad in [(0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, math.nan), (1.0, -1.0, 1.0)]:
         with pytest.raises(ValueError, match="mfu"):
-            P.mfu(*bad)
+            profiling.mfu(*bad)
 
 
 def test_run_flops_scales_a_full_batch_to_the_real_tokens():
     """Counted on a full 4 x 32 batch and scaled to 4 x 8 real tokens, the FLOPs match those counted on the
     short batch itself up to the attention-score term (taken at the full length: an upper bound)."""
     model = tiny(dropout=0.0)
-    full = P.random_mlm_batch(300, 4, 32, seed=0)
-    short = P.random_mlm_batch(300, 4, 8, seed=1)
-    f_full, f_short = P.count_step_flops(model, full), P.count_step_flops(model, short)
-    scaled = P.run_flops(f_full, 4 * 32, 4 * 8)
+    full = profiling.random_mlm_batch(300, 4, 32, seed=0)
+    short = profiling.random_mlm_batch(300, 4, 8, seed=1)
+    f_full, f_short = profiling.count_step_flops(model, full), profiling.count_step_flops(model, short)
+    scaled = profiling.run_flops(f_full, 4 * 32, 4 * 8)
     assert scaled >= f_short
     attention_gap = 3 * 2 * 2 * 2 * 4 * 8 * (32 - 8) * 64  # 3 (fwd+bwd) x L x 2 matmuls x 2 b s (s_full - s) d
     assert scaled - f_short == pytest.approx(attention_gap, rel=0.02)
-    assert P.run_flops(100.0, 10, 25) == 250.0 and P.run_flops(100.0, 10, 0) == 0.0
+    assert profiling.run_flops(100.0, 10, 25) == 250.0 and profiling.run_flops(100.0, 10, 0) == 0.0
     for bad in [(math.nan, 1, 1), (1.0, 0, 1), (1.0, 1, -1)]:
         with pytest.raises(ValueError, match="run_flops"):
-            P.run_flops(*bad)
+            profiling.run_flops(*bad)
 
 
 # -- the sampler --------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def _sampler_threads():
 
 
 def test_sampler_records_at_its_interval_and_stops(tmp_path):
-    with P.UtilizationSampler(interval_s=0.2, device="cpu") as s:
+    with profiling.UtilizationSampler(interval_s=0.2, device="cpu") as s:
         time.sleep(2.0)
     df = s.to_frame()
     assert not _sampler_threads()
@@ -244,7 +244,7 @@ def test_sampler_records_at_its_interval_and_stops(tmp_path):
 
 def test_sampler_sees_a_busy_process():
     def sampled(busy: bool) -> float:
-        with P.UtilizationSampler(interval_s=0.1, device="cpu") as s:
+        with profiling.UtilizationSampler(interval_s=0.1, device="cpu") as s:
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
                 if not busy:
@@ -258,12 +258,12 @@ def test_sampler_sees_a_busy_process():
 
 def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkeypatch):
     with pytest.raises(ZeroDivisionError):
-        with P.UtilizationSampler(interval_s=0.05, device="cpu"):
+        with profiling.UtilizationSampler(interval_s=0.05, device="cpu"):
             time.sleep(0.2)
             1 / 0
     assert not _sampler_threads()
 
-    s = P.UtilizationSampler(interval_s=0.05, device="cpu")
+    s = profiling.UtilizationSampler(interval_s=0.05, device="cpu")
     monkeypatch.setattr(s, "_sample", lambda: (_ for _ in ()).throw(OSError("sensor gone")))
     s.start()
     time.sleep(0.2)
@@ -275,8 +275,8 @@ def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkey
 
 def test_sampler_bad_use():
     with pytest.raises(ValueError, match="interval_s"):
-        P.UtilizationSampler(interval_s=0)
-    s = P.UtilizationSampler(0.1, device="cpu")
+        profiling.UtilizationSampler(interval_s=0)
+    s = profiling.UtilizationSampler(0.1, device="cpu")
     with pytest.raises(RuntimeError, match="never started"):
         s.stop()
     with s:
@@ -289,10 +289,10 @@ def test_sampler_bad_use():
 def test_table9_claims_name_the_lowest_and_the_longest():
     records = [{"method": "mlm", "peers": 1, "avg_util_pct": 80.0, "flops_per_peer": 4e12, "train_time_s": 600},
                {"method": "dwml", "peers": 2, "avg_util_pct": 40.0, "flops_per_peer": 2e12, "train_time_s": 1500}]
-    lines = P.table9_claims(P.table9(records), "dwml", "CPU")
+    lines = profiling.table9_claims(profiling.table9(records), "dwml", "CPU")
     assert lines == ["CPU utilisation: lowest dwml (40.0%); dwml 40.0% (paper: 43.2% on an H100)",
                      "training time: longest dwml (25.00 min); dwml 25.00 min, +150% against the baseline"]
-    assert P.table9_claims(P.table9(records), "kd", "CPU") == []
+    assert profiling.table9_claims(profiling.table9(records), "kd", "CPU") == []
 
 
 def test_table9_changes_against_the_baseline():
@@ -300,7 +300,7 @@ def test_table9_changes_against_the_baseline():
         {"method": "mlm", "peers": 1, "avg_util_pct": 80.0, "flops_per_peer": [4e12], "train_time_s": 600, "tokens": 6e6},
         {"method": "dwml", "peers": 2, "avg_util_pct": 40.0, "flops_per_peer": [2e12, 1e12], "train_time_s": 1500},
     ]
-    df = P.table9(records).set_index("method")
+    df = profiling.table9(records).set_index("method")
     assert df.loc["dwml", "util_change_pct"] == pytest.approx((40 - 80) / 80 * 100)
     assert df.loc["dwml", "tflops_per_peer"] == pytest.approx(1.5)
     assert df.loc["dwml", "flops_change_pct"] == pytest.approx((1.5 - 4) / 4 * 100)
@@ -308,9 +308,9 @@ def test_table9_changes_against_the_baseline():
     assert df.loc["mlm", "train_time_min"] == 10 and df.loc["mlm", "tokens_per_s"] == 1e4
     assert df.loc["dwml", "paper_avg_util_pct"] == 43.2 and math.isnan(df.loc["mlm", "paper_avg_util_pct"])
     with pytest.raises(ValueError, match="baseline 'kd'"):
-        P.table9(records, baseline="kd")
+        profiling.table9(records, baseline="kd")
     with pytest.raises(KeyError, match="train_time_s"):
-        P.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 1.0, "flops_per_peer": 1.0}])
+        profiling.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 1.0, "flops_per_peer": 1.0}])
 
 
 def test_plot_utilisation_and_cost():
@@ -332,7 +332,7 @@ def test_plot_utilisation_and_cost():
     assert any("paper: dwml" in l.get_text() for l in fig.axes[0].get_legend().get_texts())
     with pytest.raises(KeyError, match="gpu_util"):
         plot_utilisation({"mlm": cpu["mlm"]}, column="gpu_util")
-    table = P.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 60, "flops_per_peer": 1e12, "train_time_s": 60},
+    table = profiling.table9([{"method": "mlm", "peers": 1, "avg_util_pct": 60, "flops_per_peer": 1e12, "train_time_s": 60},
                       {"method": "dwml", "peers": 2, "avg_util_pct": 30, "flops_per_peer": [1e12, 2e12], "train_time_s": 90}])
     assert len(plot_cost(table).axes) == 2
 
@@ -342,7 +342,7 @@ def test_plot_utilisation_and_cost():
 @pytest.mark.gpu
 def test_gpu_sampler_reads_nvml_while_a_kernel_loop_runs():
     a = torch.randn(4096, 4096, device="cuda")
-    with P.UtilizationSampler(interval_s=0.2, device="cuda") as s:
+    with profiling.UtilizationSampler(interval_s=0.2, device="cuda") as s:
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
             a = torch.tanh(a @ a)
@@ -356,10 +356,10 @@ def test_gpu_sampler_reads_nvml_while_a_kernel_loop_runs():
 @pytest.mark.gpu
 def test_gpu_flops_and_peak():
     model = tiny(attn="sdpa", dropout=0.0).cuda()
-    batch = P.random_mlm_batch(300, 2, 64, device="cuda")
-    counted = P.count_step_flops(model, batch)  # flash / memory-efficient kernels: counted with recompute
-    assert counted == P.analytic_step_flops(model, 128, 64, attention_recompute=True)
-    peak, source = P.peak_flops("cuda", torch.bfloat16)
+    batch = profiling.random_mlm_batch(300, 2, 64, device="cuda")
+    counted = profiling.count_step_flops(model, batch)  # flash / memory-efficient kernels: counted with recompute
+    assert counted == profiling.analytic_step_flops(model, 128, 64, attention_recompute=True)
+    peak, source = profiling.peak_flops("cuda", torch.bfloat16)
     assert peak > 1e12 and source.split(":")[0] in ("datasheet", "measured")
     if source.startswith("datasheet"):  # a listed GPU cannot beat its datasheet by more than clock boost
-        assert P.measure_matmul_peak(torch.bfloat16, n=4096, device="cuda") < 1.2 * peak
+        assert profiling.measure_matmul_peak(torch.bfloat16, n=4096, device="cuda") < 1.2 * peak
