@@ -51,15 +51,17 @@ RECIPES = {
 }
 
 
+def words_tokens(prep, split: str) -> np.ndarray:
+    """The split's token ids without the special tokens (``<s>``, ``</s>``, ...)."""
+    tokens = np.asarray({"train": prep.train, "dev": prep.dev}[split].tokens, dtype=np.int64)
+    return tokens[~np.isin(tokens, prep.tokenizer.all_special_ids)]
+
+
 def unigram_plateau(prep) -> float:
     """Cross-entropy (nats) of the training tokens' unigram distribution (add-one) on the dev tokens:
     what a model that ignores context reaches at best."""
-    vocab = len(prep.tokenizer)
-    counts = np.bincount(np.asarray(prep.train.tokens, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    special = set(prep.tokenizer.all_special_ids)
-    dev = np.asarray([t for t in prep.dev.tokens if int(t) not in special], dtype=np.int64)
-    return float(-logp[dev].mean())
+    counts = np.bincount(np.asarray(prep.train.tokens, dtype=np.int64), minlength=len(prep.tokenizer)) + 1.0
+    return float(-np.log(counts / counts.sum())[words_tokens(prep, "dev")].mean())
 
 
 def dev_curve(run_dir: Path) -> pd.DataFrame:
@@ -87,7 +89,7 @@ def main(argv=None) -> None:
                               args.pairs)
     pairs = study.pairs["blimp"]
     plateau = unigram_plateau(study.prep)
-    n_train = int(sum(1 for t in study.prep.train.tokens if int(t) not in set(study.prep.tokenizer.all_special_ids)))
+    n_train = len(words_tokens(study.prep, "train"))
     lines_train = read_corpus(study.prep.corpus_dir, "train", drop_markers=study.cfg.data.drop_markers)
     ngram = ngram_pair_scores(lines_train, pairs)
     out = [f"# AO-CHILDES recipe probe: {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}", "",

@@ -578,33 +578,43 @@ def method_differences(seeded: pd.DataFrame, methods: Sequence[str]) -> pd.DataF
     return diffs
 
 
+def _paired_on_pairs(mine: pd.DataFrame, other: pd.DataFrame, n_boot: int, seed: int, where: str
+                     ) -> tuple[pd.DataFrame, float, float]:
+    """Two kept peers' per-pair scores of one suite joined on (seed, suite, task, pair_id), with the 95%
+    paired bootstrap interval of their macro difference in points (:func:`dwml.stats.paired_macro_bootstrap`,
+    strata = each seed's task). ``where`` starts the error raised when they were not scored on the same pairs."""
+    from dwml.stats import paired_macro_bootstrap
+
+    keys = ["seed", "suite", "task", "pair_id"]
+    both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
+    if len(both) != len(mine) or len(both) != len(other):
+        suite = mine["suite"].iloc[0] if len(mine) else other["suite"].iloc[0]
+        raise ValueError(f"{where} are not scored on the same pairs of suite {suite!r}")
+    both["stratum"] = both["seed"].astype(str) + "/" + both["task"].astype(str)
+    reps = paired_macro_bootstrap(both["correct"], both["correct_ref"], both["stratum"], n_boot, seed)
+    lo, hi = np.quantile(reps, [0.025, 0.975]) * 100
+    return both, float(lo), float(hi)
+
+
 def pair_differences(scores: pd.DataFrame, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Each method's kept peer (:func:`best_peer_choice`) against ``reference``'s, paired by pair: per suite,
     the macro accuracy difference in points (seeds pooled) with a 95% paired bootstrap interval (the same
     pairs resampled for both within each seed's task: :func:`dwml.stats.paired_macro_bootstrap`). With one
     seed this is the interval a comparison of seeds cannot give; it holds the pairs' sampling error only,
     not the seeds'. Each row has its ``verdict`` (:func:`verdict`)."""
-    from dwml.stats import paired_macro_bootstrap
-
     chosen = scores.merge(best_peer_choice(scores), on=["method", "seed", "peer"])
-    keys = ["seed", "suite", "task", "pair_id"]
     ref = chosen[chosen["method"] == reference]
     if ref.empty:
         raise ValueError(f"pair_differences: reference {reference!r} is not among {sorted(scores['method'].unique())}")
     rows = []
     for (method, suite), mine in chosen[chosen["method"] != reference].groupby(["method", "suite"], sort=False):
-        other = ref[ref["suite"] == suite]
-        both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
-        if len(both) != len(mine) or len(both) != len(other):
-            raise ValueError(f"pair_differences: {method!r} and {reference!r} are not scored on the same pairs of "
-                             f"suite {suite!r}")
-        strata = both["seed"].astype(str) + "/" + both["task"].astype(str)
-        diff = 100 * (both.groupby(strata)["correct"].mean() - both.groupby(strata)["correct_ref"].mean()).mean()
-        reps = 100 * paired_macro_bootstrap(both["correct"], both["correct_ref"], strata, n_boot, seed)
-        lo, hi = np.percentile(reps, [2.5, 97.5])
+        both, lo, hi = _paired_on_pairs(mine, ref[ref["suite"] == suite], n_boot, seed,
+                                        f"pair_differences: {method!r} and {reference!r}")
+        by = both.groupby("stratum")
+        diff = 100 * (by["correct"].mean() - by["correct_ref"].mean()).mean()
         rows.append({"method": method, "reference": reference, "suite": suite, "difference": diff,
-                     "ci_low": float(lo), "ci_high": float(hi), "pairs": len(both), "seeds": both["seed"].nunique(),
-                     "verdict": verdict(method, reference, diff, float(lo), float(hi), suite)})
+                     "ci_low": lo, "ci_high": hi, "pairs": len(both), "seeds": both["seed"].nunique(),
+                     "verdict": verdict(method, reference, diff, lo, hi, suite)})
     return pd.DataFrame(rows)
 
 
@@ -823,15 +833,12 @@ def published_bug_table(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0)
     with a 95% paired bootstrap interval (the same pairs resampled for both, within each seed's task:
     ``dwml.stats.paired_macro_bootstrap``) and, with two or more seeds, a paired t-interval over seeds.
     ``scores``: :func:`published_bug_runs`'s frame."""
-    from dwml.stats import paired_macro_bootstrap
-
     pick = best_peer(per_seed(scores, keys=("setting", "peer")), by=("setting",))[["setting", "seed", "peer"]]
     chosen = scores.merge(pick.drop_duplicates(), on=["setting", "seed", "peer"])
     settings = list(dict.fromkeys(chosen["setting"]))
     if "corrected" not in settings:
         raise ValueError(f"published_bug_table: no 'corrected' runs among the settings {settings}")
     seeded = per_seed(chosen, keys=("setting",))
-    keys = ["seed", "suite", "task", "pair_id"]
     rows = []
     for setting in settings:
         ref = bug_reference(setting, settings)
@@ -842,17 +849,12 @@ def published_bug_table(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0)
                    "reference": ref if setting != ref else ""}
             if setting not in ("corrected", ref):
                 other = chosen[(chosen["setting"] == ref) & (chosen["suite"] == suite)]
-                both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
-                if len(both) != len(mine) or len(both) != len(other):
-                    raise ValueError(f"published_bug_table: setting {setting!r} and {ref!r} are not scored on the "
-                                     f"same pairs of suite {suite!r}")
-                strata = both["seed"].astype(str) + "/" + both["task"].astype(str)
-                reps = paired_macro_bootstrap(both["correct"], both["correct_ref"], strata, n_boot, seed)
+                _, lo, hi = _paired_on_pairs(mine, other, n_boot, seed,
+                                             f"published_bug_table: setting {setting!r} and {ref!r}")
                 ref_acc = seeded[(seeded["setting"] == ref) & (seeded["suite"] == suite)].set_index("seed")["accuracy"]
                 diffs = seeded[(seeded["setting"] == setting) & (seeded["suite"] == suite)].set_index("seed")["accuracy"] - ref_acc
                 m, t_lo, t_hi = t_interval(diffs.dropna())
-                lo, hi = np.quantile(reps, [0.025, 0.975]) * 100
-                row.update({"difference": m, "ci_low": float(lo), "ci_high": float(hi), "seed_ci_low": t_lo,
+                row.update({"difference": m, "ci_low": lo, "ci_high": hi, "seed_ci_low": t_lo,
                             "seed_ci_high": t_hi, "differs": bool(lo > 0 or hi < 0)})
             rows.append(row)
     return pd.DataFrame(rows)

@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookError as err:
         print(f"[dwml.runner] {err}", file=sys.stderr)
         return 2
-    paths = notebook_paths(args.notebooks or profile_notebooks(params, profile_file(args.profile)))
+    paths = notebook_paths(args.notebooks or params.get("notebooks"))  # the list check_profile checked
     figures = project_path(params.get("figures_dir", "figures"))
     before = _figure_files(figures)
     times = []
