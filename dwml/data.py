@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dwml.config import DataConfig
-from dwml.io import atomic_dir, atomic_path, atomic_write_json, file_sha256, project_path, read_utf8
+from dwml.io import atomic_dir, atomic_path, atomic_write_json, file_sha256, project_path, read_text_lines
 from dwml.losses import IGNORE_INDEX
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -62,8 +62,8 @@ def read_lines(path: str | Path, drop_markers: bool = False) -> list[str]:
 
     A file that is not UTF-8 raises :class:`DataError` naming the file and the line of the first bad byte.
     """
-    text = read_utf8(path, DataError)
-    cleaned = (clean_line(line, drop_markers) for line in text.splitlines())
+    # split at "\n" only: U+2028, form feed or NEL inside an utterance are text (clean_line makes them a space)
+    cleaned = (clean_line(line, drop_markers) for line in read_text_lines(path, DataError))
     return [line for line in cleaned if line]
 
 
@@ -186,6 +186,14 @@ def normalize(tokenizer, text: str) -> str:
     return norm.normalize_str(text) if norm is not None else text
 
 
+def encode_text(tokenizer, lines: Sequence[str]) -> list[list[int]]:
+    """The ids of each line with no special tokens added, and none made from the text either: the strings
+    ``<s>``, ``</s>``, ``<pad>``, ``<mask>`` in a line are encoded as the characters they are
+    (``split_special_tokens``), so an utterance never splits at a ``</s>`` someone typed, nor gets a
+    ``<pad>`` the model cannot see."""
+    return tokenizer(list(lines), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
@@ -249,7 +257,8 @@ def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | 
     vocab = len(tokenizer)
     dtype = token_dtype(vocab)
     want = {"format": CACHE_FORMAT, "dtype": dtype.name, "vocab_size": vocab, "drop_markers": drop_markers,
-            "tokenizer": tokenizer_fingerprint(tokenizer), "sources": _sources_meta(files)}
+            "tokenizer": tokenizer_fingerprint(tokenizer), "sources": _sources_meta(files),
+            "special_tokens": "text"}  # absent in older caches (they turned '</s>' in the text into the id): rebuilt
     if sidecar.is_file() and cache_path.is_file():
         meta, problem = _read_sidecar(sidecar)
         if meta is not None and all(meta.get(k) == v for k, v in want.items()):
@@ -268,7 +277,7 @@ def build_token_cache(files: Sequence[str | Path], tokenizer, cache_path: str | 
             lines = read_lines(path, drop_markers)
             for i in range(0, len(lines), chunk_lines):
                 chunk = lines[i:i + chunk_lines]
-                ids = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                ids = encode_text(tokenizer, chunk)
                 flat = np.fromiter((t for seq in ids for t in (*seq, EOS_ID)), dtype=dtype,
                                    count=sum(len(s) + 1 for s in ids))
                 if flat.size:

@@ -247,7 +247,8 @@ def encode_for_pll(tokenizer, sentences: Sequence[str], prefixes: Sequence[str |
     continuation (byte-level BPE with a prefix space splits at the space between them anyway)."""
     if prefixes is not None and len(prefixes) != len(sentences):
         raise ValueError(f"prefixes has {len(prefixes)} items but sentences has {len(sentences)}")
-    enc = tokenizer(list(sentences), add_special_tokens=True, return_special_tokens_mask=True)
+    # split_special_tokens: '</s>' or '<mask>' in a sentence is text, scored as such, never an end or mask token
+    enc = tokenizer(list(sentences), add_special_tokens=True, return_special_tokens_mask=True, split_special_tokens=True)
     out = []
     for i, (ids, special) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
         lead = 0
@@ -260,7 +261,7 @@ def encode_for_pll(tokenizer, sentences: Sequence[str], prefixes: Sequence[str |
             raise ValueError(f"sentence {i} ({sentences[i]!r}) has no tokens to score")
         prefix = prefixes[i] if prefixes is not None else None
         if prefix:
-            p = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+            p = tokenizer(prefix, add_special_tokens=False, split_special_tokens=True)["input_ids"]
             ids = ids[:lead] + p + ids[lead:]
             lead, end = lead + len(p), end + len(p)
         out.append((list(ids), lead, end))
@@ -351,7 +352,7 @@ def encode_scored(tokenizer, sentences: Sequence[str], prefixes: Sequence[str | 
     pre = [prefixes[i] if prefixes is not None else None for i in range(len(sentences))]
     out = []
     if prefixing == "dwml":
-        words = tokenizer(list(sentences), add_special_tokens=True) if l2r else None
+        words = tokenizer(list(sentences), add_special_tokens=True, split_special_tokens=True) if l2r else None
         for i, (ids, start, end) in enumerate(encode_for_pll(tokenizer, sentences, prefixes)):
             positions = np.arange(start, end)
             if l2r:

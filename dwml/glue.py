@@ -181,7 +181,7 @@ class _Encoded:
 
     def __init__(self, tokenizer, examples, max_length: int):
         firsts, seconds = zip(*(_pair(t) for t, _ in examples))
-        kwargs = dict(truncation=True, max_length=max_length)
+        kwargs = dict(truncation=True, max_length=max_length, split_special_tokens=True)  # '</s>' in a text is text
         if any(s is not None for s in seconds):
             enc = tokenizer(list(firsts), [s or "" for s in seconds], **kwargs)
         else:

@@ -87,15 +87,60 @@ def read_utf8(path: str | Path, error: type[Exception] = ValueError) -> str:
                     "save the file as UTF-8") from None
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping names a key twice (PyYAML would keep the last value silently); ``line`` is 1-based."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.line = line
+
+
+def _strict_loader():
+    """PyYAML's SafeLoader, refusing a key written twice in one mapping (``train:`` twice would drop the
+    first section's values without a word)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    break
+                if first is not None:
+                    raise DuplicateKeyError(f"key {key!r} written twice in one mapping (first at line "
+                                            f"{first}); YAML would keep only the last", key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def read_text_lines(path: str | Path, error: type[Exception] = ValueError) -> list[str]:
+    """The lines of a UTF-8 text file, split at ``\n`` only (a ``\r`` before it dropped). ``str.splitlines``
+    also splits at U+2028, U+2029, form feed, NEL and other separators, which can sit inside an utterance
+    or a sentence; here they stay in the line, as the text they are."""
+    text = read_utf8(path, error)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_yaml(path: str | Path, error: type[Exception] = ValueError) -> Any:
     """Parse a YAML file (a profile); invalid YAML raises ``error`` naming the file, line and column
-    (1-based) and PyYAML's reason, instead of PyYAML's bare traceback."""
+    (1-based) and PyYAML's reason, instead of PyYAML's bare traceback; a key written twice in one mapping
+    raises ``error`` naming the file and the line of the second."""
     import yaml
 
     path = Path(path)
     text = read_utf8(path, error)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())
+    except DuplicateKeyError as err:
+        raise error(f"{path}:{err.line}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
