@@ -310,6 +310,26 @@ class Config:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first parameter out of its range."""
         d, s, t, e = self.data, self.search, self.train, self.eval
+        for section in SECTIONS:  # every field of its declared type; no NaN or infinity anywhere
+            _check_types(section, getattr(self, section))
+        for name, value in (("data.synthetic_seed", d.synthetic_seed), ("search.seed", s.seed), ("train.seed", t.seed)):
+            _check(0 <= value <= SEED_MAX, name, value, f"must be in [0, {SEED_MAX}] (numpy and bayes_opt take 32-bit seeds)")
+        _check(d.min_frequency >= 1, "data.min_frequency", d.min_frequency, "must be >= 1")
+        for name in ("teacher_layers", "teacher_hidden", "teacher_heads", "min_layers", "min_heads", "min_hidden"):
+            _check(getattr(s, name) >= 1, f"search.{name}", getattr(s, name), "must be >= 1")
+        for lo, hi in (("min_layers", "max_layers"), ("min_heads", "max_heads"), ("min_hidden", "max_hidden")):
+            _check(getattr(s, hi) >= getattr(s, lo), f"search.{hi}", getattr(s, hi), f"must be >= search.{lo}={getattr(s, lo)}")
+        _check(s.teacher_hidden % s.teacher_heads == 0, "search.teacher_hidden", s.teacher_hidden,
+               f"must be divisible by search.teacher_heads={s.teacher_heads}")
+        _check(s.bayesian_init_points >= 0, "search.bayesian_init_points", s.bayesian_init_points, "must be >= 0")
+        _check(s.bayesian_n_iter >= 0, "search.bayesian_n_iter", s.bayesian_n_iter, "must be >= 0")
+        for name in ("beta1", "beta2"):
+            _check(0.0 <= getattr(t, name) < 1.0, f"train.{name}", getattr(t, name), "must be in [0, 1) (AdamW)")
+        _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
+        _check(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0: no clipping)")
+        _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
+        _check(e.max_pairs_per_paradigm >= 0, "eval.max_pairs_per_paradigm", e.max_pairs_per_paradigm, "must be >= 0 (0: all)")
+        _check(e.bootstrap >= 1, "eval.bootstrap", e.bootstrap, "must be >= 1 (resamples of the 95% intervals)")
         _check(d.vocab_size >= 5 + 256, "data.vocab_size", d.vocab_size,
                "must hold the 5 special tokens and the 256 byte-level symbols (>= 261)")
         _check(d.block_size >= 3, "data.block_size", d.block_size, "must be >= 3 (<s>, a token, </s>)")
@@ -363,6 +383,66 @@ class Config:
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+SEED_MAX = 2**31 - 1
+"""Largest seed a setting may hold: the loop adds small offsets, and numpy and ``bayes_opt`` take 32-bit seeds."""
+
+
+def _is_int(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_TYPE_CHECKS = {"int": (_is_int, "an integer"), "float": (_is_real, "a finite number"),
+                "bool": (lambda v: isinstance(v, bool), "true or false"), "str": (lambda v: isinstance(v, str), "a string"),
+                "float | None": (lambda v: v is None or _is_real(v), "a finite number or null")}
+
+
+def _check_types(section: str, obj: Any) -> None:
+    """Each field of a section holds its declared type: integers are not booleans, numbers are finite
+    (``grad_clip: .nan`` would turn clipping off, and the run could then never resume: NaN != NaN)."""
+    for f in fields(obj):
+        check = _TYPE_CHECKS.get(str(f.type))
+        if check is not None and not check[0](getattr(obj, f.name)):
+            raise ConfigError(f"{section}.{f.name}={getattr(obj, f.name)!r}: must be {check[1]}")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (the option's name is added by argparse)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed in [0, SEED_MAX]."""
+    value = _int_at_least(text, 0)
+    if value > SEED_MAX:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at most {SEED_MAX}")
+    return value
+
+
+def _int_at_least(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= {low}")
+    return value
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -395,6 +475,8 @@ def _coerce(qualname: str, f: dataclasses.Field, value: Any) -> Any:
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
+        if isinstance(value, bool) and isinstance(default, (int, float)):  # YAML's true is not the number 1
+            raise ValueError(value)
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

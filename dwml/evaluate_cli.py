@@ -108,6 +108,8 @@ def _model_names(dirs: list[Path]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dwml.config import nonnegative_int, positive_int, seed_int  # range-checked options, named by argparse
+
     ap = argparse.ArgumentParser(prog="python -m dwml.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", metavar="MODEL_DIR", help="saved Hugging Face masked LM folders")
@@ -124,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reduction", default=None, choices=["sum", "mean"], help="override the preset's reduction")
     ap.add_argument("--pll-metric", default="original", choices=["original", "within_word_l2r"],
                     help="original PLL (Salazar et al. 2020) or within-word left-to-right (Kauf & Ivanova 2023)")
-    ap.add_argument("--batch-size", type=int, default=256, help="masked copies per forward pass")
-    ap.add_argument("--max-pairs-per-task", type=int, default=0, help="seeded subsample per task (0: all)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the subsample and the bootstrap")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--batch-size", type=positive_int, default=256, help="masked copies per forward pass")
+    ap.add_argument("--max-pairs-per-task", type=nonnegative_int, default=0, help="seeded subsample per task (0: all)")
+    ap.add_argument("--seed", type=seed_int, default=0, help="seed of the subsample and the bootstrap")
+    ap.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -152,6 +154,7 @@ def run(args) -> int:
     from dwml import evaluate
     from dwml import reports
     from dwml.config import EvalConfig
+    from dwml.io import atomic_write_text
     from dwml.train import resolve_device
 
     t_start = time.perf_counter()
@@ -220,7 +223,7 @@ def run(args) -> int:
                    "bootstrap": args.bootstrap, "suites": per_suite,
                    "data": {s: str(paths[s]) for s in suites},
                    "versions": {"torch": torch.__version__, "python": platform.python_version()}}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         all_results[name] = results
         model.to("cpu")
     if len(all_results) > 1:

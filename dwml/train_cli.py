@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from dwml.config import positive_int, seed_int  # argparse types: range-checked options, named by argparse
+
 SECTION_NAMES = ("data", "search", "train")
 
 
@@ -26,15 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--profile", help="a profile name (profiles/<name>.yaml) or a YAML file")
     src.add_argument("--sections", help="a JSON file {data, search, train} (what dwml.experiments passes)")
     ap.add_argument("--method", required=True, help="a registered method (dwml.methods.METHODS), e.g. mlm or dwml")
-    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--seed", type=seed_int, required=True)
     ap.add_argument("--run-root", default=None, help="where peers.json and run folders live (default: the profile's)")
     ap.add_argument("--run-dir", default=None, help="the run folder (default: <run-root>/<method>[_<tag>]_seed<seed>)")
     ap.add_argument("--tag", default="", help="suffix of the run folder's name (runs with overrides)")
-    ap.add_argument("--num-peers", type=int, default=None, help="train only the first (largest) peers")
+    ap.add_argument("--num-peers", type=positive_int, default=None, help="train only the first (largest) peers")
     ap.add_argument("--teacher-dir", default="", help="the teacher of a method that uses one, e.g. kd (a finished mlm run's peer_0)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a setting (YAML value), e.g. --set train.num_epochs=50; repeatable")
-    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all (a checkpoint)")
+    ap.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in all (a checkpoint)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
