@@ -108,6 +108,65 @@ def check_profile(params: dict, where: str | Path, paths: list[Path] | None = No
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise NotebookError(f"{where}: unknown parameter(s) {', '.join(hints)}: no notebook declares them "
                             f"(declared: {', '.join(sorted(declared))})")
+    check_parameter_types(params, where, paths)
+
+
+CONFIG_SECTIONS = ("data", "search", "train", "eval")
+
+
+def check_parameter_types(params: dict, where: str | Path, paths: list[Path] | None = None) -> None:
+    """Each profile value has the type of the notebooks' default for it (an integer is not a boolean, a
+    list stays a list, a list of integers holds integers), ``seeds`` is a non-empty list of seeds, and the
+    config sections pass ``Config.validate``: checked before the first cell runs, naming the profile file
+    and the key, instead of a traceback inside a notebook minutes later."""
+    from dwml.config import SEED_MAX, Config, ConfigError
+
+    defaults: dict = {}
+    for path in paths if paths is not None else notebook_paths():
+        for key, value in notebook_parameters(path).items():
+            defaults.setdefault(key, value)
+    for key, value in params.items():
+        if key in defaults:
+            problem = _type_problem(value, defaults[key])
+            if problem:
+                raise NotebookError(f"{where}: parameter {key}={value!r}: {problem}")
+    seeds = params.get("seeds")
+    if "seeds" in params and (not isinstance(seeds, list) or not seeds
+                              or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= SEED_MAX
+                                         for x in seeds)):
+        raise NotebookError(f"{where}: parameter seeds={seeds!r}: must be a non-empty list of integer seeds "
+                            f"in [0, {SEED_MAX}], e.g. [0, 1, 2]")
+    sections = {k: params[k] for k in CONFIG_SECTIONS if k in params and params[k] is not None}
+    try:
+        Config.from_dict(**sections)
+    except ConfigError as err:
+        raise NotebookError(f"{where}: {err}") from None
+
+
+def _type_problem(value, default) -> str | None:
+    """Why ``value`` cannot stand where a notebook's default is ``default`` (None: it can)."""
+    def kind(v) -> str:
+        if isinstance(v, bool):
+            return "true or false"
+        if isinstance(v, int):
+            return "an integer"
+        if isinstance(v, float):
+            return "a number"
+        return {str: "a string", list: "a list", dict: "a mapping"}.get(type(v), "")
+
+    if default is None or not kind(default):
+        return None
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    if kind(value) != kind(default):
+        return f"must be {kind(default)} (the notebooks' default is {default!r}), got {kind(value) or type(value).__name__}"
+    if isinstance(default, list) and default:
+        want = {kind(x) for x in default}
+        if len(want) == 1 and want <= {"an integer", "a string", "true or false"}:
+            bad = [x for x in value if kind(x) not in want]
+            if bad:
+                return f"every item must be {next(iter(want))} (as in the default {default!r}); {bad[0]!r} is not"
+    return None
 
 
 def parameters_for(path: str | Path, params: dict) -> dict:
