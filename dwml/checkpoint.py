@@ -200,3 +200,219 @@ def checkpoint_note(path: str | Path, step: int | None = None) -> str:
 
 def _all_fields(*cfgs: Mapping[str, Any]) -> set[str]:
     return {f"{s}.{k}" for c in cfgs for s in COMPARED_SECTIONS for k in (c.get(s) or {})}
+
+
+# --------------------------------------------------------------------------------------------------
+# Run folders as owned state: a marker that says "this folder is a run's", and a lock while one writes
+# --------------------------------------------------------------------------------------------------
+
+RUN_MARKER = ".dwml-run"
+"""Written into a run folder when the loop creates it (or adopts an older run folder): the loop deletes and
+replaces files only in a folder that holds it."""
+LOCK_FILE = ".dwml-lock"
+"""Held (``fcntl.flock``) by the process writing the run; holds that process's id and start time."""
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "DONE")
+
+
+class RunFolderError(ConfigError):
+    """A run folder that is not one (no marker), cannot be written, or is in use; names the folder."""
+
+
+class RunFolderBusyError(RunFolderError):
+    """Another process is writing the run in this folder (it holds the folder's lock)."""
+
+
+def _is_legacy_run(run_dir: Path) -> bool:
+    """A run folder written before the marker existed: a config.json of the loop's sections, and metrics or
+    a checkpoint beside it."""
+    import json
+
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and isinstance(cfg.get("data"), dict)
+            and ((run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoint.pt").is_file()))
+
+
+def check_run_folder(run_dir: str | Path) -> None:
+    """Raise :class:`RunFolderError` if ``run_dir`` exists and holds anything but is not a run folder (no
+    :data:`RUN_MARKER`, and not a run written before the marker existed): training there would delete or
+    replace its ``summary.json``, ``metrics.jsonl``, ``DONE``, ... (an evaluation's output folder, say).
+    Writes nothing."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} is a file, not a folder")
+    if not run_dir.is_dir() or (run_dir / RUN_MARKER).is_file():
+        return
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    if held and not _is_legacy_run(run_dir):
+        shown = ", ".join(held[:6]) + (f", ... ({len(held)} entries)" if len(held) > 6 else "")
+        clash = [n for n in held if n in RUN_FILES or n.startswith("peer_")]
+        raise RunFolderError(
+            f"{run_dir} is not a dwml run folder (no {RUN_MARKER} marker) and is not empty ({shown}); a run "
+            f"there would replace or delete {', '.join(clash) if clash else 'files'} in it. Give a new or empty "
+            "folder as the run folder")
+
+
+def claim_run_folder(run_dir: str | Path) -> Path:
+    """Create ``run_dir`` as a run folder (with :data:`RUN_MARKER`), or check that it is one; an older run
+    folder without the marker is adopted. Errors name the folder: not a run folder
+    (:func:`check_run_folder`), or one that cannot be created or written (read-only, immutable, no space)."""
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir)
+    marker = run_dir / RUN_MARKER
+    if marker.is_file():
+        return run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as fh:  # constant content: two runs' folders stay comparable
+            fh.write("a dwml run folder: dwml.train writes, replaces and deletes files here\n")
+    except OSError as err:
+        raise RunFolderError(f"run folder {run_dir}: cannot be created or written ({err.strerror or err}); "
+                             "give a writable folder") from None
+    return run_dir
+
+
+class RunLock:
+    """A run folder claimed (:func:`claim_run_folder`: a folder that is not a run's is refused before anything
+    is written) and an exclusive ``fcntl.flock`` on ``<run_dir>/.dwml-lock`` while a process writes the run
+    (``with RunLock(run_dir): ...``): a second
+    process on the same folder gets :class:`RunFolderBusyError` naming the holder's pid and start time. The
+    kernel drops the lock when its process dies, so a killed run's folder is taken over by the next call
+    (the stale pid left in the file is then overwritten)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.fh = None
+
+    def acquire(self) -> "RunLock":
+        import datetime
+        import json
+        import os
+        import socket
+
+        check_run_folder(self.run_dir)  # a folder that is not a run's gets no lock file either
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"run folder {self.run_dir}: cannot be created ({err.strerror or err})") from None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (the marker still guards the folder)
+            claim_run_folder(self.run_dir)
+            return self
+        try:
+            fh = open(self.path, "a+", encoding="utf-8")
+        except OSError as err:
+            raise RunFolderError(f"run folder {self.run_dir}: cannot be written ({err.strerror or err}): "
+                                 f"{self.path} cannot be opened; give a writable folder") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            text = fh.read()
+            fh.close()
+            try:
+                holder = json.loads(text)
+                who = (f"process {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                       f" ({' '.join(holder.get('argv', []))})")
+            except ValueError:
+                who = "a process that has not written its name yet"
+            raise RunFolderBusyError(f"run folder {self.run_dir} is in use: {who} holds {self.path}. Wait for it "
+                                     "to finish, or give another run folder") from None
+        fh.seek(0)
+        fh.truncate()
+        import sys
+
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                             "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:8]}) + "\n")
+        fh.flush()
+        self.fh = fh
+        try:
+            claim_run_folder(self.run_dir)  # the marker, written under the lock
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        if self.fh is None:
+            return
+        import fcntl
+
+        try:
+            self.fh.seek(0)
+            self.fh.truncate()  # an empty file: nobody holds it (a killed holder leaves its name)
+        except OSError:
+            pass
+        fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+        self.fh.close()
+        self.fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# A finished run without its checkpoint; files a resume reads
+# --------------------------------------------------------------------------------------------------
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """A JSON file of a run folder; a missing or corrupt one raises :class:`CheckpointError` naming it."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing ({what})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        where = f"{path}:{err.lineno}" if hasattr(err, "lineno") else str(path)
+        raise CheckpointError(f"{where}: {what} cannot be read, truncated or corrupt ({err}); delete the run "
+                              "folder's DONE to train the run again, or use another run folder") from None
+
+
+def finished_without_checkpoint(run_dir: str | Path, current_cfg: Mapping[str, Any]) -> None:
+    """A finished run (DONE) whose ``checkpoint.pt`` is gone is reused only if its ``config.json`` computes
+    the same thing as ``current_cfg`` (:func:`resume_decision`, with the step count and early stop of its
+    ``summary.json``); returns None then. Anything else raises :class:`CheckpointMismatchError` naming the
+    fields: another configuration, or a longer run (an extension needs the final checkpoint)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointMismatchError(f"{run_dir} holds a finished run (DONE) whose checkpoint.pt and config.json "
+                                      "are both gone: nothing tells under which settings it ran. Use another run "
+                                      "folder, or resume=False to start over")
+    saved = read_json_file(cfg_path, "the finished run's configuration")
+    summary = read_json_file(run_dir / "summary.json", "the finished run's summary")
+    if not isinstance(saved, dict) or not isinstance(summary, dict):
+        raise CheckpointError(f"{cfg_path} or {run_dir / 'summary.json'}: not a JSON object")
+    state = {"step": summary.get("steps"), "stopped_early": summary.get("stopped_early", False)}
+    if state["step"] is None:
+        raise CheckpointError(f"{run_dir / 'summary.json'}: no 'steps' field")
+    if resume_decision(saved, current_cfg, True, state, cfg_path) != "same":
+        raise CheckpointMismatchError(
+            f"{run_dir} holds a finished run of {state['step']} steps and the configuration asks for "
+            f"{planned_steps(current_cfg)}, but its checkpoint.pt is gone: it cannot be extended. Use another "
+            "run folder, or resume=False to start over")
+
+
+def check_metrics_file(path: str | Path, nbytes: int, ckpt_path: str | Path) -> None:
+    """The metrics file a checkpoint continues must hold at least the ``nbytes`` the checkpoint recorded
+    (the resume truncates it to that length); else :class:`CheckpointError` naming both files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, but {ckpt_path} continues it (it recorded {nbytes} bytes of "
+                              "metrics); restore the file, or delete the checkpoint to restart the run from step 0")
+    size = path.stat().st_size
+    if size < nbytes:
+        raise CheckpointError(f"{path}: {size} bytes, shorter than the {nbytes} bytes {ckpt_path} recorded "
+                              "(truncated after the checkpoint); restore the file, or delete the checkpoint "
+                              "to restart the run from step 0")

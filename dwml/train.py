@@ -38,6 +38,8 @@ from dwml import distributed
 from dwml.bilevel import across_ranks
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
+from dwml.checkpoint import (RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
+                             read_json_file)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
@@ -146,14 +148,57 @@ def corpus_identity(corpus) -> dict:
             "dev_tokens": len(corpus.dev)}
 
 
-def load_teacher(teacher_dir: str, device: torch.device) -> nn.Module:
+def load_teacher(teacher_dir: str, device: torch.device, corpus=None) -> nn.Module:
+    """The fixed teacher saved in ``teacher_dir``; with ``corpus``, its tokenizer is first checked to be the
+    peers' (:func:`check_teacher_tokenizer`). Errors name the setting and the folder."""
     from transformers import AutoModelForMaskedLM
 
     path = project_path(teacher_dir) if teacher_dir else None
     if path is None or not (path / "config.json").is_file():
         raise ConfigError(f"train.teacher_dir={teacher_dir!r}: no saved model there (a folder written by "
                           "save_pretrained, e.g. the peer_0 of a finished 'mlm' run)")
-    return AutoModelForMaskedLM.from_pretrained(path).to(device).eval().requires_grad_(False)
+    if corpus is not None:
+        check_teacher_tokenizer(path, corpus)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # a truncated model.safetensors, a config of another model type, ...
+        raise ConfigError(f"train.teacher_dir={teacher_dir!r}: the model in {path} cannot be loaded "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+def check_teacher_tokenizer(teacher_path: Path, corpus) -> None:
+    """A teacher must read the peers' ids as the peers do: its folder's tokenizer must map every token to the
+    id the peers' tokenizer gives it (a tokenizer of the same size trained on other text shares the size,
+    not the meaning of the ids). Raises :class:`ConfigError` naming both folders."""
+    from dwml.data import DataError, load_tokenizer
+
+    theirs_dir = getattr(corpus, "tokenizer_dir", "the corpus's tokenizer")
+    if not (teacher_path / "tokenizer.json").is_file():
+        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: no tokenizer.json there, so nothing shows "
+                          f"that the teacher shares the peers' tokenizer ({theirs_dir}); save that tokenizer "
+                          "beside the teacher (a finished run's peer_<i> folder has it)")
+    try:
+        vocab = load_tokenizer(teacher_path).get_vocab()
+    except DataError as err:
+        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: {err}") from None
+    ours = corpus.tokenizer.get_vocab()
+    if vocab != ours:
+        same = sum(1 for tok, i in ours.items() if vocab.get(tok) == i)
+        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: the teacher's tokenizer is not the peers' "
+                          f"({theirs_dir}): {len(vocab)} and {len(ours)} tokens, only {same} of the peers' ids "
+                          "mean the same token in both; train the teacher on this corpus's tokenizer")
+
+
+def check_teacher_vocab(teacher: nn.Module, models: Sequence[nn.Module], teacher_dir: str) -> None:
+    """The teacher's output layer must have the peers' vocabulary size (the KL compares their
+    distributions id by id); else :class:`ConfigError` naming the folder and both sizes."""
+    t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
+    p_vocab = models[0].config.vocab_size if models else None
+    if t_vocab is not None and p_vocab is not None and t_vocab != p_vocab:
+        where = f"train.teacher_dir={teacher_dir!r}" if teacher_dir else "the teacher given"
+        raise ConfigError(f"{where}: the teacher has vocab_size {t_vocab}, the peers {p_vocab}; a teacher must "
+                          "share the peers' tokenizer and vocabulary")
 
 
 def read_metrics(run_dir: str | Path):
@@ -163,7 +208,14 @@ def read_metrics(run_dir: str | Path):
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return pd.DataFrame()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for k, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as err:
+                raise ValueError(f"{path}:{k}: not a JSON line ({err}); the file was damaged after it was "
+                                 "written") from None
     return pd.DataFrame(rows)
 
 
@@ -236,8 +288,8 @@ class Trainer:
         self.ranks, self.device = distributed.setup(resolve_device(t.device))
         ranks, device = self.ranks, self.device
         self.main = ranks.main  # rank 0 alone writes files
-        if self.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:  # created as a run folder (marker), or checked to be one: nothing else is deleted
+            claim_run_folder(run_dir)
         if not isinstance(t.mixed_precision, bool):  # 'auto': the run records what it resolved to
             cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, device)))
             t = self.t = cfg.train
@@ -256,6 +308,8 @@ class Trainer:
         self.cfg_dict["corpus"] = corpus_identity(corpus)
         if t.nproc == 1:  # one process: config.json and checkpoints as before the key existed (old runs resume)
             self.cfg_dict["train"].pop("nproc")
+        # CPU results depend on the thread count (reductions split differently): recorded, not compared
+        self.cfg_dict["threads"] = torch.get_num_threads()
         self.arch = architecture(models)
         self.finished = None
         if resume and (run_dir / DONE).is_file() and self.ckpt_path.is_file():
@@ -270,6 +324,11 @@ class Trainer:
             if self.main:
                 (run_dir / DONE).unlink()
                 (run_dir / SUMMARY).unlink(missing_ok=True)
+        elif resume and (run_dir / DONE).is_file():
+            # the checkpoint is gone: reused only if config.json computes the same thing, else refused
+            finished_without_checkpoint(run_dir, self.cfg_dict)
+            self.finished = load_result(run_dir)
+            return
         for cache in (corpus.train, corpus.dev):  # ids outside the vocabulary: caught here, naming the file
             cache.check_ids(min(m.config.vocab_size for m in models))
 
@@ -280,9 +339,11 @@ class Trainer:
         if t.dropout is not None:
             set_dropout(models, t.dropout)
         if teacher is None and method_class(t.method).uses_teacher:
-            teacher = load_teacher(t.teacher_dir, device)
+            teacher = load_teacher(t.teacher_dir, device, corpus)
         elif teacher is not None:
             teacher = teacher.to(device)
+        if teacher is not None:
+            check_teacher_vocab(teacher, models, t.teacher_dir)
         self.attention = use_fast_attention(models)  # restored at the end of fit, before saving
         if teacher is not None:
             use_fast_attention([teacher])
@@ -336,7 +397,9 @@ class Trainer:
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state."""
         check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=False)
+        _warn_threads(ck["config"], self.cfg_dict, self.ckpt_path, self.device)
         if self.main:
+            check_metrics_file(self.metrics_path, ck["metrics_bytes"], self.ckpt_path)
             atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)  # config.json: the run that goes on
         for m, sd in zip(self.models, ck["models"]):
             m.load_state_dict(sd)
@@ -606,8 +669,20 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
     Raises ``FloatingPointError`` naming the step and peer on a non-finite loss or gradient; the last
     checkpoint is left as it was. (:class:`Trainer` holds the phases.)
     """
-    return Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
-                   **method_kwargs).fit(max_steps)
+    # rank 0 holds the folder's lock while the run writes: a second process on it is refused
+    lock = RunLock(project_path(run_dir)) if distributed.env_ranks().main else contextlib.nullcontext()
+    with lock:
+        return Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
+                       **method_kwargs).fit(max_steps)
+
+
+def _warn_threads(saved: dict, current: dict, path, device: torch.device) -> None:
+    """A resume under another CPU thread count goes on, with a warning: its steps differ in the last digits."""
+    before, now = saved.get("threads"), current.get("threads")
+    if device.type == "cpu" and before is not None and before != now:
+        warnings.warn(f"{path}: the run was written with {before} torch thread(s) and resumes with {now}: CPU "
+                      "reductions split differently, so its steps differ in the last digits from an uninterrupted "
+                      f"run (torch.set_num_threads({before}) reproduces it)", stacklevel=3)
 
 
 def _weights(method: Method) -> list[float] | None:
@@ -627,6 +702,7 @@ def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> Tr
                "stopped_early": state["stopped_early"], "elapsed_s": state["elapsed"], "weights": _weights(method),
                "final_dev_ce": evals["dev_ce"].iloc[-1], "final_dev_ensemble": evals["dev_ensemble"].iloc[-1],
                "initial_dev_ce": evals["dev_ce"].iloc[0], "best_dev_ensemble": state["best"],
+               "threads": torch.get_num_threads(),
                "peer_dirs": [str(d) for d in peer_dirs]}
     atomic_write_json(run_dir / SUMMARY, summary)
     (run_dir / DONE).write_text("done\n")
@@ -638,7 +714,9 @@ def load_result(run_dir: str | Path) -> TrainResult:
     run_dir = project_path(run_dir)
     if not (run_dir / DONE).is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run (no {DONE} marker)")
-    summary = json.loads((run_dir / SUMMARY).read_text())
+    summary = read_json_file(run_dir / SUMMARY, "the finished run's summary")
+    if not isinstance(summary, dict) or not {"weights", "peer_dirs"} <= set(summary):
+        raise CheckpointMismatchError(f"{run_dir / SUMMARY}: not a run summary (no 'weights' and 'peer_dirs')")
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
 

@@ -330,6 +330,7 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
     vocab = len(corpus.tokenizer)
     teacher_dir = tmp_path / "teacher"
     tiny_peers(vocab, n=1, seed=5)[0].save_pretrained(teacher_dir)
+    corpus.tokenizer.save_pretrained(teacher_dir)  # a teacher folder holds the tokenizer it shares with the peers
     cfg = tiny_config(method=method, num_epochs=4, eval_interval=4, teacher_dir=str(teacher_dir), learning_rate=1e-2)
     res = train.train(cfg, corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
     rows = res.history[res.history["kind"] == "train"]
