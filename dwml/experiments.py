@@ -217,7 +217,7 @@ def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, 
     """Config from the profile's sections, the prepared corpus, the peers of ``01_peer_search`` (searched
     here if it has not run) and the minimal-pair suites."""
     from dwml.config import Config
-    from dwml.data import prepare_corpus
+    from dwml.data import prepare_corpus, tokenizer_fingerprint
     from dwml.io import project_path
     from dwml.search import ensure_peers
 
@@ -225,7 +225,8 @@ def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, 
     cfg = Config.from_dict(**sections)
     prep = prepare_corpus(cfg.data)
     archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer),
-                               cfg.data.block_size + 2)
+                               cfg.data.block_size + 2, data_vocab_size=cfg.data.vocab_size,
+                               tokenizer=tokenizer_fingerprint(prep.tokenizer))
     pairs = load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
     return Study(sections, cfg, prep, archs, meta, pairs)
 
@@ -260,11 +261,22 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, pe
     if bad:
         raise ValueError(f"peers={peers}: run {result.run_dir} has peers 1..{len(result.peer_dirs)}")
     want = {s: len(p) * len(peers) for s, p in suites.items()}
+    made_for = scores_key(suites, eval_cfg, peers)
+    side = path.with_name(path.name + ".json")
     if path.is_file():
         cached = pd.read_csv(path)
         if ({s: int(n) for s, n in cached.groupby("suite").size().items()} == want
                 and sorted(cached["peer"].unique().tolist()) == sorted(peers)):
-            return cached
+            recorded = _read_key(side)
+            if recorded is None:  # written before the record existed: the counts are all there is to compare
+                return cached
+            diffs = [k for k in made_for if recorded.get(k) != made_for[k]]
+            if not diffs:
+                return cached
+            import warnings
+
+            warnings.warn(f"{path} was scored under other settings ({', '.join(diffs)} differ, see {side.name}): "
+                          "rescoring", stacklevel=2)
     frames = []
     for p in peers:
         df = evaluate_model(result.peer_dirs[p - 1], suites=suites, cfg=eval_cfg, progress=progress)
@@ -273,7 +285,36 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, pe
     out = pd.concat(frames, ignore_index=True)
     out["method"], out["seed"] = result.summary["method"], int(Path(result.run_dir).name.rsplit("seed", 1)[1])
     atomic_write_text(path, out.to_csv(index=False))
+    from dwml.io import atomic_write_json
+
+    atomic_write_json(side, made_for)
     return out
+
+
+def scores_key(suites: Mapping, eval_cfg, peers: Sequence[int]) -> dict:
+    """What a per-pair scores cache was made for: the eval settings, a fingerprint of the pairs (suite, task,
+    id, texts) and the peers; recorded beside the cache (``<cache>.json``) and compared before it is reused."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from dwml.config import EvalConfig
+
+    h = hashlib.sha256()
+    for name in sorted(suites):
+        for p in suites[name]:
+            h.update(json.dumps([name, p.task, p.pair_id, p.good, p.bad, p.prefix]).encode())
+    return {"eval": dataclasses.asdict(eval_cfg or EvalConfig()), "pairs": h.hexdigest()[:16], "peers": sorted(peers)}
+
+
+def _read_key(path: Path) -> dict | None:
+    import json
+
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None if not path.exists() else {}  # unreadable: compares unequal, so the scores are redone
+    return out if isinstance(out, dict) else {}
 
 
 FULL_SCORES = "scores_full.csv"

@@ -316,15 +316,48 @@ def run_search(cfg: SearchConfig, vocab_size: int, max_position_embeddings: int 
     """Search the peers of ``cfg``'s teacher shape at ``vocab_size``; returns (peers, meta for save_peers).
 
     ``overrides`` replace keywords of :func:`search_peers` (e.g. ``head_dim_multiple``)."""
+    meta = search_meta(cfg, vocab_size, max_position_embeddings, method, **overrides)
+    kwargs = {**search_kwargs(cfg), **overrides}
+    peers = search_peers(meta["teacher"]["params"], cfg.num_peers, vocab_size, meta["method"],
+                         max_position_embeddings=max_position_embeddings, progress=progress, **kwargs)
+    return peers, meta
+
+
+def search_meta(cfg: SearchConfig, vocab_size: int, max_position_embeddings: int = 514, method: str | None = None,
+                **overrides) -> dict:
+    """What :func:`run_search` records beside its peers (the settings and vocabulary they were searched for),
+    without searching."""
     method = method or cfg.method
     n = teacher_params(vocab_size, cfg.teacher_layers, cfg.teacher_hidden, cfg.teacher_heads, max_position_embeddings)
     kwargs = {**search_kwargs(cfg), **overrides}
-    peers = search_peers(n, cfg.num_peers, vocab_size, method, max_position_embeddings=max_position_embeddings,
-                         progress=progress, **kwargs)
-    meta = dict(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings, method=method,
+    return dict(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings, method=method,
                 num_peers=cfg.num_peers, teacher=dict(layers=cfg.teacher_layers, hidden=cfg.teacher_hidden,
                                                       heads=cfg.teacher_heads, params=n), **kwargs)
-    return peers, meta
+
+
+# meta key of a peer file -> the setting it comes from (head_dim_multiple is no setting: 01 passes its own)
+META_SETTINGS = {"method": "search.method", "num_peers": "search.num_peers", "teacher.layers": "search.teacher_layers",
+                 "teacher.hidden": "search.teacher_hidden", "teacher.heads": "search.teacher_heads",
+                 "min_layers": "search.min_layers", "max_layers": "search.max_layers", "min_heads": "search.min_heads",
+                 "max_heads": "search.max_heads", "min_hidden": "search.min_hidden", "max_hidden": "search.max_hidden",
+                 "init_points": "search.bayesian_init_points", "n_iter": "search.bayesian_n_iter", "seed": "search.seed",
+                 "max_position_embeddings": "data.block_size + 2", "tokenizer": "the tokenizer (its fingerprint)"}
+
+
+def peers_differences(saved: dict, wanted: dict, vocab_sizes: Sequence[int]) -> list[str]:
+    """``'setting: file X, now Y'`` for each setting a peer file's meta was searched under that differs from
+    ``wanted`` (:func:`search_meta`); keys an older file lacks are not compared. ``vocab_sizes``: the
+    vocabulary sizes the file may have been searched at (the tokenizer's, and ``data.vocab_size``, which
+    ``01_peer_search`` uses)."""
+    flat = lambda m: {**{k: v for k, v in m.items() if k != "teacher"},  # noqa: E731
+                      **{f"teacher.{k}": v for k, v in (m.get("teacher") or {}).items()}}
+    a, b = flat(saved), flat(wanted)
+    diffs = [f"{setting}: file {a[key]!r}, now {b[key]!r}" for key, setting in META_SETTINGS.items()
+             if key in a and key in b and a[key] != b[key]]
+    if "vocab_size" in a and a["vocab_size"] not in vocab_sizes:
+        diffs.append(f"vocabulary size (data.vocab_size / the tokenizer's): file {a['vocab_size']!r}, now "
+                     f"{' or '.join(str(v) for v in dict.fromkeys(vocab_sizes))}")
+    return diffs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,14 +398,32 @@ def load_peers(path: str | Path) -> tuple[list[PeerArch], dict]:
     return peers, doc.get("meta", {})
 
 
-def ensure_peers(path: str | Path, cfg: SearchConfig, vocab_size: int, max_position_embeddings: int
-                 ) -> tuple[list[PeerArch], dict]:
+def ensure_peers(path: str | Path, cfg: SearchConfig, vocab_size: int, max_position_embeddings: int,
+                 data_vocab_size: int | None = None, tokenizer: str | None = None) -> tuple[list[PeerArch], dict]:
     """The peers saved at ``path`` (by ``01_peer_search``); if there are none yet, run ``cfg``'s search at
-    this vocabulary and block size and save it there first, so every later notebook can run on its own."""
-    if not Path(path).is_file():
+    this vocabulary and block size and save it there first, so every later notebook can run on its own.
+
+    A saved file is used only if it was searched under these settings: its meta (the search settings, the
+    block size, the vocabulary size, and the tokenizer's fingerprint ``tokenizer`` where both record it) is
+    compared, and a difference raises :class:`SearchError` naming the file and every differing setting
+    (peers searched for 2 peers or a 128-wide teacher are not the peers of 3, or of a 256-wide one).
+    ``data_vocab_size``: ``data.vocab_size``, the size ``01_peer_search`` searches at (the tokenizer may
+    hold fewer ids)."""
+    path = Path(path)
+    if not path.is_file():
         found, meta = run_search(cfg, vocab_size, max_position_embeddings)
+        if tokenizer is not None:
+            meta["tokenizer"] = tokenizer
         save_peers(path, found, meta)
-    return load_peers(path)
+    peers, meta = load_peers(path)
+    wanted = search_meta(cfg, vocab_size, max_position_embeddings)
+    if tokenizer is not None:
+        wanted["tokenizer"] = tokenizer
+    diffs = peers_differences(meta, wanted, [vocab_size] + ([data_vocab_size] if data_vocab_size else []))
+    if diffs:
+        raise SearchError(f"{path} was searched under other settings than these: " + "; ".join(diffs)
+                          + f". Delete {path.name} to search again under these settings, or use another run_root")
+    return peers, meta
 
 
 # --------------------------------------------------------------------------------------------------

@@ -82,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ranks, _ = setup(resolve_device(cfg.train.device))
 
     def prepare():
-        from dwml.data import prepare_corpus
+        from dwml.data import prepare_corpus, tokenizer_fingerprint
         from dwml.search import ensure_peers
 
         prep = prepare_corpus(cfg.data, progress=not args.no_progress and ranks.main)
         archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer),
-                                   cfg.data.block_size + 2)
+                                   cfg.data.block_size + 2, data_vocab_size=cfg.data.vocab_size,
+                                   tokenizer=tokenizer_fingerprint(prep.tokenizer))
         return prep, archs, meta
 
     if ranks.main:  # rank 0 builds the caches and searches the peers; the others then read them

@@ -69,7 +69,8 @@ print("corpus:", prep.corpus_dir, "| vocab:", len(prep.tokenizer), "| train toke
 # runs here with the profile's settings.
 
 # %%
-archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2)
+archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2,
+                           data_vocab_size=cfg.data.vocab_size)
 names = [f"peer {i + 1} ({a.params / 1e6:.2f}M)" for i, a in enumerate(archs)]
 pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden": a.hidden_size,
                "params": a.params} for n, a in zip(names, archs)])

@@ -72,7 +72,8 @@ cfg = Config.from_dict(data=data, search=search, train=budget)
 device = resolve_device(cfg.train.device)
 prep = prepare_corpus(cfg.data)
 vocab = len(prep.tokenizer)
-archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2)
+archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2,
+                           data_vocab_size=cfg.data.vocab_size)
 teacher_arch = experiments.teacher_arch(meta)  # the single-model baseline: the teacher-sized mlm model
 on_gpu = device.type == "cuda"
 device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
