@@ -304,7 +304,9 @@ def scores_key(suites: Mapping, eval_cfg, peers: Sequence[int]) -> dict:
     for name in sorted(suites):
         for p in suites[name]:
             h.update(json.dumps([name, p.task, p.pair_id, p.good, p.bad, p.prefix]).encode())
-    return {"eval": dataclasses.asdict(eval_cfg or EvalConfig()), "pairs": h.hexdigest()[:16], "peers": sorted(peers)}
+    cfg = eval_cfg or EvalConfig()
+    settings = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return {"eval": settings, "pairs": h.hexdigest()[:16], "peers": sorted(int(p) for p in peers)}
 
 
 def _read_key(path: Path) -> dict | None:
