@@ -407,7 +407,7 @@ def _precision_context(device: torch.device, dtype: str):
 def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[str | None] | None = None,
                reduction: str = "sum", batch_size: int = 128, dtype: str = "float32",
                device: str | torch.device | None = None, progress: bool = True, prefixing: str = "dwml",
-               pll_metric: str = "original", desc: str = "PLL") -> np.ndarray:
+               pll_metric: str = "original", desc: str = "PLL", names: Sequence[str] | None = None) -> np.ndarray:
     """Pseudo-log-likelihood of each sentence (Salazar et al. 2020, eq. 2; "PLL-original").
 
     Each scored token is masked in its own copy; ``reduction='sum'`` adds the log-probabilities of the
@@ -442,7 +442,8 @@ def pll_scores(model, tokenizer, sentences: Sequence[str], prefixes: Sequence[st
     for u, (ids, _, _) in enumerate(encoded):
         if len(ids) > limit:
             i = int(np.flatnonzero(slot == u)[0])
-            raise ValueError(f"sentence {i} ({sentences[i][:80]!r}) is {len(ids)} tokens long with its special "
+            what = names[i] if names is not None else f"sentence {i}"  # the pair and side, where the caller knows them
+            raise ValueError(f"{what} ({sentences[i][:80]!r}) is {len(ids)} tokens long with its special "
                              f"tokens{' and prefix' if prefixes is not None else ''}, more than the {limit} "
                              f"positions the model has (max_position_embeddings={model.config.max_position_embeddings})")
 
@@ -534,11 +535,20 @@ def load_masked_lm(model_dir: str | Path, attn_implementation: str | None = "sdp
                             f"PLL scoring masks each token in turn and needs one")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True, **kwargs)
-    except ValueError:  # an architecture without that attention implementation: its default
-        model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True)
-    except OSError as e:
-        raise EvalDataError(f"{model_dir}: no readable weights ({e})") from None
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True, **kwargs)
+        except ValueError:  # an architecture without that attention implementation: its default
+            model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as e:  # a truncated model.safetensors, a missing weights file, shapes the config does not fit
+        weights = sorted(p.name for p in model_dir.glob("*.safetensors")) + sorted(p.name for p in model_dir.glob("*.bin"))
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise EvalDataError(f"{model_dir}: no readable weights ({', '.join(weights) or 'no weights file'}: "
+                            f"{type(e).__name__}: {first}); the file is truncated or corrupt, save the model again") from None
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise EvalDataError(f"{model_dir}: the tokenizer has {len(tokenizer)} ids but the model's embeddings only "
+                            f"{n_embed} (config.json vocab_size {model.config.vocab_size}): ids from "
+                            f"{n_embed} on have no embedding; the tokenizer is not this model's")
     return model.eval(), tokenizer
 
 
@@ -560,9 +570,11 @@ def score_pairs(model, tokenizer, pairs: Sequence[MinimalPair], cfg: EvalConfig 
     sentences = [p.good for p in pairs] + [p.bad for p in pairs]
     has_prefix = any(p.prefix for p in pairs)
     prefixes = [p.prefix for p in pairs] * 2 if has_prefix else None
+    names = [f"{p.suite} task {p.task} pair_id {p.pair_id}, the {side} sentence" for side in ("good", "bad")
+             for p in pairs]
     scores = pll_scores(model, tokenizer, sentences, prefixes, reduction=conv.reduction, batch_size=cfg.batch_size,
                         dtype=cfg.dtype, device=device, progress=progress, prefixing=conv.prefixing,
-                        pll_metric=pll_metric, desc=desc)
+                        pll_metric=pll_metric, desc=desc, names=names)
     n = len(pairs)
     df = pd.DataFrame([asdict(p) for p in pairs]).drop(columns=["good", "bad", "prefix"]) if n else \
         pd.DataFrame(columns=["suite", "task", "pair_id", "phenomenon", "field"])
