@@ -23,6 +23,8 @@ naming its path, instead of torch's ``PytorchStreamReader failed`` or an empty `
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -262,12 +264,16 @@ def claim_run_folder(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     check_run_folder(run_dir)
     marker = run_dir / RUN_MARKER
-    if marker.is_file():
-        return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(marker, "w", encoding="utf-8") as fh:  # constant content: two runs' folders stay comparable
-            fh.write("a dwml run folder: dwml.train writes, replaces and deletes files here\n")
+        # the loop writes by temporary file and rename: a folder where no file can be created (read-only,
+        # immutable) is named here, not by a raw OSError from the first checkpoint
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=run_dir)
+        os.close(fd)
+        os.unlink(probe)
+        if not marker.is_file():
+            with open(marker, "w", encoding="utf-8") as fh:  # constant content: two runs' folders stay comparable
+                fh.write("a dwml run folder: dwml.train writes, replaces and deletes files here\n")
     except OSError as err:
         raise RunFolderError(f"run folder {run_dir}: cannot be created or written ({err.strerror or err}); "
                              "give a writable folder") from None
