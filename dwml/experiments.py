@@ -270,12 +270,15 @@ def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, pe
             recorded = _read_key(side)
             if recorded is None:  # written before the record existed: the counts are all there is to compare
                 return cached
-            diffs = [k for k in made_for if recorded.get(k) != made_for[k]]
+            was, now = recorded.get("eval") if isinstance(recorded.get("eval"), dict) else {}, made_for["eval"]
+            diffs = [f"eval.{k}: cached {was.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(was) | set(now))
+                     if was.get(k) != now.get(k)]
+            diffs += [f"{k} differ" for k in ("pairs", "peers") if recorded.get(k) != made_for[k]]
             if not diffs:
                 return cached
             import warnings
 
-            warnings.warn(f"{path} was scored under other settings ({', '.join(diffs)} differ, see {side.name}): "
+            warnings.warn(f"{path} was scored under other settings ({'; '.join(diffs)}; recorded in {side.name}): "
                           "rescoring", stacklevel=2)
     frames = []
     for p in peers:
@@ -306,6 +309,8 @@ def scores_key(suites: Mapping, eval_cfg, peers: Sequence[int]) -> dict:
             h.update(json.dumps([name, p.task, p.pair_id, p.good, p.bad, p.prefix]).encode())
     cfg = eval_cfg or EvalConfig()
     settings = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    for name in ("batch_size", "bootstrap"):  # how fast, and the intervals: not what a pair scores
+        settings.pop(name, None)
     return {"eval": settings, "pairs": h.hexdigest()[:16], "peers": sorted(int(p) for p in peers)}
 
 

@@ -38,7 +38,7 @@ from dwml import distributed
 from dwml.bilevel import across_ranks
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
-from dwml.checkpoint import (RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
+from dwml.checkpoint import (CheckpointError, RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
                              read_json_file)
 from dwml.config import Config, ConfigError
 from dwml.data import merge_batches
@@ -716,7 +716,7 @@ def load_result(run_dir: str | Path) -> TrainResult:
         raise FileNotFoundError(f"{run_dir} holds no finished run (no {DONE} marker)")
     summary = read_json_file(run_dir / SUMMARY, "the finished run's summary")
     if not isinstance(summary, dict) or not {"weights", "peer_dirs"} <= set(summary):
-        raise CheckpointMismatchError(f"{run_dir / SUMMARY}: not a run summary (no 'weights' and 'peer_dirs')")
+        raise CheckpointError(f"{run_dir / SUMMARY}: not a run summary (a JSON object with 'weights' and 'peer_dirs')")
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
 

@@ -1,5 +1,8 @@
-"""Issue 20: bad inputs a new user tries, each stopped with a clear error (or a warning and a rebuild of a
-build product) that names the file, line or parameter, and none of them changing what was already written.
+"""Issues 20 and 30: bad inputs a new user tries, each stopped with a clear error (or a warning and a rebuild
+of a build product) that names the file, line or parameter, and none of them changing what was already
+written. Issue 30 adds run folders as owned state (a marker, a lock while a run writes, a finished run
+compared with its config.json), derived files that carry what they were derived from (peers.json, score
+caches), strict profiles and options, text that stays text, and a KD teacher checked against the peers.
 
 Every case asserts the error type, that the message names the file or parameter, and (where files exist)
 that their bytes are the same afterwards.
@@ -64,6 +67,32 @@ CONFIG_CASES = [
     ({"data": {"vocab_size": 100}}, "data.vocab_size"),
     ({"data": {"packing": "line"}}, "data.packing"),
     ({"data": {"mlm_probability": 0.0}}, "data.mlm_probability"),
+    # issue 30: values validation let through
+    ({"train": {"grad_clip": float("nan")}}, "train.grad_clip"),
+    ({"train": {"grad_clip": -1.0}}, "train.grad_clip"),
+    ({"train": {"weight_decay": -0.1}}, "train.weight_decay"),
+    ({"train": {"beta2": 1.5}}, "train.beta2"),
+    ({"train": {"beta1": 1.0}}, "train.beta1"),
+    ({"train": {"beta1": -0.1}}, "train.beta1"),
+    ({"train": {"batch_size": True}}, "train.batch_size"),
+    ({"train": {"num_epochs": False}}, "train.num_epochs"),
+    ({"train": {"learning_rate": True}}, "train.learning_rate"),
+    ({"train": {"learning_rate": float("inf")}}, "train.learning_rate"),
+    ({"train": {"temperature": float("nan")}}, "train.temperature"),
+    ({"train": {"dropout": float("nan")}}, "train.dropout"),
+    ({"train": {"seed": 2**64}}, "train.seed"),
+    ({"train": {"seed": -1}}, "train.seed"),
+    ({"search": {"seed": 2**32}}, "search.seed"),
+    ({"data": {"synthetic_seed": 2**40}}, "data.synthetic_seed"),
+    ({"search": {"teacher_layers": 0}}, "search.teacher_layers"),
+    ({"search": {"teacher_hidden": 130}}, "search.teacher_hidden"),
+    ({"search": {"num_peers": 0}}, "search.num_peers"),
+    ({"search": {"num_peers": -1}}, "search.num_peers"),
+    ({"search": {"max_hidden": 32}}, "search.max_hidden"),
+    ({"search": {"bayesian_n_iter": -1}}, "search.bayesian_n_iter"),
+    ({"eval": {"bootstrap": 0}}, "eval.bootstrap"),
+    ({"eval": {"batch_size": -4}}, "eval.batch_size"),
+    ({"eval": {"max_pairs_per_paradigm": -1}}, "eval.max_pairs_per_paradigm"),
 ]
 
 
@@ -631,3 +660,530 @@ def test_cache_ids_outside_the_peers_vocabulary_stop_train_naming_the_file(corpu
     with pytest.raises(D.DataError, match=str(bad)):
         train.train(tiny_config(), small, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert hi < vocab
+
+
+# ==================================================================================================
+# Issue 30
+# ==================================================================================================
+
+def _fields_of(kind: str):
+    import dataclasses
+
+    from dwml.config import SECTIONS
+
+    return [(sec, f.name) for sec, klass in SECTIONS.items() for f in dataclasses.fields(klass) if str(f.type) == kind]
+
+
+@pytest.mark.parametrize("section,name", _fields_of("float") + _fields_of("float | None"))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_refused_in_every_float_setting(section, name, bad):
+    """Set after construction, so every float field is reached whatever its range check is."""
+    cfg = Config()
+    setattr(getattr(cfg, section), name, bad)
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}="):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("section,name", _fields_of("int") + _fields_of("float"))
+def test_booleans_are_not_numbers(section, name):
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}=True"):
+        Config.from_dict({section: {name: True}})
+
+
+def test_nan_grad_clip_no_longer_passes_and_equal_values_still_resume():
+    """The case that made a run unresumable: grad_clip NaN passed validation and NaN != NaN."""
+    import yaml
+
+    for text in ("grad_clip: .nan", "grad_clip: .inf", "grad_clip: nan"):  # YAML's NaN, infinity; a string "nan"
+        with pytest.raises(ConfigError, match=r"train\.grad_clip=(nan|inf|'nan')"):
+            Config.from_dict(train=yaml.safe_load(text))
+    assert Config.from_dict(train={"grad_clip": 0}).train.grad_clip == 0.0  # 0 still turns clipping off
+
+
+DUPLICATE_YAML = {
+    "top_level": ("profile: ci\ntrain:\n  learning_rate: 0.1\ndata:\n  vocab_size: 600\ntrain:\n  num_epochs: 3\n", 6, "train"),
+    "nested": ("profile: ci\ntrain:\n  learning_rate: 0.1\n  num_epochs: 2\n  learning_rate: 0.2\n", 5, "learning_rate"),
+    "flow": ("profile: ci\ndata: {vocab_size: 600, vocab_size: 700}\n", 2, "vocab_size"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DUPLICATE_YAML))
+def test_a_key_written_twice_is_refused_with_file_and_line(tmp_path, name):
+    from dwml.io import read_yaml
+    from dwml.runner import NotebookError, load_profile
+
+    text, line, key = DUPLICATE_YAML[name]
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=rf"mine\.yaml:{line}: key '{key}' written twice"):
+        read_yaml(path)
+    with pytest.raises(NotebookError, match=rf"mine\.yaml:{line}: key '{key}'"):
+        load_profile(str(path))
+    assert_unchanged(before, tmp_path)
+
+
+def test_profiles_have_no_key_written_twice():
+    from dwml.runner import load_profile
+
+    for name in ("ci", "default", "aochildes", "babylm10m", "gpu"):
+        load_profile(name)
+
+
+TRAIN_CLI_BAD = [(["--num-peers", "-1"], "--num-peers"), (["--num-peers", "0"], "--num-peers"),
+                 (["--seed", "-3"], "--seed"), (["--seed", str(2**40)], "--seed"), (["--max-steps", "0"], "--max-steps")]
+EVAL_CLI_BAD = [(["--bootstrap", "0"], "--bootstrap"), (["--batch-size", "-8"], "--batch-size"),
+                (["--threads", "0"], "--threads"), (["--threads", "-2"], "--threads"),
+                (["--max-pairs-per-task", "-1"], "--max-pairs-per-task"), (["--seed", "x"], "--seed")]
+
+
+@pytest.mark.parametrize("args,option", TRAIN_CLI_BAD, ids=[" ".join(a) for a, _ in TRAIN_CLI_BAD])
+def test_train_cli_options_are_range_checked(args, option, capsys):
+    from dwml.train_cli import build_parser
+
+    with pytest.raises(SystemExit) as err:
+        build_parser().parse_args(["--profile", "ci", "--method", "dml", "--seed", "0", *args])
+    assert err.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,option", EVAL_CLI_BAD, ids=[" ".join(a) for a, _ in EVAL_CLI_BAD])
+def test_evaluate_cli_options_are_range_checked(args, option, capsys, tmp_path):
+    from dwml.evaluate_cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "model"), "--out", str(tmp_path / "out"), *args])
+    assert err.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written (--bootstrap 0 wrote NaN into summary.json)
+
+
+RUNNER_BAD = [("seeds", 0, "seeds=0"), ("seeds", [], "seeds=[]"), ("seeds", [0, "one"], "seeds="),
+              ("seeds", [0, 2**40], "seeds="), ("max_pairs_per_task", "ten", "max_pairs_per_task='ten'"),
+              ("max_pairs_per_task", True, "max_pairs_per_task=True"), ("glue_tasks", "rte", "glue_tasks='rte'"),
+              ("train", {"grad_clip": float("nan")}, "train.grad_clip"), ("search", {"num_peers": 0}, "search.num_peers"),
+              ("data", ["vocab_size", 600], "data=")]
+
+
+@pytest.mark.parametrize("key,value,named", RUNNER_BAD, ids=[f"{k}={v!r}" for k, v, _ in RUNNER_BAD])
+def test_runner_checks_parameter_types_before_the_first_cell(tmp_path, key, value, named, capsys, monkeypatch):
+    import yaml
+
+    from dwml import runner
+
+    profile = runner.load_profile("ci")
+    profile.update({key: value, "run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig")})
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    ran = []
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: ran.append(a))
+    assert runner.main(["--profile", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and named in err, err
+    assert ran == [] and not (tmp_path / "runs").exists()
+
+
+def test_runner_accepts_the_shipped_profiles():
+    from dwml import runner
+
+    for name in ("ci", "default", "aochildes", "babylm10m", "gpu"):
+        runner.check_profile(runner.load_profile(name), runner.profile_file(name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Text stays text: line separators and special-token strings
+# --------------------------------------------------------------------------------------------------
+
+SEPARATORS = {"line_separator": "\u2028", "paragraph_separator": "\u2029", "form_feed": "\x0c", "nel": "\x85",
+              "vertical_tab": "\x0b", "record_separator": "\x1e"}
+
+
+@pytest.mark.parametrize("name", sorted(SEPARATORS))
+def test_unicode_line_separators_do_not_split_an_utterance(tmp_path, name):
+    sep = SEPARATORS[name]
+    train = LINES * 8 + [f"the dog{sep}sees the cat", f"a bird{sep}{sep}sings"]
+    folder = write_corpus(tmp_path / "corpus", train=train)
+    assert len(str.splitlines("\n".join(train))) > len(train)  # what str.splitlines would have made of it
+    lines = D.read_lines(folder / "a.train")
+    assert len(lines) == len(train) == (folder / "a.train").read_bytes().count(b"\n")
+    assert lines[-2:] == ["the dog sees the cat", "a bird sings"]  # the separator is whitespace inside the line
+    prep = D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    assert prep.train.meta["n_lines"] == len(train)
+    assert int((np.asarray(prep.train.tokens) == D.EOS_ID).sum()) == len(train)
+
+
+SPECIAL_LINES = ["the dog </s> sees the cat", "a <pad> cat runs to the park", "<mask> is the <s> bird here",
+                 "she likes </s></s> the dog <unk>"]
+
+
+def _plain_tokenizer(tokenizer):
+    """The same BPE with no added (special) tokens: an independent encoder of text as text."""
+    from tokenizers import Tokenizer
+
+    raw = json.loads(tokenizer.backend_tokenizer.to_str())
+    raw["added_tokens"] = []
+    return Tokenizer.from_str(json.dumps(raw))
+
+
+def test_special_token_strings_in_the_corpus_stay_text_in_the_token_cache(tmp_path):
+    train = LINES * 8 + SPECIAL_LINES * 3
+    folder = write_corpus(tmp_path / "corpus", train=train, dev=LINES[:4] + SPECIAL_LINES)
+    prep = D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    tok, plain = prep.tokenizer, _plain_tokenizer(prep.tokenizer)
+    stream = np.asarray(prep.train.tokens).tolist()
+    assert stream.count(D.EOS_ID) == len(train) == prep.train.meta["n_lines"]  # one </s> an utterance, no more
+    assert not set(stream) & {D.BOS_ID, D.PAD_ID, D.UNK_ID, D.MASK_ID}
+    utterances, cur = [], []
+    for t in stream:
+        if t == D.EOS_ID:
+            utterances.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    for line, ids in zip(train, utterances):  # against the independent encoder, and back to the text
+        assert ids == plain.encode(line, add_special_tokens=False).ids, line
+        assert tok.decode(ids).strip() == D.normalize(tok, line)
+    # the packed batcher finds the utterances the file holds, not more
+    batcher = prep.batcher("train", DataConfig(block_size=BLOCK, packing="lines"), 4, seed=0)
+    assert len(batcher.line_starts) == len(train)
+
+
+def test_a_cache_built_when_special_strings_became_ids_is_rebuilt(tmp_path):
+    folder = write_corpus(tmp_path / "corpus", train=LINES * 8 + SPECIAL_LINES)
+    cfg = data_cfg(folder, tmp_path / "cache")
+    prep = D.prepare_corpus(cfg, progress=False)
+    side = prep.train.path.with_suffix(".bin.json")
+    good_bin, meta = prep.train.path.read_bytes(), json.loads(side.read_text())
+    del meta["special_tokens"]  # a sidecar written before the field existed
+    side.write_text(json.dumps(meta))
+    again = D.prepare_corpus(cfg, progress=False)
+    assert again.train.meta["special_tokens"] == "text" and prep.train.path.read_bytes() == good_bin
+
+
+def _direct_pll(model, ids: list[int], mask_id: int) -> float:
+    """Sum over positions 1..n-2 of log p(token | the rest, that position masked): one copy at a time, float64."""
+    total = 0.0
+    with torch.no_grad():
+        for p in range(1, len(ids) - 1):
+            masked = list(ids)
+            masked[p] = mask_id
+            logits = model(input_ids=torch.tensor([masked])).logits[0, p].double()
+            total += float(torch.log_softmax(logits, -1)[ids[p]])
+    return total
+
+
+def test_special_token_strings_in_a_sentence_are_scored_as_text(corpus):
+    from dwml import evaluate
+
+    tok = corpus.tokenizer
+    plain = _plain_tokenizer(tok)
+    torch.manual_seed(0)
+    model = tiny_roberta(len(tok), positions=80).eval()
+    sentences = ["the dog </s> sees the cat", "a <pad> cat <mask> runs <s>"]
+    for sentence in sentences:
+        expected = [D.BOS_ID] + plain.encode(sentence, add_special_tokens=False).ids + [D.EOS_ID]
+        ids, start, end = evaluate.encode_for_pll(tok, [sentence])[0]
+        assert ids == expected and (start, end) == (1, len(ids) - 1)
+        assert not set(ids[1:-1]) & set(range(5))
+        score = evaluate.pll_scores(model, tok, [sentence], progress=False)[0]
+        assert score == pytest.approx(_direct_pll(model, expected, tok.mask_token_id), rel=1e-5, abs=1e-5)
+        # the encoding this replaces put special ids into the sentence, and scored something else
+        old = tok(sentence, add_special_tokens=True)["input_ids"]
+        assert set(old[1:-1]) & set(range(5)) and old != expected
+    # the within-word metric lays out the same ids
+    ids_l2r = evaluate.encode_scored(tok, sentences, pll_metric="within_word_l2r")
+    assert [x[0] for x in ids_l2r] == [evaluate.encode_for_pll(tok, [s])[0][0] for s in sentences]
+
+
+# --------------------------------------------------------------------------------------------------
+# Run folders as owned state
+# --------------------------------------------------------------------------------------------------
+
+def test_a_folder_that_is_not_a_run_is_refused_before_anything_is_written(corpus, tmp_path):
+    from dwml import train
+
+    out = tmp_path / "eval_out"  # an evaluation output folder given as the run folder
+    out.mkdir()
+    for name, text in (("summary.json", '{"model": "x"}'), ("metrics.jsonl", '{"a": 1}\n'), ("DONE", "done\n"),
+                       ("pairs.csv", "a,b\n1,2\n")):
+        (out / name).write_text(text)
+    before = snapshot(out)
+    with pytest.raises(checkpoint.RunFolderError) as err:
+        train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), out, progress=False)
+    msg = str(err.value)
+    assert str(out) in msg and "not a dwml run folder" in msg and "summary.json" in msg
+    assert snapshot(out) == before  # not even a lock file or a marker
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(checkpoint.RunFolderError, match=str(tmp_path / "a_file")):
+        train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / "a_file", progress=False)
+
+
+def test_an_empty_folder_becomes_a_run_folder_and_an_older_run_is_adopted(corpus, tmp_path):
+    from dwml import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    vocab = len(corpus.tokenizer)
+    first = train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    assert (run / checkpoint.RUN_MARKER).is_file() and (run / checkpoint.LOCK_FILE).read_text() == ""  # released
+    (run / checkpoint.RUN_MARKER).unlink()  # a run written before the marker existed
+    (run / checkpoint.LOCK_FILE).unlink()
+    again = train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    assert again.done and again.summary == first.summary and (run / checkpoint.RUN_MARKER).is_file()
+
+
+def test_a_finished_run_without_its_checkpoint_is_compared_with_its_config(corpus, tmp_path):
+    from dwml import train
+
+    vocab = len(corpus.tokenizer)
+    run = tmp_path / "run"
+    first = train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    (run / train.CHECKPOINT).unlink()
+    before = snapshot(run)
+    with pytest.raises(checkpoint.CheckpointMismatchError) as err:
+        train.train(tiny_config(learning_rate=1e-2), corpus, tiny_peers(vocab), run, progress=False)
+    assert str(run / train.CONFIG) in str(err.value) and "train.learning_rate" in str(err.value)
+    assert_unchanged(before, run, checkpoint.LOCK_FILE)
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="cannot be extended"):
+        train.train(tiny_config(num_epochs=6), corpus, tiny_peers(vocab), run, progress=False)
+    assert_unchanged(before, run, checkpoint.LOCK_FILE)
+    same = train.train(tiny_config(device="cpu", log_interval=2), corpus, tiny_peers(vocab), run, progress=False)
+    assert same.done and same.summary == first.summary  # the same computation: reused
+    assert_unchanged(before, run, checkpoint.LOCK_FILE)
+    (run / train.CONFIG).unlink()
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="config.json are both gone"):
+        train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    # resume=False still starts over, deliberately
+    assert train.train(tiny_config(learning_rate=1e-2), corpus, tiny_peers(vocab), run, resume=False,
+                       progress=False).done
+
+
+def test_missing_metrics_on_resume_is_named(corpus, tmp_path):
+    from dwml import train
+
+    vocab = len(corpus.tokenizer)
+    run = tmp_path / "run"
+    train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False, max_steps=2)
+    metrics = run / train.METRICS
+    raw = metrics.read_bytes()
+    metrics.unlink()
+    before = snapshot(run)
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    assert str(metrics) in str(err.value) and str(run / train.CHECKPOINT) in str(err.value)
+    assert_unchanged(before, run, checkpoint.LOCK_FILE)
+    metrics.write_bytes(raw[:10])  # shorter than the checkpoint recorded: a truncate would have padded zeros
+    with pytest.raises(checkpoint.CheckpointError, match=rf"{metrics}: 10 bytes, shorter"):
+        train.train(tiny_config(), corpus, tiny_peers(vocab), run, progress=False)
+    assert metrics.read_bytes() == raw[:10]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "a_list"])
+def test_corrupt_summary_json_is_named(corpus, tmp_path, damage):
+    from dwml import train
+
+    run = tmp_path / "run"
+    train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False)
+    summary = run / train.SUMMARY
+    text = summary.read_text()
+    summary.write_text({"truncated": text[: len(text) // 2], "empty": "", "a_list": "[1, 2]"}[damage])
+    before = snapshot(run)
+    with pytest.raises(checkpoint.CheckpointError, match=str(summary)):
+        train.load_result(run)
+    with pytest.raises(checkpoint.CheckpointError, match=str(summary)):
+        train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False)
+    assert_unchanged(before, run, checkpoint.LOCK_FILE)
+
+
+def test_a_damaged_metrics_line_is_named(tmp_path):
+    from dwml import train
+
+    (tmp_path / train.METRICS).write_text('{"kind": "train", "step": 1}\n{"kind": "tr\n')
+    with pytest.raises(ValueError, match=rf"{tmp_path / train.METRICS}:2: not a JSON line"):
+        train.read_metrics(tmp_path)
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A folder no file can be created in, even by root (chattr +i), removed again afterwards."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        import os
+
+        if os.geteuid() == 0:
+            pytest.skip("neither chattr +i nor a non-root user to make a folder unwritable")
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_an_unwritable_run_folder_is_named(corpus, immutable):
+    from dwml import train
+
+    with pytest.raises(checkpoint.RunFolderError) as err:
+        train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), immutable, progress=False)
+    assert str(immutable) in str(err.value) and "written" in str(err.value)
+    assert list(immutable.iterdir()) == []
+
+
+def test_the_thread_count_is_recorded_and_a_resume_under_another_warns(corpus, tmp_path):
+    from dwml import train
+
+    threads = torch.get_num_threads()
+    run = tmp_path / "run"
+    try:
+        torch.set_num_threads(1)
+        train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False, max_steps=2)
+        assert json.loads((run / train.CONFIG).read_text())["threads"] == 1
+        torch.set_num_threads(2)
+        with pytest.warns(UserWarning, match=rf"{run / train.CHECKPOINT}: the run was written with 1 torch thread"):
+            result = train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False)
+        assert result.summary["threads"] == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+WORKER = r"""
+import json, sys, time
+sys.path.insert(0, {tests!r})
+import torch
+from conftest import tiny_roberta
+from dwml import data as D, train
+from dwml.config import Config, DataConfig
+
+prep = D.prepare_corpus(DataConfig(corpus={corpus!r}, vocab_size=600, block_size=32, cache_dir={cache!r}), progress=False)
+step = train.Trainer.train_step
+
+def slow(self):  # hold the folder, mid-run, until killed
+    print("training", flush=True)
+    time.sleep(120)
+    return step(self)
+
+train.Trainer.train_step = slow
+torch.manual_seed(0)
+models = [tiny_roberta(len(prep.tokenizer), attn_implementation="eager") for _ in range(2)]
+cfg = Config.from_dict(data={{"corpus": "unused", "vocab_size": 600, "block_size": 32}}, train={train_cfg!r})
+train.train(cfg, prep, models, {run!r}, progress=False)
+"""
+
+
+def test_two_processes_on_one_run_folder(corpus, tmp_path):
+    """A real second process holds the folder mid-run: this one is refused with its pid and start time, and
+    once the holder is killed (SIGKILL: the kernel drops its lock, its pid stays in the file) the folder is
+    taken over and the run trained here."""
+    import select
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from dwml import train
+
+    run = tmp_path / "run"
+    base = dict(method="dml", learning_rate=3e-3, min_lr=3e-4, warmup_iters=1, lr_decay_iters=20, batch_size=4,
+                num_batches=1, num_epochs=4, eval_interval=2, eval_batches=1, checkpoint_interval=100, device="cpu")
+    script = WORKER.format(tests=str(ROOT / "tests"), corpus=str(corpus.corpus_dir),
+                           cache=str(corpus.tokenizer_dir.parent.parent), train_cfg=base, run=str(run))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 240)
+        line = proc.stdout.readline() if ready else ""
+        assert line.strip() == "training", (line, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+        holder = json.loads((run / checkpoint.LOCK_FILE).read_text())
+        assert holder["pid"] == proc.pid
+        before = snapshot(run)
+        with pytest.raises(checkpoint.RunFolderBusyError) as err:  # another learning rate, as in the report
+            train.train(tiny_config(learning_rate=1e-3), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False)
+        msg = str(err.value)
+        assert f"process {proc.pid}" in msg and f"started {holder['started']}" in msg and str(run) in msg
+        assert snapshot(run) == before
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert json.loads((run / checkpoint.LOCK_FILE).read_text())["pid"] == proc.pid  # stale: left by the dead
+    result = train.train(tiny_config(), corpus, tiny_peers(len(corpus.tokenizer)), run, progress=False)
+    assert result.done and result.summary["steps"] == 4
+    assert (run / checkpoint.LOCK_FILE).read_text() == ""
+
+
+def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
+    run = tmp_path / "run"
+    with checkpoint.RunLock(run):
+        with pytest.raises(checkpoint.RunFolderBusyError, match=rf"{run} is in use: process \d+"):
+            checkpoint.RunLock(run).acquire()
+    with checkpoint.RunLock(run):  # released: taken again
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Derived files carry what they were derived from
+# --------------------------------------------------------------------------------------------------
+
+def test_peers_json_searched_under_other_settings_is_refused(tmp_path):
+    import dataclasses
+
+    from dwml import search
+    from dwml.config import SearchConfig
+
+    cfg = SearchConfig(teacher_layers=2, teacher_hidden=128, teacher_heads=2, num_peers=2, method="exhaustive")
+    path = tmp_path / "peers.json"
+    peers, _ = search.ensure_peers(path, cfg, 600, 50, tokenizer="tok-a")
+    before = snapshot(tmp_path)
+    cases = [((dataclasses.replace(cfg, num_peers=3), 600, 50, {}), ["search.num_peers: file 2, now 3"]),
+             ((dataclasses.replace(cfg, teacher_hidden=256), 600, 50, {}), ["search.teacher_hidden: file 128, now 256"]),
+             ((dataclasses.replace(cfg, seed=4, max_layers=6), 600, 50, {}), ["search.seed", "search.max_layers"]),
+             ((cfg, 700, 50, {}), ["vocabulary size", "file 600, now 700"]),
+             ((cfg, 600, 66, {}), ["data.block_size + 2: file 50, now 66"]),
+             ((cfg, 600, 50, {"tokenizer": "tok-b"}), ["tokenizer"])]
+    for (c, vocab, positions, kw), named in cases:
+        with pytest.raises(search.SearchError) as err:
+            search.ensure_peers(path, c, vocab, positions, **kw)
+        assert str(path) in str(err.value) and all(n in str(err.value) for n in named), str(err.value)
+    assert_unchanged(before, tmp_path)
+    assert search.ensure_peers(path, cfg, 600, 50, tokenizer="tok-a")[0] == peers  # the same settings: read
+    # 01_peer_search searches at data.vocab_size, which the tokenizer may not fill
+    other = tmp_path / "from_01.json"
+    search.save_peers(other, *search.run_search(cfg, 700, 50))
+    search.ensure_peers(other, cfg, 600, 50, data_vocab_size=700)
+    with pytest.raises(search.SearchError, match="file 700, now 600"):
+        search.ensure_peers(other, cfg, 600, 50)
+
+
+def test_a_scores_cache_is_rescored_under_other_eval_settings(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from dwml import evaluate, experiments
+    from dwml.config import EvalConfig
+    from dwml.train import TrainResult
+
+    pairs = {"synthetic": [evaluate.MinimalPair("synthetic", "agr", i, "a b", "b a") for i in range(3)]}
+    calls = []
+
+    def fake(model_dir, suites, cfg, progress):
+        calls.append(cfg.reduction)
+        return pd.DataFrame({"suite": "synthetic", "task": "agr", "pair_id": range(3), "correct": cfg.reduction == "sum"})
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fake)
+    run = tmp_path / "dml_seed0"
+    run.mkdir()
+    result = TrainResult(run, None, None, [run / "peer_0"], {"method": "dml"}, done=True)
+    experiments.score_run(result, pairs, EvalConfig())
+    experiments.score_run(result, pairs, EvalConfig(batch_size=7, bootstrap=10))  # the same scores: reused
+    assert calls == ["sum"]
+    with pytest.warns(UserWarning, match=rf"{run / 'scores.csv'} was scored under other settings \(eval.reduction: cached 'sum', now 'mean'"):
+        again = experiments.score_run(result, pairs, EvalConfig(reduction="mean"))
+    assert calls == ["sum", "mean"] and not again["correct"].any()
+    other = {"synthetic": [evaluate.MinimalPair("synthetic", "agr", i, "a b", "a c") for i in range(3)]}
+    with pytest.warns(UserWarning, match=r"\(pairs differ"):  # other pairs of the same count
+        experiments.score_run(result, other, EvalConfig(reduction="mean"))
+    assert calls == ["sum", "mean", "mean"]
+    (run / "scores.csv.json").unlink()  # a cache written before the record: the counts decide, as before
+    experiments.score_run(result, pairs, EvalConfig())
+    assert calls == ["sum", "mean", "mean"]
