@@ -1187,3 +1187,119 @@ def test_a_scores_cache_is_rescored_under_other_eval_settings(tmp_path, monkeypa
     (run / "scores.csv.json").unlink()  # a cache written before the record: the counts decide, as before
     experiments.score_run(result, pairs, EvalConfig())
     assert calls == ["sum", "mean", "mean"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Teacher compatibility (KD)
+# --------------------------------------------------------------------------------------------------
+
+def _save_teacher(folder: Path, vocab: int, tokenizer=None) -> Path:
+    torch.manual_seed(5)
+    tiny_roberta(vocab).save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _shuffled_tokenizer(tokenizer, out: Path):
+    """The same size, other ids: two tokens' ids swapped (what a tokenizer trained on other text looks like
+    to the peers: 264 of 600 ids meant the same token in the report's case)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    raw = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = raw["model"]["vocab"]
+    a, b = [t for t, i in vocab.items() if i >= 300][:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(raw)), bos_token="<s>",
+                                      eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    wrapped.save_pretrained(out)
+    return wrapped
+
+
+@pytest.mark.parametrize("case", ["other_ids_same_size", "other_vocab_size", "no_tokenizer", "truncated_weights"])
+def test_a_kd_teacher_must_share_the_peers_tokenizer_and_vocabulary(corpus, tmp_path, case):
+    from dwml import train
+
+    vocab = len(corpus.tokenizer)
+    teacher = tmp_path / "teacher"
+    if case == "other_ids_same_size":
+        _save_teacher(teacher, vocab)
+        other = _shuffled_tokenizer(corpus.tokenizer, teacher)
+        assert len(other) == vocab
+        named = [str(teacher), str(corpus.tokenizer_dir), f"only {vocab - 2} of the peers' ids"]
+    elif case == "other_vocab_size":
+        _save_teacher(teacher, vocab + 40, corpus.tokenizer)
+        named = [str(teacher), f"vocab_size {vocab + 40}", f"the peers {vocab}"]
+    elif case == "no_tokenizer":
+        _save_teacher(teacher, vocab)
+        named = [str(teacher), "no tokenizer.json", str(corpus.tokenizer_dir)]
+    else:
+        _save_teacher(teacher, vocab, corpus.tokenizer)
+        weights = teacher / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        named = [str(teacher), "cannot be loaded"]
+    before = snapshot(teacher)
+    with pytest.raises(ConfigError) as err:
+        train.train(tiny_config(method="kd", teacher_dir=str(teacher)), corpus, tiny_peers(vocab, n=1), tmp_path / "run",
+                    progress=False)
+    for n in named + ["train.teacher_dir"]:
+        assert n in str(err.value), (n, str(err.value))
+    assert_unchanged(before, teacher)
+    assert not (tmp_path / "run" / train.METRICS).exists() and not (tmp_path / "run" / train.CONFIG).exists()
+
+
+def test_a_teacher_module_of_another_vocabulary_size_is_named(corpus, tmp_path):
+    from dwml import train
+
+    vocab = len(corpus.tokenizer)
+    torch.manual_seed(5)
+    with pytest.raises(ConfigError, match=rf"the teacher given: the teacher has vocab_size {vocab + 8}, the peers {vocab}"):
+        train.train(tiny_config(method="kd"), corpus, tiny_peers(vocab, n=1), tmp_path / "run",
+                    teacher=tiny_roberta(vocab + 8), progress=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation: errors name the folder, file or pair
+# --------------------------------------------------------------------------------------------------
+
+def _saved_model(folder: Path, vocab: int, tokenizer, positions: int = 36) -> Path:
+    torch.manual_seed(0)
+    tiny_roberta(vocab, positions=positions).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.02, 0])
+def test_a_truncated_model_safetensors_is_named(corpus, tmp_path, cut):
+    from dwml import evaluate
+
+    folder = _saved_model(tmp_path / "model", len(corpus.tokenizer), corpus.tokenizer)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: int(weights.stat().st_size * cut)])
+    before = snapshot(folder)
+    with pytest.raises(evaluate.EvalDataError) as err:
+        evaluate.load_masked_lm(folder)
+    assert str(folder) in str(err.value) and "model.safetensors" in str(err.value) and "truncated or corrupt" in str(err.value)
+    assert_unchanged(before, folder)
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_named(corpus, tmp_path):
+    from dwml import evaluate
+
+    folder = _saved_model(tmp_path / "model", 300, corpus.tokenizer)  # 300 embeddings, a 600-id tokenizer
+    with pytest.raises(evaluate.EvalDataError, match=rf"{folder}: the tokenizer has {len(corpus.tokenizer)} ids but "
+                                                      r"the model's embeddings only 300"):
+        evaluate.load_masked_lm(folder)
+
+
+def test_a_sentence_longer_than_the_positions_names_its_pair(corpus):
+    from dwml import evaluate
+
+    torch.manual_seed(0)
+    model = tiny_roberta(len(corpus.tokenizer)).eval()  # 36 positions: 34 tokens
+    long = " ".join(["the big dog sees the small cat"] * 10)
+    pairs = [evaluate.MinimalPair("synthetic", "agr", 3, "the cat runs", "the cat run"),
+             evaluate.MinimalPair("synthetic", "npi", 17, "the dog sees", long)]
+    with pytest.raises(ValueError, match=r"synthetic task npi pair_id 17, the bad sentence .* more than the 34 positions"):
+        evaluate.score_pairs(model, corpus.tokenizer, pairs, progress=False)
