@@ -143,7 +143,7 @@ def test_cli_writes_files_and_scores_equal_pll_scores(data, models, tmp_path, ca
 def test_cli_babylm2024_preset(data, models, tmp_path):
     out = tmp_path / "out"
     assert evaluate_cli.main([str(models["roberta"]), "--suites", "blimp,ewok", "--data", str(data), "--out", str(out),
-                   "--convention", "babylm2024", "--no-progress", "--bootstrap", "0"]) == 0
+                   "--convention", "babylm2024", "--no-progress", "--bootstrap", "10"]) == 0
     df = pd.read_csv(out / "tiny-roberta" / "pairs.csv")
     for suite, ps in _all_pairs(data).items():
         if suite == "supplement":
