@@ -292,6 +292,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
         self.fh = None
+        self.created = False
 
     def acquire(self) -> "RunLock":
         import datetime
@@ -300,6 +301,7 @@ class RunLock:
         import socket
 
         check_run_folder(self.run_dir)  # a folder that is not a run's gets no lock file either
+        self.created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -352,6 +354,11 @@ class RunLock:
         try:
             self.fh.seek(0)
             self.fh.truncate()  # an empty file: nobody holds it (a killed holder leaves its name)
+            left = {q.name for q in self.run_dir.iterdir()}
+            if self.created and left <= {LOCK_FILE, RUN_MARKER}:  # a run refused before writing: no folder left
+                for name in left:
+                    (self.run_dir / name).unlink()
+                self.run_dir.rmdir()
         except OSError:
             pass
         fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
