@@ -19,6 +19,15 @@ so that a finished run is never returned under a configuration that would comput
 
 A checkpoint that cannot be read (0 bytes, truncated, not a checkpoint) raises :class:`CheckpointError`
 naming its path, instead of torch's ``PytorchStreamReader failed`` or an empty ``EOFError``.
+
+A run folder is owned state. The loop writes a marker (:data:`RUN_MARKER`) when it creates one and deletes or
+replaces files only in a folder that holds it (or an older run folder it adopts: a ``config.json`` of the
+loop's sections beside metrics or a checkpoint); any other non-empty folder is refused before anything is
+written (:func:`check_run_folder`). While a run writes, its process holds an ``fcntl.flock`` on
+:data:`LOCK_FILE` (:class:`RunLock`, taken by ``dwml.train.train``): a second process is refused naming the
+holder's pid and start time, and a killed holder's lock is released by the kernel, so the next call takes
+the folder over. A finished run whose checkpoint is gone is still compared, through its ``config.json`` and
+``summary.json`` (:func:`finished_without_checkpoint`).
 """
 from __future__ import annotations
 
