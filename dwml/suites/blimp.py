@@ -33,12 +33,12 @@ def load_blimp(folder: str | Path, suite: str = "blimp") -> list[MinimalPair]:
                 pid = int(pid)
             except (TypeError, ValueError):
                 raise EvalDataError(f"{path}:{lineno}: pair_id {pid!r} is not an integer") from None
-            ids.check(uid, pid, str(path), lineno)
             pairs.append(MinimalPair(
                 suite=suite, task=uid, pair_id=pid,
                 good=text_field(rec, "sentence_good", str(path), lineno),
                 bad=text_field(rec, "sentence_bad", str(path), lineno),
                 phenomenon=text_field(rec, "linguistics_term", str(path), lineno), field=str(rec.get("field", ""))))
+            ids.check(uid, pid, str(path), lineno)  # after the fields: a malformed line is named as such first
     return pairs
 
 
