@@ -3,15 +3,19 @@
 Any saved Hugging Face masked LM (RoBERTa, BERT, DeBERTa-v2, ... : ``AutoModelForMaskedLM``) is scored on
 the minimal pairs with :func:`dwml.evaluate.pll_scores`, and for each model the output folder gets
 
-    <out>/<model>/pairs.csv          one row per pair (scores, correct, tie), the convention in each row
+    <out>/<model>/pairs.csv          one row per pair (its sentences: good, bad, prefix; scores, correct, tie),
+                                     the convention in each row
     <out>/<model>/summary.json       per suite: accuracy (macro over tasks), 95% interval, tie rate, time
     <out>/<model>/table_suites.*     the headline numbers
-    <out>/<model>/table_paradigms.*  per BLiMP paradigm / supplement task / EWoK domain
+    <out>/<model>/table_paradigms.*  per BLiMP paradigm / supplement task / EWoK domain / Zorro paradigm
     <out>/<model>/table_blimp_phenomena.*   the paper's Table 6 columns (paradigms macro-averaged)
     <out>/<model>/table_supplement_tasks.*  Table 7
     <out>/<model>/table_ewok_domains.*      Table 8
+    <out>/<model>/table_zorro_paradigms.*   Zorro per paradigm, beside the published results read from
+                                            reference_results.csv next to its sentences (when there)
 
-(``*`` = ``.csv`` and ``.md``), and with several models ``<out>/compare_<suite>.*`` (models as rows).
+(``*`` = ``.csv`` and ``.md``; each suite's table as its ``dwml.suites`` entry names it; ``--suite-dir
+NAME=PATH`` reads a suite from any folder), and with several models ``<out>/compare_<suite>.*`` (models as rows).
 Every table carries the convention that made it (``--convention`` dwml / babylm2024 / babylm2025, or the
 single settings ``--ties`` / ``--reduction`` that override it) and the PLL metric, so that a number
 from here can be put beside a leaderboard's. Intervals and tie rates come from :mod:`dwml.reports`.
