@@ -12,11 +12,13 @@ Run: ``flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_zorro_ngrams
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +31,24 @@ from dwml.io import atomic_write_text, project_path  # noqa: E402
 from dwml.ngrams import ngram_accuracy_table, ngram_pair_scores  # noqa: E402
 
 
+def cpu() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the platform's machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="aochildes")
     ap.add_argument("--corpus", default=None, help="corpus folder (default: the profile's data.corpus)")
     ap.add_argument("--zorro", default=None, help="Zorro folder (default: zorro/ under the data root)")
     ap.add_argument("--subsamples", default="300", help="comma-separated pairs per paradigm (seed 0)")
+    ap.add_argument("--seeds", type=int, default=10, help="subsample seeds for the spread of a subsample")
     ap.add_argument("--out", default=None, help="Markdown results file")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -50,9 +64,16 @@ def main(argv=None) -> int:
     table = ngram_accuracy_table(scores)
     rows = [("all 2,000 pairs a paradigm", table.loc["macro average"])]
     for n in [int(x) for x in args.subsamples.split(",") if x.strip()]:
-        keep = {(p.task, p.pair_id) for p in subsample(pairs, n, 0)}
-        part = scores[[(t, i) in keep for t, i in zip(scores["task"], scores["pair_id"])]]
-        rows.append((f"{n} pairs a paradigm (seed 0)", ngram_accuracy_table(part).loc["macro average"]))
+        macro = []
+        for seed in range(args.seeds):
+            keep = {(p.task, p.pair_id) for p in subsample(pairs, n, seed)}
+            part = scores[[(t, i) in keep for t, i in zip(scores["task"], scores["pair_id"])]]
+            macro.append(ngram_accuracy_table(part).loc["macro average"])
+        rows.append((f"{n} pairs a paradigm (seed 0)", macro[0]))
+        if args.seeds > 1:
+            frame = pd.DataFrame(macro)
+            rows.append((f"{n} pairs a paradigm, min over seeds 0-{args.seeds - 1}", frame.min()))
+            rows.append((f"{n} pairs a paradigm, max over seeds 0-{args.seeds - 1}", frame.max()))
     check = experiments.ngram_rows(lines, {"zorro": pairs}).set_index("model")["zorro"]  # the notebook's function
     ties = scores.groupby("order")["tie"].mean().mul(100)
     seconds = time.perf_counter() - t0
@@ -64,7 +85,7 @@ def main(argv=None) -> int:
         text = (f"# Word n-gram baselines on Zorro, counted on the `{args.profile}` profile's training text\n\n"
                 f"Command: `flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_zorro_ngrams.py "
                 f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n"
-                f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}; "
+                f"Machine: {cpu()}, Python {platform.python_version()}; "
                 f"{seconds:.0f} s.\n\n"
                 f"Corpus: `{corpus}` (the profile's `{prof['data']['corpus']}`) split `train`, drop_markers={prof['data'].get('drop_markers', False)}: "
                 f"{len(lines):,} lines, {words:,} words. Zorro: {len(pairs):,} pairs, "

@@ -240,8 +240,8 @@ STAND_IN = "synthetic"
 def suite_folders(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
                   suite_dirs: Mapping[str, str | Path] | None = None) -> dict[str, Path]:
     """Where each suite of ``names`` is read from: ``suite_dirs[name]`` when given (relative to the project
-    root), else its registry folder under ``data_root`` (default ``dwml.evaluate.data_root()``); the
-    'synthetic' suite is the prepared corpus ``corpus_dir``. ``suite_dirs[name] == 'synthetic'`` writes the
+    root), else its registry folder under ``data_root`` (default ``dwml.evaluate.data_root()``); a suite
+    read from the corpus (``from_corpus``: the synthetic pairs) is the prepared corpus ``corpus_dir``. ``suite_dirs[name] == 'synthetic'`` writes the
     synthetic corpus's pairs in the suite's own format under ``<corpus_dir>/as_<name>`` (a stand-in that
     runs the suite's loader and tables without its data). A missing root or folder raises, naming it."""
     from dwml import suites
@@ -254,14 +254,13 @@ def suite_folders(names: Sequence[str], corpus_dir: str | Path | None = None, da
         raise EvalDataError(f"unknown suite(s) {unknown}; known: {suites.names()}")
     out = {}
     for name in names:
-        where = suite_dirs.get(name)
-        if where == STAND_IN or (name == "synthetic" and where is None):
+        spec, where = suites.get(name), suite_dirs.get(name)
+        if where == STAND_IN or (spec.from_corpus and where is None):
             if corpus_dir is None:
                 raise ValueError(f"suite {name!r} from the synthetic corpus needs corpus_dir (the prepared corpus)")
-            if name == "synthetic":
+            if spec.from_corpus:
                 out[name] = Path(corpus_dir)
                 continue
-            spec = suites.get(name)
             if spec.write is None:
                 raise EvalDataError(f"suite_dirs: suite {name!r} cannot be written from the synthetic pairs "
                                     f"(its registry entry has no writer)")
@@ -273,7 +272,7 @@ def suite_folders(names: Sequence[str], corpus_dir: str | Path | None = None, da
             if root is None:
                 raise EvalDataError(f"suite {name!r}: no data folder: set DWML_DATA, place the data at "
                                     f"../shared/data, or give the suite's folder in suite_dirs")
-            out[name] = suites.get(name).path(root)
+            out[name] = spec.path(root)
     return out
 
 

@@ -85,6 +85,43 @@ def test_registry_lists_every_suite_with_its_folder_and_grouping(tmp_path):
         suites.register(Suite(name="blimp", title="x", folder="x", load=list, grouping="task"))
 
 
+def _suite_name_tests(path: Path) -> list[str]:
+    """Each place in ``path`` that compares a value with a suite's name (==, !=, in, not in, .isin, a dict
+    keyed by suite names), 'synthetic' left out (it is also the corpus's name)."""
+    import ast
+
+    names = set(suites.names()) - {"synthetic"}
+    tree = ast.parse(path.read_text())
+    hits = []
+
+    def named(node) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(named(e) for e in node.elts)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(named(x) for x in [node.left, *node.comparators]):
+            hits.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "isin" \
+                and any(named(a) for a in node.args):
+            hits.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Dict) and sum(named(k) for k in node.keys if k is not None) >= 2:
+            hits.append(f"{path.name}:{node.lineno}: a dict keyed by suite names")
+    return hits
+
+
+def test_no_code_outside_the_registry_lists_or_compares_suite_names(tmp_path):
+    from conftest import ROOT
+
+    files = [p for p in sorted((ROOT / "dwml").rglob("*.py")) if p.parent.name != "suites"]
+    files += sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    hits = [h for p in files for h in _suite_name_tests(p)]
+    assert hits == [], "read the suite's registry entry (dwml.suites.get) instead:\n" + "\n".join(hits)
+    bad = tmp_path / "bad.py"  # the check finds what it looks for
+    bad.write_text('if suite == "ewok":\n    pass\nx = df["suite"].isin(["zorro"])\nd = {"blimp": 1, "ewok": 2}\n')
+    assert len(_suite_name_tests(bad)) == 3
+
+
 def load_tsv(folder):
     """A new suite's loader for the test: ``good<TAB>bad`` lines, one file per task."""
     return [MinimalPair(suite="tsvpairs", task=p.stem, pair_id=i, good=g, bad=b, phenomenon=p.stem)

@@ -44,7 +44,8 @@ class Suite:
     table it reproduces ('' when the paper has none); ``paper_benchmark`` its name in the paper's csvs;
     ``reference(path)`` published results to stand beside ours (rows: models; columns: groups and
     ``Avg.``), or None; ``write(pairs, folder)`` writes pairs in the suite's own format (a stand-in folder
-    for tests and the ``ci`` profile)."""
+    for tests and the ``ci`` profile); ``from_corpus``: the notebooks read it from the prepared corpus's
+    folder, not the data root (the synthetic pairs)."""
 
     name: str
     title: str
@@ -60,6 +61,7 @@ class Suite:
     reference: Callable[[Path], object] | None = None
     locate: Callable[[Path], Path] | None = None
     write: Callable[[Sequence[MinimalPair], Path], Path] | None = None
+    from_corpus: bool = False
 
     def path(self, root: str | Path) -> Path:
         """Where the suite is read from under the data root ``root``."""

@@ -16,4 +16,4 @@ def load_synthetic(corpus_dir: str | Path) -> list[MinimalPair]:
 
 SUITE = register(Suite(
     name="synthetic", title="Synthetic pairs per phenomenon (%)", folder="synthetic", load=load_synthetic,
-    grouping="phenomenon", group=phenomenon_groups, table="table_synthetic_phenomena"))
+    grouping="phenomenon", group=phenomenon_groups, table="table_synthetic_phenomena", from_corpus=True))
