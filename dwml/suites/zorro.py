@@ -14,6 +14,7 @@ from typing import Sequence
 from dwml.suites.registry import EvalDataError, MinimalPair, Suite, files, read_utf8, register
 
 REFERENCE_CSV = "reference_results.csv"
+PLL_SCORING = "mlm"  # the csv's name for pseudo-log-likelihood scoring (not the training method 'mlm')
 
 
 def sentences_folder(folder: str | Path) -> Path:
@@ -77,7 +78,7 @@ def reference(folder: str | Path):
     need = {"model", "training_corpus", "scoring", "rep", "overall"}
     if not need <= set(df.columns):
         raise EvalDataError(f"{path}: columns {sorted(need - set(df.columns))} missing")
-    df = df[df["scoring"] == "mlm"].rename(columns={"overall": "Avg."})
+    df = df[df["scoring"] == PLL_SCORING].rename(columns={"overall": "Avg."})
     values = [c for c in df.columns if c not in ("model", "training_corpus", "scoring", "rep")]
 
     def part(model, corpus):
