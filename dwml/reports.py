@@ -24,7 +24,7 @@ import pandas as pd
 from dwml.stats import bootstrap_ci, macro_bootstrap, mcnemar_exact  # noqa: F401 (re-exported)
 
 # The paper's column names live with their suites (dwml.suites); re-exported here.
-from dwml.suites import (EWOK_COLUMNS, EWOK_DOMAINS, PHENOMENA, PHENOMENON_COLUMNS,  # noqa: E402,F401
+from dwml.suites import (EWOK_COLUMNS, EWOK_DOMAINS, PHENOMENA, PHENOMENON_COLUMNS,  # noqa: F401
                          SUPPLEMENT_COLUMNS)
 
 
@@ -151,7 +151,8 @@ def check_one_to_one(frame: pd.DataFrame, keys: Sequence[str], where: str) -> No
 
 
 def compare_models(results_a: pd.DataFrame, results_b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """:func:`paired_test` per suite, pairs matched on (suite, task, pair_id); unmatched pairs raise."""
+    """:func:`paired_test` per suite, pairs matched on (suite, task, pair_id); unmatched pairs raise, and so
+    does a key on two rows of either frame (:func:`check_one_to_one`), naming it."""
     keys = ["suite", "task", "pair_id"]
     _require(results_a, keys + ["correct"])
     _require(results_b, keys + ["correct"])
