@@ -29,30 +29,27 @@ and for EWoK ``Context1 + ' ' + Target`` encoded in one go, scoring the tokens t
 characters. ``pll_metric='within_word_l2r'`` is the PLL of Kauf & Ivanova (2023): the tokens to the right
 of the scored one *within its word* are masked too (minicons' ``PLL_metric='within_word_l2r'``).
 
-Loaders turn BLiMP, the BLiMP supplement, EWoK (read from its password-protected zip, never written to
-disk: its terms forbid plain-text copies) and the synthetic corpus's pairs into :class:`MinimalPair`
-lists, with errors that name the file and line of a malformed record.
+The suites' loaders (BLiMP, the BLiMP supplement, EWoK read from its password-protected zip, Zorro, the
+synthetic corpus's pairs) live in :mod:`dwml.suites`, one module each, and are re-exported here.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from dwml.config import EvalConfig
 from dwml.io import project_root
-
-
-class EvalDataError(ValueError):
-    """A minimal-pair file is missing or malformed; the message names the file and line."""
+# the pairs and their loaders live in dwml.suites, one module per suite; re-exported here
+from dwml.suites import (EvalDataError, MinimalPair, load_blimp, load_ewok, load_supplement,  # noqa: F401
+                         load_synthetic, load_zorro)
+from dwml.suites.registry import read_jsonl as _read_jsonl  # noqa: F401 (dwml.glue reads its files with it)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,148 +64,23 @@ def data_root() -> Path | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Minimal pairs and their loaders
+# The suites by name
 # --------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MinimalPair:
-    """One item: ``good`` should score higher than ``bad``, each after ``prefix`` when it is given."""
-
-    suite: str          # 'blimp', 'supplement', 'ewok', 'synthetic'
-    task: str           # BLiMP paradigm (UID), supplement file stem, EWoK domain
-    pair_id: int
-    good: str
-    bad: str
-    prefix: str | None = None   # visible context, never scored (EWoK's Context1)
-    phenomenon: str = ""        # BLiMP linguistics_term; the task for the other suites
-    field: str = ""
-
-
-def _read_jsonl(lines: Iterable[str], where: str, error: type[Exception] | None = None) -> list[tuple[int, dict]]:
-    """(line number, record) for every non-blank line; a bad line raises ``error`` (default
-    :class:`EvalDataError`) naming ``where:line``."""
-    error = error or EvalDataError
-    out = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise error(f"{where}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise error(f"{where}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-        out.append((lineno, rec))
-    return out
-
-
-def _text(rec: dict, key: str, where: str, lineno: int) -> str:
-    value = rec.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise EvalDataError(f"{where}:{lineno}: field {key!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _read_utf8(path: Path) -> str:
-    """A data file's text; one that is not UTF-8 raises :class:`EvalDataError` naming the file and line."""
-    from dwml.io import read_utf8
-
-    return read_utf8(path, EvalDataError)
-
-
-def _jsonl_files(folder: str | Path, what: str) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvalDataError(f"{what} folder {folder} does not exist")
-    files = sorted(folder.glob("*.jsonl"))
-    if not files:
-        raise EvalDataError(f"{what} folder {folder} holds no *.jsonl files")
-    return files
-
-
-def load_blimp(folder: str | Path, suite: str = "blimp") -> list[MinimalPair]:
-    """BLiMP paradigm files (``sentence_good``, ``sentence_bad``, ``UID``, ``field``, ``linguistics_term``,
-    ``pair_id`` or ``pairID``), one file per paradigm; also the synthetic corpus's ``pairs/`` folder."""
-    pairs = []
-    for path in _jsonl_files(folder, "BLiMP"):
-        for lineno, rec in _read_jsonl(_read_utf8(path).split("\n"), str(path)):
-            uid = _text(rec, "UID", str(path), lineno)
-            pid = rec.get("pair_id", rec.get("pairID"))
-            if pid is None:
-                raise EvalDataError(f"{path}:{lineno}: no 'pair_id' (or 'pairID') field")
-            try:
-                pid = int(pid)
-            except (TypeError, ValueError):
-                raise EvalDataError(f"{path}:{lineno}: pair_id {pid!r} is not an integer") from None
-            pairs.append(MinimalPair(
-                suite=suite, task=uid, pair_id=pid,
-                good=_text(rec, "sentence_good", str(path), lineno), bad=_text(rec, "sentence_bad", str(path), lineno),
-                phenomenon=_text(rec, "linguistics_term", str(path), lineno), field=str(rec.get("field", ""))))
-    return pairs
-
-
-def load_supplement(folder: str | Path) -> list[MinimalPair]:
-    """The BLiMP supplement: no ``UID`` (the file's stem is the task), per-file extra fields that we keep
-    out of the pair, and dialogue turns separated by ``\\n`` inside a sentence (scored as written)."""
-    pairs = []
-    for path in _jsonl_files(folder, "BLiMP supplement"):
-        for k, (lineno, rec) in enumerate(_read_jsonl(_read_utf8(path).split("\n"), str(path))):
-            pairs.append(MinimalPair(
-                suite="supplement", task=path.stem, pair_id=k,
-                good=_text(rec, "sentence_good", str(path), lineno), bad=_text(rec, "sentence_bad", str(path), lineno),
-                phenomenon=path.stem))
-    return pairs
-
-
-def load_ewok(source: str | Path, password: bytes = b"ewok") -> list[MinimalPair]:
-    """EWoK: the item is right when ``Target1`` scores higher than ``Target2`` after ``Context1``.
-
-    ``source`` is the BabyLM zip (members ``ewok_filtered/<domain>.jsonl``, read in memory with the
-    password; nothing is extracted) or a folder the caller unzipped into a temporary directory."""
-    source = Path(source)
-    files: list[tuple[str, str]] = []
-    if source.is_dir():
-        files = [(str(p), _read_utf8(p)) for p in _jsonl_files(source, "EWoK")]
-    elif source.is_file():
-        try:
-            with zipfile.ZipFile(source) as z:
-                for name in sorted(z.namelist()):
-                    if name.endswith(".jsonl"):
-                        files.append((f"{source}!{name}", z.read(name, pwd=password).decode("utf-8")))
-        except (zipfile.BadZipFile, RuntimeError) as e:  # RuntimeError: wrong or missing password
-            raise EvalDataError(f"{source}: cannot read the EWoK zip ({e})") from None
-        if not files:
-            raise EvalDataError(f"{source}: the zip holds no *.jsonl members")
-    else:
-        raise EvalDataError(f"EWoK source {source} does not exist")
-    pairs = []
-    for where, text in files:
-        for k, (lineno, rec) in enumerate(_read_jsonl(text.split("\n"), where)):
-            domain = _text(rec, "Domain", where, lineno)
-            pairs.append(MinimalPair(
-                suite="ewok", task=domain, pair_id=k,
-                good=_text(rec, "Target1", where, lineno), bad=_text(rec, "Target2", where, lineno),
-                prefix=_text(rec, "Context1", where, lineno), phenomenon=domain))
-    return pairs
-
-
-def load_synthetic(corpus_dir: str | Path) -> list[MinimalPair]:
-    """The minimal pairs that ``dwml.synthetic.write_corpus`` puts under ``<corpus>/pairs`` (BLiMP schema)."""
-    return load_blimp(Path(corpus_dir) / "pairs", suite="synthetic")
 
 
 def load_suites(root: str | Path | None = None, names: Sequence[str] = ("blimp", "supplement", "ewok")) -> dict[str, list[MinimalPair]]:
-    """The named suites from the data folder (``data_root()`` by default); an absent root raises."""
+    """The named suites (any of ``dwml.suites.names()``) from their folders under the data root
+    (``data_root()`` by default); an absent root or an unknown name raises."""
+    from dwml import suites
+
     root = Path(root) if root is not None else data_root()
     if root is None:
         raise EvalDataError("no data folder: set DWML_DATA or place the BabyLM data at ../shared/data")
-    loaders = {"blimp": lambda: load_blimp(root / "blimp_filtered"),
-               "supplement": lambda: load_supplement(root / "supplement_filtered"),
-               "ewok": lambda: load_ewok(root / "ewok_filtered.zip")}
-    unknown = set(names) - set(loaders)
+    unknown = [n for n in names if n not in suites.SUITES]
     if unknown:
-        raise EvalDataError(f"unknown suite(s) {sorted(unknown)}; known: {sorted(loaders)}")
-    return {name: loaders[name]() for name in names}
+        raise EvalDataError(f"unknown suite(s) {sorted(unknown)}; known: {suites.names()}")
+    return {name: suites.load(name, suites.get(name).path(root)) for name in names}
 
 
 def subsample(pairs: Sequence[MinimalPair], max_per_task: int, seed: int = 0) -> list[MinimalPair]:

@@ -3,15 +3,19 @@
 Any saved Hugging Face masked LM (RoBERTa, BERT, DeBERTa-v2, ... : ``AutoModelForMaskedLM``) is scored on
 the minimal pairs with :func:`dwml.evaluate.pll_scores`, and for each model the output folder gets
 
-    <out>/<model>/pairs.csv          one row per pair (scores, correct, tie), the convention in each row
+    <out>/<model>/pairs.csv          one row per pair (its sentences: good, bad, prefix; scores, correct, tie),
+                                     the convention in each row
     <out>/<model>/summary.json       per suite: accuracy (macro over tasks), 95% interval, tie rate, time
     <out>/<model>/table_suites.*     the headline numbers
-    <out>/<model>/table_paradigms.*  per BLiMP paradigm / supplement task / EWoK domain
+    <out>/<model>/table_paradigms.*  per BLiMP paradigm / supplement task / EWoK domain / Zorro paradigm
     <out>/<model>/table_blimp_phenomena.*   the paper's Table 6 columns (paradigms macro-averaged)
     <out>/<model>/table_supplement_tasks.*  Table 7
     <out>/<model>/table_ewok_domains.*      Table 8
+    <out>/<model>/table_zorro_paradigms.*   Zorro per paradigm, beside the published results read from
+                                            reference_results.csv next to its sentences (when there)
 
-(``*`` = ``.csv`` and ``.md``), and with several models ``<out>/compare_<suite>.*`` (models as rows).
+(``*`` = ``.csv`` and ``.md``; each suite's table as its ``dwml.suites`` entry names it; ``--suite-dir
+NAME=PATH`` reads a suite from any folder), and with several models ``<out>/compare_<suite>.*`` (models as rows).
 Every table carries the convention that made it (``--convention`` dwml / babylm2024 / babylm2025, or the
 single settings ``--ties`` / ``--reduction`` that override it) and the PLL metric, so that a number
 from here can be put beside a leaderboard's. Intervals and tie rates come from :mod:`dwml.reports`.
@@ -25,39 +29,35 @@ import sys
 import time
 from pathlib import Path
 
-SUITES = ("blimp", "supplement", "ewok", "synthetic")
-TABLE_OF_SUITE = {"blimp": "table_blimp_phenomena", "supplement": "table_supplement_tasks",
-                  "ewok": "table_ewok_domains", "synthetic": "table_synthetic_phenomena"}
+from dwml import suites
 
 
-def suite_paths(data: Path | None, synthetic: str | None) -> dict[str, Path | None]:
-    """Where each suite is read from; ``None`` where no folder is known."""
-    paths: dict[str, Path | None] = {"blimp": None, "supplement": None, "ewok": None, "synthetic": None}
-    if data is not None:
-        ewok = data / "ewok_filtered.zip"
-        paths.update(blimp=data / "blimp_filtered", supplement=data / "supplement_filtered",
-                     ewok=ewok if ewok.exists() or not (data / "ewok_filtered").is_dir() else data / "ewok_filtered",
-                     synthetic=data / "synthetic")
+def parse_suite_dirs(items: list[str] | None, synthetic: str | None = None) -> dict[str, Path]:
+    """``--suite-dir NAME=PATH`` (repeatable) as name -> folder, with ``--synthetic PATH`` as
+    ``synthetic=PATH``. An unknown NAME or a PATH that does not exist is an error naming the option."""
+    out: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, path = (x.strip() for x in item.partition("="))
+        if not sep or not name or not path:
+            raise suites.EvalDataError(f"--suite-dir {item!r}: expected NAME=PATH, e.g. zorro=../shared/data/zorro")
+        if name not in suites.SUITES:
+            raise suites.EvalDataError(f"--suite-dir {item!r}: unknown suite {name!r}; known: {','.join(suites.names())}")
+        out[name] = Path(path).expanduser()
+        if not out[name].exists():
+            raise suites.EvalDataError(f"--suite-dir {item!r}: {out[name]} does not exist")
     if synthetic is not None:
-        paths["synthetic"] = Path(synthetic)
-    return paths
+        out["synthetic"] = Path(synthetic).expanduser()
+    return out
 
 
-def load_suite(name: str, path: Path | None):
-    from dwml import evaluate
-
-    if path is None:
-        raise evaluate.EvalDataError(f"suite {name!r}: no data folder (give --data DIR, or set DWML_DATA)")
-    if not path.exists():
-        raise evaluate.EvalDataError(f"suite {name!r}: {path} does not exist")
-    if name == "blimp":
-        return evaluate.load_blimp(path)
-    if name == "supplement":
-        return evaluate.load_supplement(path)
-    if name == "ewok":
-        return evaluate.load_ewok(path)
-    # synthetic: a corpus folder written by dwml.synthetic.write_corpus (pairs/ inside), or that pairs folder
-    return evaluate.load_blimp(path / "pairs" if (path / "pairs").is_dir() else path, suite="synthetic")
+def suite_dir(name: str, data: Path | None, dirs: dict[str, Path]) -> Path:
+    """Where suite ``name`` is read from: its ``--suite-dir``, else its registry folder under ``data``."""
+    if name in dirs:
+        return dirs[name]
+    if data is None:
+        raise suites.EvalDataError(f"suite {name!r}: no data folder (give --data DIR, --suite-dir {name}=PATH, "
+                                   f"or set DWML_DATA)")
+    return suites.get(name).path(data)
 
 
 def _label(conv, pll_metric: str, dtype: str) -> str:
@@ -78,23 +78,33 @@ def write_table(df, folder: Path, name: str, label: str, title: str) -> list[Pat
     return [csv, md]
 
 
-def model_tables(results, n_boot: int, seed: int) -> dict[str, tuple[str, object]]:
-    """name -> (title, table) for one model's per-pair results."""
+def model_tables(results, n_boot: int, seed: int, references: dict | None = None) -> dict[str, tuple[str, object]]:
+    """name -> (title, table) for one model's per-pair results: the suites, the tasks, and per suite its
+    group table (``dwml.suites``: name, title, column order). ``references`` (suite -> the suite's
+    published results, rows models, columns groups and ``Avg.``) adds an ``Avg.`` row and a column per
+    published model to that suite's table."""
+    import pandas as pd
+
     from dwml import reports
 
     tables = {"table_suites": ("Accuracy per suite (macro over tasks, %)", reports.accuracy_table(results, "suite", n_boot, seed)),
               "table_paradigms": ("Accuracy per paradigm / task / domain (%)", reports.accuracy_table(results, "task", n_boot, seed))}
-    titles = {"blimp": "BLiMP per phenomenon (Table 6 columns, %)", "supplement": "BLiMP supplement per task (Table 7, %)",
-              "ewok": "EWoK per domain (Table 8, %)", "synthetic": "Synthetic pairs per phenomenon (%)"}
-    order = {"blimp": reports.PHENOMENON_COLUMNS, "supplement": reports.SUPPLEMENT_COLUMNS, "ewok": reports.EWOK_COLUMNS}
-    for suite in results["suite"].unique():
-        part = results[results["suite"] == suite]
+    for name in results["suite"].unique():
+        spec = suites.SUITES.get(name)
+        part = results[results["suite"] == name]
         table = reports.accuracy_table(part, "group", n_boot, seed)
-        cols = order.get(suite, [])  # the paper's column order; groups it does not name after them
+        cols = list(spec.columns) if spec else []  # the paper's column order; groups it does not name after them
         rank = {g: i for i, g in enumerate(cols)}
         table = table.iloc[sorted(range(len(table)), key=lambda i: (rank.get(table["group"].iloc[i], len(cols)),
                                                                       str(table["group"].iloc[i])))]
-        tables[TABLE_OF_SUITE.get(suite, f"table_{suite}")] = (titles.get(suite, suite), table.reset_index(drop=True))
+        table = table.reset_index(drop=True)
+        ref = (references or {}).get(name)
+        if ref is not None:
+            total = reports.accuracy_table(part, "suite", n_boot, seed).assign(group="Avg.")
+            table = pd.concat([table, total[table.columns]], ignore_index=True)
+            for model, row in ref.iterrows():
+                table[model] = table["group"].map(row)
+        tables[spec.table if spec and spec.table else f"table_{name}"] = (spec.title if spec else name, table)
     return tables
 
 
@@ -113,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dwml.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", metavar="MODEL_DIR", help="saved Hugging Face masked LM folders")
-    ap.add_argument("--suites", default="blimp,supplement,ewok", help=f"comma-separated, of {','.join(SUITES)}")
+    ap.add_argument("--suites", default="blimp,supplement,ewok", help=f"comma-separated, of {','.join(suites.names())}")
     ap.add_argument("--data", default=None, help="the BabyLM data folder (default: $DWML_DATA or ../shared/data)")
     ap.add_argument("--synthetic", default=None, help="synthetic suite: a dwml.synthetic corpus folder or its pairs/ "
                                                       "(default: DATA/synthetic)")
+    ap.add_argument("--suite-dir", action="append", default=None, metavar="NAME=PATH",
+                    help="read suite NAME from PATH instead of its folder under --data (repeatable)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -159,27 +171,30 @@ def run(args) -> int:
 
     t_start = time.perf_counter()
     names = [s.strip() for s in args.suites.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SUITES]
+    unknown = [s for s in names if s not in suites.SUITES]
     if unknown or not names:
-        raise evaluate.EvalDataError(f"--suites {args.suites!r}: unknown {unknown}; known: {','.join(SUITES)}")
+        raise evaluate.EvalDataError(f"--suites {args.suites!r}: unknown {unknown}; known: {','.join(suites.names())}")
     if args.threads:
         torch.set_num_threads(args.threads)
     conv = evaluate.resolve_convention(args.convention, args.ties, args.reduction)
     data = Path(args.data) if args.data else evaluate.data_root()
     if args.data and not data.is_dir():
         raise evaluate.EvalDataError(f"--data {data} does not exist")
-    paths = suite_paths(data, args.synthetic)
+    dirs = parse_suite_dirs(args.suite_dir, args.synthetic)
     model_dirs = [Path(m) for m in args.models]
     for d in model_dirs:  # every bad input is reported before minutes of scoring
         if not d.is_dir():
             raise evaluate.EvalDataError(f"model folder {d} does not exist")
-    suites = {}
+    chosen, paths = {}, {}
     for name in names:
         t0 = time.perf_counter()
-        pairs = evaluate.subsample(load_suite(name, paths[name]), args.max_pairs_per_task, args.seed)
-        suites[name] = pairs
+        paths[name] = suite_dir(name, data, dirs)
+        pairs = evaluate.subsample(suites.load(name, paths[name]), args.max_pairs_per_task, args.seed)
+        chosen[name] = pairs
         print(f"[dwml.evaluate] {name}: {len(pairs):,} pairs, {len({p.task for p in pairs})} tasks from "
               f"{paths[name]} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    # published results to stand beside ours (Zorro's), read from beside the suite's files at run time
+    references = {n: suites.get(n).reference(paths[n]) for n in chosen if suites.get(n).reference}
     device = resolve_device(args.device, "--device")
     cfg = EvalConfig(batch_size=args.batch_size, dtype=args.dtype, reduction=conv.reduction, bootstrap=args.bootstrap)
     out = Path(args.out)
@@ -196,12 +211,15 @@ def run(args) -> int:
         print(f"[dwml.evaluate] {name}: {type(model).__name__}, {n_params / 1e6:.2f}M parameters, on {device}, "
               f"{label}", flush=True)
         frames, per_suite = [], {}
-        for suite, pairs in suites.items():
+        for suite, pairs in chosen.items():
             t0 = time.perf_counter()
             df = evaluate.score_pairs(model, tok, pairs, cfg, device=device, progress=not args.no_progress,
                                       convention=args.convention, ties=args.ties, reduction=args.reduction,
                                       pll_metric=args.pll_metric, desc=f"{name} {suite}")
             df["suite"] = suite
+            # the sentences beside their scores (score_pairs keeps the pairs' order)
+            df["good"], df["bad"] = [p.good for p in pairs], [p.bad for p in pairs]
+            df["prefix"] = [p.prefix or "" for p in pairs]
             seconds = time.perf_counter() - t0
             frames.append(df)
             row = reports.accuracy_table(df, "suite", args.bootstrap, args.seed).iloc[0]
@@ -213,7 +231,7 @@ def run(args) -> int:
         results = pd.concat(frames, ignore_index=True)
         pairs_csv = results.assign(model=name, convention=conv.name, pll_metric=args.pll_metric, dtype=args.dtype)
         pairs_csv.to_csv(folder / "pairs.csv", index=False)
-        for tname, (title, table) in model_tables(results, args.bootstrap, args.seed).items():
+        for tname, (title, table) in model_tables(results, args.bootstrap, args.seed, references).items():
             write_table(table, folder, tname, label, f"{name}: {title}")
         summary = {"model": name, "model_dir": str(d.resolve()), "architecture": type(model).__name__,
                    "parameters": n_params, "convention": {"name": conv.name, "ties": conv.ties,
@@ -221,13 +239,13 @@ def run(args) -> int:
                    "pll_metric": args.pll_metric, "dtype": args.dtype, "device": str(device),
                    "batch_size": args.batch_size, "max_pairs_per_task": args.max_pairs_per_task, "seed": args.seed,
                    "bootstrap": args.bootstrap, "suites": per_suite,
-                   "data": {s: str(paths[s]) for s in suites},
+                   "data": {s: str(paths[s]) for s in chosen},
                    "versions": {"torch": torch.__version__, "python": platform.python_version()}}
         atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         all_results[name] = results
         model.to("cpu")
     if len(all_results) > 1:
-        for suite in suites:
+        for suite in chosen:
             write_table(reports.wide_table(all_results, suite), out, f"compare_{suite}", label,
                         f"{suite}: models compared (accuracy, %)")
         write_table(reports.summary_table(all_results, args.bootstrap, args.seed), out, "compare_suites", label,

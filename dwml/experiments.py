@@ -202,7 +202,8 @@ def learning_curve(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
 
 @dataclass
 class Study:
-    """What notebooks 03 and 04 start from: the profile's sections, config, corpus, peers and pairs."""
+    """What notebooks 03 and 04 start from: the profile's sections, config, corpus, peers and pairs, and the
+    folder each suite was read from (``suite_dirs``)."""
 
     sections: dict
     cfg: object
@@ -210,12 +211,13 @@ class Study:
     archs: list
     meta: dict
     pairs: dict
+    suite_dirs: dict | None = None
 
 
 def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, suites: Sequence[str],
-          max_pairs_per_task: int = 0) -> Study:
+          max_pairs_per_task: int = 0, suite_dirs: Mapping[str, str] | None = None) -> Study:
     """Config from the profile's sections, the prepared corpus, the peers of ``01_peer_search`` (searched
-    here if it has not run) and the minimal-pair suites."""
+    here if it has not run) and the minimal-pair suites (``suite_dirs``: see :func:`suite_folders`)."""
     from dwml.config import Config
     from dwml.data import prepare_corpus, tokenizer_fingerprint
     from dwml.io import project_path
@@ -227,25 +229,85 @@ def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, 
     archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer),
                                cfg.data.block_size + 2, data_vocab_size=cfg.data.vocab_size,
                                tokenizer=tokenizer_fingerprint(prep.tokenizer))
-    pairs = load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task)
-    return Study(sections, cfg, prep, archs, meta, pairs)
+    dirs = suite_folders(suites, corpus_dir=prep.corpus_dir, suite_dirs=suite_dirs)
+    pairs = load_suites_for(suites, corpus_dir=prep.corpus_dir, max_pairs_per_task=max_pairs_per_task, suite_dirs=dirs)
+    return Study(sections, cfg, prep, archs, meta, pairs, dirs)
+
+
+STAND_IN = "synthetic"
+"""A ``suite_dirs`` value: the synthetic corpus's pairs written in the suite's own format (the ``ci`` profile)."""
+
+
+def suite_folders(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
+                  suite_dirs: Mapping[str, str | Path] | None = None) -> dict[str, Path]:
+    """Where each suite of ``names`` is read from: ``suite_dirs[name]`` when given (relative to the project
+    root), else its registry folder under ``data_root`` (default ``dwml.evaluate.data_root()``); a suite
+    read from the corpus (``from_corpus``: the synthetic pairs) is the prepared corpus ``corpus_dir``. ``suite_dirs[name] == 'synthetic'`` writes the
+    synthetic corpus's pairs in the suite's own format under ``<corpus_dir>/as_<name>`` (a stand-in that
+    runs the suite's loader and tables without its data). A missing root or folder raises, naming it."""
+    from dwml import suites
+    from dwml.evaluate import EvalDataError, data_root as default_root
+    from dwml.io import project_path
+
+    suite_dirs = dict(suite_dirs or {})
+    unknown = [n for n in list(names) + list(suite_dirs) if n not in suites.SUITES]
+    if unknown:
+        raise EvalDataError(f"unknown suite(s) {unknown}; known: {suites.names()}")
+    out = {}
+    for name in names:
+        spec, where = suites.get(name), suite_dirs.get(name)
+        if where == STAND_IN or (spec.from_corpus and where is None):
+            if corpus_dir is None:
+                raise ValueError(f"suite {name!r} from the synthetic corpus needs corpus_dir (the prepared corpus)")
+            if spec.from_corpus:
+                out[name] = Path(corpus_dir)
+                continue
+            if spec.write is None:
+                raise EvalDataError(f"suite_dirs: suite {name!r} cannot be written from the synthetic pairs "
+                                    f"(its registry entry has no writer)")
+            out[name] = spec.write(suites.load_synthetic(corpus_dir), Path(corpus_dir) / f"as_{name}")
+        elif where is not None:
+            out[name] = project_path(where)
+        else:
+            root = Path(data_root) if data_root is not None else default_root()
+            if root is None:
+                raise EvalDataError(f"suite {name!r}: no data folder: set DWML_DATA, place the data at "
+                                    f"../shared/data, or give the suite's folder in suite_dirs")
+            out[name] = spec.path(root)
+    return out
 
 
 def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
-                    max_pairs_per_task: int = 0, seed: int = 0) -> dict:
-    """The minimal-pair suites by name: 'synthetic' (the embedded corpus's pairs) or 'blimp', 'supplement',
-    'ewok' (from ``data_root``); each subsampled to ``max_pairs_per_task`` per task when > 0."""
-    from dwml.evaluate import load_suites, load_synthetic
+                    max_pairs_per_task: int = 0, seed: int = 0,
+                    suite_dirs: Mapping[str, str | Path] | None = None) -> dict:
+    """The minimal-pair suites by name (any of ``dwml.suites.names()``), read from :func:`suite_folders`;
+    each subsampled to ``max_pairs_per_task`` per task when > 0."""
+    from dwml import suites
 
-    suites = {}
-    real = [n for n in names if n != "synthetic"]
-    if "synthetic" in names:
-        if corpus_dir is None:
-            raise ValueError("suite 'synthetic' needs corpus_dir (the prepared synthetic corpus)")
-        suites["synthetic"] = load_synthetic(corpus_dir)
-    if real:
-        suites.update(load_suites(data_root, real))
-    return subsample_suites(suites, max_pairs_per_task, seed)
+    dirs = suite_folders(names, corpus_dir, data_root, suite_dirs)
+    return subsample_suites({name: suites.load(name, dirs[name]) for name in names}, max_pairs_per_task, seed)
+
+
+def suite_references(suite_dirs: Mapping[str, str | Path] | None) -> dict:
+    """suite -> its published results (``dwml.suites``: rows models, columns groups and ``Avg.``), read from
+    the folder each suite was read from, for the suites that have them there."""
+    from dwml import suites
+
+    out = {}
+    for name, folder in (suite_dirs or {}).items():
+        ref = suites.get(name).reference if name in suites.SUITES else None
+        table = ref(folder) if ref else None
+        if table is not None:
+            out[name] = table
+    return out
+
+
+def reference_rows(references: Mapping) -> pd.DataFrame:
+    """Table 1 rows for published results (:func:`suite_references`): a ``model`` column ('reference: ...')
+    and the suite's column (the published overall accuracy, %)."""
+    rows = [{"model": f"reference: {model}", suite: float(row["Avg."])}
+            for suite, table in references.items() for model, row in table.iterrows()]
+    return pd.DataFrame(rows)
 
 
 def score_run(result, suites: Mapping, eval_cfg=None, progress: bool = False, peers: Sequence[int] | None = None,
@@ -400,10 +462,11 @@ def table2(scores: pd.DataFrame, params: Mapping[tuple[str, int], int] | None = 
 def published_table2_long() -> pd.DataFrame:
     """The paper's Table 2 as rows (method, peer, suite, accuracy), peers 1..4 and 'best', suites named as
     ours ('blimp', 'supplement', 'ewok')."""
+    from dwml import suites
     from dwml.methods import METHODS
 
     t = published("table2")
-    suite = {"blimp_filtered": "blimp", "blimp_supplement": "supplement", "ewok_filtered": "ewok"}
+    suite = {s.paper_benchmark: s.name for s in suites.SUITES.values() if s.paper_benchmark}
     method = {cls.paper_name: name for name, cls in METHODS.items() if cls.paper_name}
     rows = []
     for _, r in t.iterrows():
@@ -526,10 +589,13 @@ def method_curves(curves: Mapping[str, pd.DataFrame], scores: pd.DataFrame) -> p
 # Notebook 03 (baselines): every method over seeds, and the tables that set them side by side
 # --------------------------------------------------------------------------------------------------
 
-def subsample_suites(suites: Mapping, per_task: int, seed: int = 0) -> dict:
-    """Each suite cut to at most ``per_task`` pairs of each task, drawn with ``seed`` (0 keeps all the pairs)."""
+def subsample_suites(suites: Mapping, per_task: int | Mapping[str, int], seed: int = 0) -> dict:
+    """Each suite cut to at most ``per_task`` pairs of each task, drawn with ``seed`` (0 keeps all the pairs);
+    ``per_task`` may be a mapping suite -> number (a suite it does not name keeps all its pairs)."""
     from dwml.evaluate import subsample
 
+    if isinstance(per_task, Mapping):
+        return {k: subsample(v, int(per_task.get(k, 0)), seed) for k, v in suites.items()}
     return {k: subsample(v, per_task, seed) for k, v in suites.items()}
 
 
@@ -631,9 +697,12 @@ def _paired_on_pairs(mine: pd.DataFrame, other: pd.DataFrame, n_boot: int, seed:
     """Two kept peers' per-pair scores of one suite joined on (seed, suite, task, pair_id), with the 95%
     paired bootstrap interval of their macro difference in points (:func:`dwml.stats.paired_macro_bootstrap`,
     strata = each seed's task). ``where`` starts the error raised when they were not scored on the same pairs."""
+    from dwml.reports import check_one_to_one
     from dwml.stats import paired_macro_bootstrap
 
     keys = ["seed", "suite", "task", "pair_id"]
+    check_one_to_one(mine, keys, f"{where}: the first")
+    check_one_to_one(other, keys, f"{where}: the reference")
     both = mine[keys + ["correct"]].merge(other[keys + ["correct"]], on=keys, suffixes=("", "_ref"))
     if len(both) != len(mine) or len(both) != len(other):
         suite = mine["suite"].iloc[0] if len(mine) else other["suite"].iloc[0]
@@ -649,7 +718,9 @@ def pair_differences(scores: pd.DataFrame, reference: str, n_boot: int = 1000, s
     the macro accuracy difference in points (seeds pooled) with a 95% paired bootstrap interval (the same
     pairs resampled for both within each seed's task: :func:`dwml.stats.paired_macro_bootstrap`). With one
     seed this is the interval a comparison of seeds cannot give; it holds the pairs' sampling error only,
-    not the seeds'. Each row has its ``verdict`` (:func:`verdict`)."""
+    not the seeds'. ``seed_ci_low`` / ``seed_ci_high``: with two or more seeds, the paired t-interval over
+    seeds of each seed's macro difference (:func:`dwml.stats.t_interval`; NaN with one seed), which holds
+    the seeds' error too. Each row has its ``verdict`` (:func:`verdict`, on the interval over pairs)."""
     chosen = scores.merge(best_peer_choice(scores), on=["method", "seed", "peer"])
     ref = chosen[chosen["method"] == reference]
     if ref.empty:
@@ -660,8 +731,12 @@ def pair_differences(scores: pd.DataFrame, reference: str, n_boot: int = 1000, s
                                         f"pair_differences: {method!r} and {reference!r}")
         by = both.groupby("stratum")
         diff = 100 * (by["correct"].mean() - by["correct_ref"].mean()).mean()
+        per_task = both.groupby(["seed", "task"])[["correct", "correct_ref"]].mean()
+        per_seed_diff = 100 * (per_task["correct"] - per_task["correct_ref"]).groupby(level="seed").mean()
+        _, s_lo, s_hi = t_interval(per_seed_diff)
         rows.append({"method": method, "reference": reference, "suite": suite, "difference": diff,
-                     "ci_low": lo, "ci_high": hi, "pairs": len(both), "seeds": both["seed"].nunique(),
+                     "ci_low": lo, "ci_high": hi, "seed_ci_low": s_lo, "seed_ci_high": s_hi,
+                     "pairs": len(both), "seeds": both["seed"].nunique(),
                      "verdict": verdict(method, reference, diff, lo, hi, suite)})
     return pd.DataFrame(rows)
 
@@ -726,8 +801,10 @@ def table1(scores: pd.DataFrame, methods: Sequence[str], glue: Mapping[str, pd.D
             t1.loc[labels[method], "glue"] = 100 * frame[["accuracy"]].mean().iloc[0]
         t1.loc[MAJORITY_ROW, "glue"] = 100 * frame["majority_accuracy"].mean()
     paper = published("table1")
+    from dwml import suites
+
     paper = (paper[paper["dataset"] == "10M"].drop(columns="dataset").assign(model=lambda d: "paper: " + d["model"])
-             .rename(columns={"blimp_supplement": "supplement"}))
+             .rename(columns={s.paper_benchmark: s.name for s in suites.SUITES.values() if s.paper_benchmark}))
     extra = [extra_rows] if extra_rows is not None and len(extra_rows) else []
     return pd.concat([t1.reset_index().rename(columns={"method": "model"}), *extra, paper], ignore_index=True)
 
@@ -737,39 +814,47 @@ def table1(scores: pd.DataFrame, methods: Sequence[str], glue: Mapping[str, pd.D
 # The paper's Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
 # --------------------------------------------------------------------------------------------------
 
-GROUP_TABLES = {"blimp": ("table6_blimp_phenomena", "Table 6"), "supplement": ("table7_supplement", "Table 7"),
-                "ewok": ("table8_ewok", "Table 8")}
-"""Suite -> (file name, the paper's table) of the per-group tables."""
+def _group_tables() -> dict:
+    from dwml import suites
+
+    return {s.name: (s.figure_table, s.paper_table) for s in suites.SUITES.values() if s.figure_table and s.paper_table}
+
+
+GROUP_TABLES = _group_tables()
+"""Suite -> (file name, the paper's table) of the paper's per-group tables (Tables 6-8), from ``dwml.suites``."""
 PAPER_GROUPS_MISSING = ("The paper's per-phenomenon, per-task and per-domain values (its Tables 6-8) are not "
                         "available: our copy of its text has their captions and column names only. Its Table 2 "
                         "aggregate for the same method (its 'Best' column) stands beside ours.")
 
 
 def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None, n_boot: int = 1000,
-                     seed: int = 0) -> dict[str, pd.DataFrame]:
-    """The paper's Tables 6 (BLiMP, per phenomenon), 7 (supplement, per task) and 8 (EWoK, per domain) for
-    every one of those suites that ``scores`` holds; ``{}`` when it holds none (the synthetic suite).
+                     seed: int = 0, references: Mapping | None = None) -> dict[str, pd.DataFrame]:
+    """A per-group table for every suite of ``scores`` that has one in ``dwml.suites`` (``figure_table``):
+    the paper's Tables 6 (BLiMP, per phenomenon), 7 (supplement, per task) and 8 (EWoK, per domain), and
+    Zorro per paradigm; ``{}`` when ``scores`` holds none (the synthetic suite).
 
     Rows are methods; each method's peer is its best one in each seed (:func:`best_peer`, as in Table 1),
-    the seeds' pairs pooled. Columns use the paper's acronyms (``dwml.reports``); a group's accuracy is
-    the macro average of its paradigms, ``Avg.`` the suite's (macro over tasks), ``ties`` the tie rate (%),
-    and ``paper (Table 2)`` the paper's own aggregate for the method. For each table, a long table
-    ``<name>_intervals`` gives every cell with its 95% bootstrap interval (pairs resampled within each
-    paradigm), tie rate, paradigm and pair counts. Written under ``figures_dir`` when given."""
-    from dwml import reports
+    the seeds' pairs pooled. Columns follow the suite's registry entry (the paper's acronyms); a group's
+    accuracy is the macro average of its paradigms, ``Avg.`` the suite's (macro over tasks), ``ties`` the
+    tie rate (%), and ``paper (Table 2)`` the paper's own aggregate for the method. ``references`` (suite ->
+    published results, :func:`suite_references`) adds a row per published model below ours (e.g. Zorro's
+    BabyBERTa mean, min and max over its seeds). For each table, a long table ``<name>_intervals`` gives
+    every cell with its 95% bootstrap interval (pairs resampled within each paradigm), tie rate, paradigm
+    and pair counts. Written under ``figures_dir`` when given."""
+    from dwml import reports, suites
     from dwml.plots import save_table
 
-    wanted = [s for s in GROUP_TABLES if s in set(scores["suite"])]
+    present = set(scores["suite"])
+    wanted = [s for s in suites.SUITES.values() if s.figure_table and s.name in present]
     if not wanted:
         return {}
     pick = best_peer_choice(scores)
     chosen = scores.merge(pick, on=["method", "seed", "peer"])
     paper = published_table2_long()
     paper = paper[paper["peer"].astype(str) == "best"].set_index(["method", "suite"])["paper"]
-    columns = {"blimp": reports.PHENOMENON_COLUMNS, "supplement": reports.SUPPLEMENT_COLUMNS, "ewok": reports.EWOK_COLUMNS}
     out = {}
-    for suite in wanted:
-        name, _ = GROUP_TABLES[suite]
+    for spec in wanted:
+        name, suite = spec.figure_table, spec.name
         part = chosen[chosen["suite"] == suite]
         long, wide = [], []
         for method, mpart in part.groupby("method", sort=False):
@@ -781,8 +866,13 @@ def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None
                    "ties": 100 * mpart["tie"].mean(), "paper (Table 2)": paper.get((method, suite), math.nan)}
             wide.append(row)
         wide = pd.DataFrame(wide)
-        cols = [c for c in columns[suite] if c in wide.columns]
-        cols += [c for c in wide.columns if c not in cols and c not in ("method", "Avg.", "ties", "paper (Table 2)")]
+        ref = (references or {}).get(suite)
+        if ref is not None:
+            wide = pd.concat([wide, ref.rename_axis("method").reset_index()], ignore_index=True)
+        fixed = ("method", "Avg.", "ties", "paper (Table 2)")
+        cols = [c for c in spec.columns if c in wide.columns]
+        ours = set(pd.concat(long)["group"])  # a published column for a group we did not score is left out
+        cols += [c for c in wide.columns if c not in cols and c not in fixed and c in ours]
         wide = wide[["method"] + cols + ["Avg.", "ties", "paper (Table 2)"]]
         long = pd.concat(long, ignore_index=True)[["method", "group", "accuracy", "ci_low", "ci_high", "tie_rate",
                                                     "n_tasks", "n_pairs", "seeds"]]

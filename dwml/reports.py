@@ -23,28 +23,9 @@ import pandas as pd
 
 from dwml.stats import bootstrap_ci, macro_bootstrap, mcnemar_exact  # noqa: F401 (re-exported)
 
-# BLiMP's ``linguistics_term`` -> the paper's Table 6 column. BLiMP files its two animacy paradigms
-# (animate_subject_passive/trans) under 's-selection' but its paper counts them in argument structure.
-PHENOMENA = {
-    "anaphor_agreement": "AA", "argument_structure": "AS", "s-selection": "AS", "binding": "B",
-    "control_raising": "CR", "determiner_noun_agreement": "DNA", "ellipsis": "E",
-    "filler_gap_dependency": "FG", "filler_gap": "FG", "irregular_forms": "IF", "island_effects": "IFS",
-    "npi_licensing": "NPI", "quantifiers": "Q", "subject_verb_agreement": "SVA",
-}
-PHENOMENON_COLUMNS = ["AA", "AS", "B", "CR", "DNA", "E", "FG", "IF", "IFS", "NPI", "Q", "SVA"]
-
-# The paper's Table 7 columns (one per supplement file).
-SUPPLEMENT_COLUMNS = ["hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking"]
-
-# EWoK domain -> the paper's Table 8 acronym. The paper's list has ten and gives SR to social relations;
-# the eleventh domain, spatial relations, gets 'SpR' here so no two columns share a name.
-EWOK_DOMAINS = {
-    "social-interactions": "SI", "social-properties": "SP", "social-relations": "SR",
-    "physical-interactions": "PI", "physical-dynamics": "PD", "physical-relations": "PR",
-    "material-dynamics": "MD", "material-properties": "MP", "agent-properties": "AP",
-    "quantitative-properties": "QP", "spatial-relations": "SpR",
-}
-EWOK_COLUMNS = ["SI", "SP", "SR", "PI", "PD", "PR", "MD", "MP", "AP", "QP", "SpR"]
+# The paper's column names live with their suites (dwml.suites); re-exported here.
+from dwml.suites import (EWOK_COLUMNS, EWOK_DOMAINS, PHENOMENA, PHENOMENON_COLUMNS,  # noqa: F401
+                         SUPPLEMENT_COLUMNS)
 
 
 def _require(results: pd.DataFrame, cols: Sequence[str]) -> None:
@@ -55,13 +36,19 @@ def _require(results: pd.DataFrame, cols: Sequence[str]) -> None:
 
 
 def with_groups(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``group``: the Table 6 phenomenon for BLiMP-schema suites, the Table 8 acronym for EWoK, the
-    task for the supplement; an unknown BLiMP term keeps its own name (e.g. a new synthetic paradigm)."""
+    """Add ``group``: each row's table column as its suite's registry entry says (``dwml.suites``: the
+    Table 6 phenomenon for BLiMP and the synthetic pairs, the Table 8 acronym for EWoK, the task for the
+    supplement, the paradigm for Zorro); a suite not in the registry groups by BLiMP's phenomena, an
+    unknown term keeping its own name."""
+    from dwml import suites
+
     _require(results, ["suite", "task", "phenomenon"])
     df = results.copy()
-    group = df["phenomenon"].map(PHENOMENA).fillna(df["phenomenon"])
-    group = group.where(df["suite"] != "ewok", df["task"].map(EWOK_DOMAINS).fillna(df["task"]))
-    df["group"] = group.where(df["suite"] != "supplement", df["task"])
+    df["group"] = df["phenomenon"].map(PHENOMENA).fillna(df["phenomenon"])
+    for name in df["suite"].unique():
+        if name in suites.SUITES:
+            rows = df["suite"] == name
+            df.loc[rows, "group"] = suites.get(name).groups(df[rows]).to_numpy()
     return df
 
 
@@ -112,7 +99,9 @@ def wide_table(results_by_model: Mapping[str, pd.DataFrame], suite: str = "blimp
                columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Models as rows and the groups of one suite as columns (accuracy, %), plus ``Avg.`` (macro over the
     suite's tasks): the layout of the paper's Tables 6 (BLiMP phenomena), 7 (supplement) and 8 (EWoK)."""
-    default = {"blimp": PHENOMENON_COLUMNS, "supplement": SUPPLEMENT_COLUMNS, "ewok": EWOK_COLUMNS}
+    from dwml import suites
+
+    default = list(suites.get(suite).columns) if suite in suites.SUITES else []
     rows = []
     for model, res in results_by_model.items():
         part = res[res["suite"] == suite]
@@ -121,7 +110,7 @@ def wide_table(results_by_model: Mapping[str, pd.DataFrame], suite: str = "blimp
         table = accuracy_table(part, by, n_boot=0).set_index(by)["accuracy"]
         rows.append({"model": model, **table.to_dict(), "Avg.": 100 * part.groupby("task")["correct"].mean().mean()})
     df = pd.DataFrame(rows).set_index("model")
-    cols = list(columns) if columns is not None else [c for c in default.get(suite, []) if c in df.columns]
+    cols = list(columns) if columns is not None else [c for c in default if c in df.columns]
     cols += [c for c in df.columns if c not in cols and c != "Avg."]
     return df[cols + ["Avg."]].reset_index()
 
@@ -147,11 +136,28 @@ def paired_test(correct_a, correct_b, n_boot: int = 1000, seed: int = 0) -> dict
             "a_only": a_only, "b_only": b_only, "p_value": mcnemar_exact(a_only, b_only)}
 
 
+def check_one_to_one(frame: pd.DataFrame, keys: Sequence[str], where: str) -> None:
+    """Raise ``ValueError`` when a value of ``keys`` (the columns a join on pairs matches) is on more than
+    one row of ``frame``, naming the first such key and its count: a join on it would pair rows many to
+    many and count a pair several times."""
+    _require(frame, list(keys))
+    dup = frame.duplicated(list(keys), keep=False)
+    if dup.any():
+        first = frame.loc[dup, list(keys)].iloc[0]
+        n = int((frame[list(keys)] == first.to_numpy()).all(axis=1).sum())
+        key = ", ".join(f"{k}={getattr(v, 'item', lambda: v)()!r}" for k, v in first.items())
+        raise ValueError(f"{where}: the key ({key}) is on {n} rows ({int(dup.sum())} rows share a repeated key); "
+                         f"a join on pairs needs one row per ({', '.join(keys)})")
+
+
 def compare_models(results_a: pd.DataFrame, results_b: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """:func:`paired_test` per suite, pairs matched on (suite, task, pair_id); unmatched pairs raise."""
+    """:func:`paired_test` per suite, pairs matched on (suite, task, pair_id); unmatched pairs raise, and so
+    does a key on two rows of either frame (:func:`check_one_to_one`), naming it."""
     keys = ["suite", "task", "pair_id"]
     _require(results_a, keys + ["correct"])
     _require(results_b, keys + ["correct"])
+    check_one_to_one(results_a, keys, "compare_models: results_a")
+    check_one_to_one(results_b, keys, "compare_models: results_b")
     merged = results_a[keys + ["correct"]].merge(results_b[keys + ["correct"]], on=keys, how="outer",
                                                  suffixes=("_a", "_b"), indicator=True)
     if (merged["_merge"] != "both").any():

@@ -13,7 +13,10 @@
 # finished (`dwml.experiments`), so the DWML run of `02_bilevel_training` is the one scored here.
 #
 # On the `default` profile the suite is the embedded corpus's synthetic minimal pairs, for which the
-# paper has no numbers; the `aochildes` and `babylm10m` profiles score BLiMP, its supplement and EWoK.
+# paper has no numbers; the `aochildes` and `babylm10m` profiles score BLiMP, its supplement and EWoK, and
+# `aochildes` also Zorro (Huebner et al. 2021: grammar in the vocabulary of child-directed speech), beside
+# the published BabyBERTa and RoBERTa-base results. The suites are the registry's (`dwml.suites`); a
+# profile's `suite_dirs` points a suite at another folder (`ci`: the synthetic pairs in Zorro's format).
 
 # %% tags=["parameters"]
 profile = "default"
@@ -28,7 +31,9 @@ train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "d
          "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
 baseline_methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
 suites = ["synthetic"]
+suite_dirs = {}
 max_pairs_per_task = 100
+table_pairs_per_task = {}
 glue_tasks = []
 curve_steps = [100, 175]
 curve_pairs_per_task = 50
@@ -37,6 +42,7 @@ best_peer_all_pairs = False
 bug_train_overrides = {}
 bug_blocks_overrides = {}
 bug_pairs_per_task = 0
+bug_seeds = []
 
 # %%
 from IPython.display import display
@@ -47,11 +53,12 @@ from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_methods
 
 set_style()
-study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task)
+study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
 sections, cfg, archs, meta, pairs = study.sections, study.cfg, study.archs, study.meta, study.pairs
 # the learning curves' points along the way are scored on a fixed subset of the pairs (the final point on all)
 curve_pairs = experiments.subsample_suites(pairs, curve_pairs_per_task)
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
+print({k: str(v) for k, v in study.suite_dirs.items()})
 
 # %% [markdown]
 # ## Training every method
@@ -73,21 +80,30 @@ print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%
 # %% [markdown]
 # ## The kept peers on all the pairs
 # With `best_peer_all_pairs` (and `max_pairs_per_task` subsampling the suites), the peer each run keeps
-# (chosen on the subsample, as everywhere) is scored again on every pair of every suite; Table 1 and Tables
-# 6-8 use those scores. Beside them: word n-gram models counted on the same training text and scored on
-# the same pairs (`dwml.ngrams`), the bar a model must clear before its accuracy says anything about syntax.
+# (chosen on the subsample, as everywhere) is scored again on every pair of every suite, or on
+# `table_pairs_per_task[suite]` pairs of each task where the profile gives that (a seeded subsample, more
+# than the choice's); Table 1 and Tables 6-8 use those scores. Beside them: word n-gram models counted on
+# the same training text and scored on the same pairs (`dwml.ngrams`), the bar a model must clear before its
+# accuracy says anything about syntax, and the published results of a suite that has them (Zorro's, read
+# from `reference_results.csv` beside its sentences).
 
 # %%
+import pandas as pd
+
 from dwml.data import read_corpus
 
 all_pairs, table_scores = pairs, scores
 if best_peer_all_pairs and max_pairs_per_task:
-    all_pairs = experiments.load_suites_for(suites, corpus_dir=study.prep.corpus_dir)
+    all_pairs = experiments.subsample_suites(
+        experiments.load_suites_for(suites, corpus_dir=study.prep.corpus_dir, suite_dirs=study.suite_dirs),
+        table_pairs_per_task)
     table_scores = experiments.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
+references = experiments.suite_references(study.suite_dirs)
 ngram_rows = experiments.ngram_rows(read_corpus(study.prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers),
                                     all_pairs)
-print({k: len(v) for k, v in all_pairs.items()}, "pairs for Tables 1 and 6-8")
-ngram_rows
+extra_rows = pd.concat([ngram_rows, experiments.reference_rows(references)], ignore_index=True)
+print({k: len(v) for k, v in all_pairs.items()}, "pairs for Tables 1 and 6-8;", list(references), "with published results")
+extra_rows
 
 # %% [markdown]
 # ## Learning curves: is the comparison made before or after convergence?
@@ -151,9 +167,10 @@ diffs
 
 # %%
 glue = experiments.best_peer_glue(table_scores, results, baseline_methods, seeds[0], glue_tasks) if glue_tasks else None
-t1 = experiments.table1(table_scores, baseline_methods, glue, extra_rows=ngram_rows)
+t1 = experiments.table1(table_scores, baseline_methods, glue, extra_rows=extra_rows)
 save_table(t1, figures_dir, "table1_summary", floatfmt=".2f")
-# the same two models paired pair by pair: an interval even with one seed (pairs' sampling error only)
+# the same two models paired pair by pair: an interval over pairs even with one seed (pairs' sampling
+# error only), and with two or more seeds one over seeds too (seed_ci_low / seed_ci_high)
 single = single_model_method(baseline_methods)
 t1_diffs = experiments.pair_differences(table_scores[table_scores["method"].isin(experiments.table1_labels(baseline_methods))],
                                         single) if single else None
@@ -173,13 +190,15 @@ fig = plot_methods(seeded, experiments.over_seeds(seeded.assign(peer="best")), b
 save_figure(fig, figures_dir, "figure_methods")
 
 # %% [markdown]
-# ## Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain
+# ## Tables 6, 7 and 8: per BLiMP phenomenon, supplement task and EWoK domain; Zorro per paradigm
 # Each method's best peer per seed, seeds pooled, with the paper's column acronyms; every cell with its
 # 95% bootstrap interval and tie rate in the `_intervals` table. Written only for the profiles that score
-# BLiMP, the supplement or EWoK (the synthetic suite has no such tables).
+# BLiMP, the supplement, EWoK or Zorro (the synthetic suite has no such tables). Below our rows in the Zorro
+# table: BabyBERTa on AO-CHILDES (the mean, min and max over its 10 seeds, per paradigm), RoBERTa-base
+# trained on AO-CHILDES and RoBERTa-base as released (30B words), all scored with `mlm` PLL as we score.
 
 # %%
-group_tables = experiments.per_group_tables(table_scores, figures_dir)
+group_tables = experiments.per_group_tables(table_scores, figures_dir, references=references)
 if group_tables:
     print(experiments.PAPER_GROUPS_MISSING)
 for name, table in group_tables.items():
@@ -194,14 +213,14 @@ for name, table in group_tables.items():
 # run on random blocks for the token file, whose stream has no utterances left), with a 95% paired
 # bootstrap interval over pairs and, with two or more seeds, a paired t-interval over seeds. A profile can
 # give the table a budget of its own (`bug_train_overrides`, `bug_blocks_overrides` for the runs on
-# blocks) and fewer pairs (`bug_pairs_per_task`); every setting, the corrected one included, then runs
-# under it.
+# blocks), fewer pairs (`bug_pairs_per_task`) and fewer seeds (`bug_seeds`; empty: the profile's); every
+# setting, the corrected one included, then runs under it.
 
 # %%
 bug_table = None
 if baseline_published_bugs:
     bug_pairs = experiments.subsample_suites(pairs, bug_pairs_per_task)
-    bug_scores = experiments.published_bug_runs(sections, archs, meta, seeds, run_root, bug_pairs, cfg.eval,
+    bug_scores = experiments.published_bug_runs(sections, archs, meta, bug_seeds or seeds, run_root, bug_pairs, cfg.eval,
                                                 train_overrides=bug_train_overrides,
                                                 blocks_overrides=bug_blocks_overrides)
     bug_table = experiments.published_bug_table(bug_scores)

@@ -28,6 +28,7 @@ train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "d
          "num_epochs": 250, "num_batches": 1, "batch_size": 128, "eval_interval": 100, "eval_batches": 8,
          "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
 suites = ["synthetic"]
+suite_dirs = {}
 max_pairs_per_task = 100
 ablation_peers = [1, 2, 4]
 ablation_alphas = [0.3, 0.5, 0.7]
@@ -42,7 +43,7 @@ from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_size_weight, plot_study
 
 set_style()
-study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task)
+study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
 cfg, archs = study.cfg, study.archs
 paper = experiments.published("figure2")
 p_all = len(archs)

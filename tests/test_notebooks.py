@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import ROOT
@@ -58,6 +59,9 @@ def test_notebook_runs_on_ci_profile(path, ci_root):
     params = {**runner.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
     out = runner.run_notebook(path, "ci", params)
     assert out.is_file()
+    if path.stem == "03_baselines":  # ci runs Zorro's loader and table on the synthetic pairs in Zorro's format
+        zorro = pd.read_csv(ci_root / "figures" / "table_zorro_paradigms.csv")
+        assert len(zorro) == len(params["baseline_methods"]) and "Avg." in zorro.columns
 
 
 def test_every_profile_key_is_a_declared_parameter():
