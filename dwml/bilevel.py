@@ -283,17 +283,19 @@ def published_outer_step(models: Sequence[nn.Module], dev_batch: dict, weights: 
 # eq. 4
 
 
-def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
+def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float, validate: bool = True) -> Tensor:
     """One step of mirror descent on the simplex (eq. 4, exponentiated gradient):
 
         w_k <- w_k exp(-eta g_k) / sum_j w_j exp(-eta g_j).
 
     Evaluated as w_k exp(-eta (g_k - min g)) / sum: the shift cancels in the ratio and keeps every
-    exponent <= 0, so nothing overflows however large eta g is."""
-    validate_weights(weights, "weights")
+    exponent <= 0, so nothing overflows however large eta g is. ``validate=False`` skips the checks that
+    read w and g back from the device (the training loop checks g at its next read-back)."""
+    if validate:
+        validate_weights(weights, "weights")
     if grad.shape != weights.shape:
         raise ValueError(f"grad has shape {tuple(grad.shape)}; expected {tuple(weights.shape)} like weights")
-    if not torch.isfinite(grad).all():
+    if validate and not torch.isfinite(grad).all():
         raise ValueError(f"grad={grad.tolist()} (the hypergradient) holds NaN or inf")
     if not (float(eta) >= 0 and math.isfinite(float(eta))):
         raise ValueError(f"eta (train.step_size)={eta!r}: the mirror-descent step must be finite and >= 0")
