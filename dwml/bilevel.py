@@ -172,7 +172,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     else:
         leaf = {k: t.detach().requires_grad_(True) for k, t in theta.items()}  # aliases: no copy, own autograd flag
         z, y = f(leaf, train_batch)
-        L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
+        L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False, predicted=True).total
         g1 = _grad(L1, [leaf[k] for k in names])
         if sums is not None:  # the union's mean over the ranks' train micro-batches
             g1 = sums.train_grad(g1, y.numel())
@@ -183,7 +183,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     # v = grad_theta L2(theta', w) and the direct term dL2/dw: one forward + backward on the dev batch.
     w_leaf = w.clone().requires_grad_(True)
     z, y = f(theta1, dev_batch)
-    L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False)
+    L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False, predicted=True)
     grads = _grad(L2, [w_leaf] + [theta1[k] for k in names])
     direct, vs = grads[0], grads[1:]
     if sums is not None:  # the union's dev mean: every rank takes its JVP along the same v
@@ -201,7 +201,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
 
     def La(params: dict[str, Tensor]) -> Tensor:
         zz, yy = f(params, train_batch)
-        return per_peer_losses(zz, yy, alpha, temperature, detach_targets, target_logits=frozen)
+        return per_peer_losses(zz, yy, alpha, temperature, detach_targets, target_logits=frozen, predicted=True)
 
     if mode == "jvp":
         # < grad La_k(theta), v > for all k: the tangent of theta -> (La_1..La_p) along v.

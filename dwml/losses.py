@@ -269,7 +269,8 @@ def _fused(logits, targets, weight, T, detach_targets, target_logits, teacher_lo
 
 
 def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: float, detach_targets: bool,
-                      target_logits: Sequence[Tensor] | None = None, weight: Tensor | None = None):
+                      target_logits: Sequence[Tensor] | None = None, weight: Tensor | None = None,
+                      predicted: bool = False):
     """CE [p] and the matrix K [p, p] with K[j, i] = KL(p_j || p_i) (zero diagonal), means per token.
 
     ``logits`` are [..., V] with ``labels`` [...] (positions labelled ``IGNORE_INDEX`` are dropped here;
@@ -277,11 +278,12 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
     predicted positions, with labels that are all predicted). ``target_logits`` (constants, same shapes as
     ``logits``) replace the peers' own logits on the targets' side p_j: a detached target is a function of
     theta frozen at the current point, and a finite difference in theta must hold it there to
-    differentiate the same thing autograd does. ``weight``: see :func:`fused_ce_kl`."""
+    differentiate the same thing autograd does. ``weight``: see :func:`fused_ce_kl`. ``predicted``: logits
+    [n, V] and labels [n] are the predicted positions already (nothing to select, nothing read back)."""
     if len(logits) == 0:
         raise ValueError("logits is empty: eq. 2 needs at least one peer")
     _check_temperature(temperature)
-    if labels.dim() == 1 and all(z.dim() == 2 for z in logits) and weight is not None:
+    if labels.dim() == 1 and all(z.dim() == 2 for z in logits) and (weight is not None or predicted):
         sel = [(z, labels) for z in logits]  # already the predicted positions
     else:
         sel = [_select(z, labels) for z in logits]
@@ -290,7 +292,7 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
     if any(z.shape != zs[0].shape for z in zs):
         raise ValueError(f"peers' logits differ in shape {[tuple(z.shape) for z in logits]}; they must share the vocabulary")
     p = len(zs)
-    if y.numel() == 0:
+    if y.shape[0] == 0:
         zero = torch.stack(zs).sum() * 0.0
         return zero.expand(p) + 0.0, zero.expand(p, p) + 0.0
     zt = None
@@ -305,7 +307,8 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
 
 @float32_losses
 def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha: float, temperature: float = 1.0,
-               detach_targets: bool = True, *, validate: bool = True, token_weight: Tensor | None = None) -> InnerLoss:
+               detach_targets: bool = True, *, validate: bool = True, token_weight: Tensor | None = None,
+               predicted: bool = False) -> InnerLoss:
     """Eq. 2 on one batch: ``logits`` holds each peer's [..., V] logits, ``labels`` [...], ``weights`` [p].
 
     ``validate=False`` skips the simplex check (derivative checks evaluate L1 at w off the simplex;
@@ -317,7 +320,7 @@ def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha:
         validate_weights(weights, "weights")
     if weights.dim() != 1 or weights.numel() != len(logits):
         raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, weight=token_weight)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, weight=token_weight, predicted=predicted)
     total, kl = combine(ce, K, weights, a)
     per_peer = (1.0 - a) * ce + a * K.sum(1)  # La_k = (1 - a) CE_k + a sum_i K[k, i]
     return InnerLoss(total=total, ce=ce, kl=kl, per_peer=per_peer)
@@ -335,12 +338,13 @@ def combine(ce: Tensor, K: Tensor, weights: Tensor, alpha: float) -> tuple[Tenso
 @float32_losses
 def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temperature: float = 1.0,
                     detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
-                    token_weight: Tensor | None = None) -> Tensor:
+                    token_weight: Tensor | None = None, predicted: bool = False) -> Tensor:
     """La_k for k = 1..p (see the module docstring): L1(theta, w) = sum_k w_k La_k(theta) for every w.
 
     ``target_logits``: constant logits for the targets' side of the KL terms (see ``_ce_and_kl_matrix``)."""
     a = check_alpha(alpha)
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits, weight=token_weight)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits, weight=token_weight,
+                              predicted=predicted)
     return (1.0 - a) * ce + a * K.sum(1)
 
 
@@ -350,8 +354,9 @@ def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temp
 
 @float32_losses
 def ensemble_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, kind: str = "mixture", *,
-                  validate: bool = True) -> Tensor:
-    """L2 of eq. 3: mean cross-entropy per predicted token of the w-weighted ensemble.
+                  validate: bool = True, predicted: bool = False) -> Tensor:
+    """L2 of eq. 3: mean cross-entropy per predicted token of the w-weighted ensemble. ``predicted``: logits
+    [n, V] and labels [n] are the predicted positions already (nothing selected, nothing read back).
 
     ``kind="mixture"``: the ensemble predicts q = sum_i w_i p_i (p_i = softmax(z_i)), so
     L2 = -mean log sum_i w_i p_i[y]. It is evaluated in log space, log q[y] = m + log sum_i w_i
@@ -362,11 +367,11 @@ def ensemble_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, kin
         validate_weights(weights, "weights")
     if weights.dim() != 1 or weights.numel() != len(logits):
         raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
-    sel = [_select(z, labels) for z in logits]
+    sel = [(_up(z), labels) if predicted else _select(z, labels) for z in logits]
     y = sel[0][1]
     z = torch.stack([s[0] for s in sel])  # [p, n, V]
     w = weights.to(device=z.device, dtype=z.dtype)
-    if y.numel() == 0:
+    if y.shape[0] == 0:
         return z.sum() * 0.0 + w.sum() * 0.0
     if kind == "mixture":
         # Only log p_i[y] is needed: [p, n], small enough to finish in float64 (exp's range is then e^709).

@@ -18,17 +18,26 @@ from typing import Iterator
 import torch
 
 
-def tf32_state() -> tuple[bool, bool, str]:
-    """(cuda matmul allow_tf32, cudnn allow_tf32, float32 matmul precision) as PyTorch holds them now."""
-    return (bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32),
-            torch.get_float32_matmul_precision())
+def tf32_state() -> tuple[bool, bool, str | None]:
+    """(cuda matmul allow_tf32, cudnn allow_tf32, float32 matmul precision) as PyTorch holds them now; the
+    precision is None where the process has set the backends apart with PyTorch's newer per-backend API
+    (then it has no single value, and only the two flags are restored)."""
+    try:
+        precision = torch.get_float32_matmul_precision()
+    except RuntimeError:  # "a mix of the legacy and new APIs": no one value to read
+        precision = None
+    return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32), precision
 
 
-def _set(state: tuple[bool, bool, str]) -> None:
-    # the precision first: setting it moves allow_tf32, which is then set to its own saved value
-    torch.set_float32_matmul_precision(state[2])
-    torch.backends.cuda.matmul.allow_tf32 = state[0]
-    torch.backends.cudnn.allow_tf32 = state[1]
+def _set(state: tuple[bool, bool, str | None]) -> None:
+    # The precision first: it moves allow_tf32 too. The flag is set after it only where it still differs
+    # (setting it needlessly would split the backends, e.g. 'medium' is TF32 on CUDA and bf16 on the CPU).
+    if state[2] is not None:
+        torch.set_float32_matmul_precision(state[2])
+    if bool(torch.backends.cuda.matmul.allow_tf32) != state[0]:
+        torch.backends.cuda.matmul.allow_tf32 = state[0]
+    if bool(torch.backends.cudnn.allow_tf32) != state[1]:
+        torch.backends.cudnn.allow_tf32 = state[1]
 
 
 @contextlib.contextmanager
