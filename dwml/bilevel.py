@@ -143,7 +143,10 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
     peers.eval()
     device = next(peers.parameters()).device
     try:
-        with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
+        # (meta tensors, which the cost model of dwml.gpuplan runs on, have no autocast to switch off)
+        no_autocast = (torch.autocast(device_type=device.type, enabled=False) if device.type in ("cuda", "cpu")
+                       else contextlib.nullcontext())
+        with torch.enable_grad(), no_autocast:
             g = _hypergradient(peers, train_batch, dev_batch, weights, float(alpha), float(gamma), temperature,
                                detach_targets, ensemble, mode, fd_eps, reuse_grad)
     finally:

@@ -228,12 +228,12 @@ class TrainConfig:
     bf16 is emulated and several times slower than fp32 (``dwml.model.use_bf16``). A run records what
     'auto' resolved to. Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
-    """``torch.compile`` each peer's encoder and LM head (inductor, on CUDA or the CPU) with dynamic shapes.
-    The loss over the vocabulary and the outer step are not compiled (``docs/decisions.md``)."""
+    """``torch.compile`` each peer's encoder and LM head and the loss over the vocabulary (inductor, on CUDA or
+    the CPU) with dynamic shapes. The outer step runs them eagerly (forward-mode AD; ``docs/decisions.md``)."""
     tf32: bool = False
     """Let float32 matmuls of the inner step (forward, backward, evaluation) round to TF32 on CUDA. The
     outer step always runs in IEEE float32 (``dwml.precision``); on the CPU this does nothing."""
-    loss_rows: int = 4096
+    loss_rows: int = 8192
     """Predicted positions per slice of the loss over the vocabulary (``dwml.losses.fused_ce_kl``): with
     more positions than this the loss runs slice by slice, recomputing each slice's softmax in the
     backward pass, so that no [peers, positions, vocab] float32 tensor is kept; 0: never slice."""

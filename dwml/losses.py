@@ -196,7 +196,7 @@ def _kl_rows(logq: Tensor, logp: Tensor, weight: Tensor) -> Tensor:
 @float32_losses
 def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None = None, temperature: float = 1.0,
                 detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
-                teacher_logits: Tensor | None = None, pairs: bool = True, rows: int = 0
+                teacher_logits: Tensor | None = None, pairs: bool = True, rows: int = 0, compiled: bool = False
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """CE [p], the KL matrix K [p, p] (K[j, i] = KL(p_j || p_i), zero diagonal) and, with a teacher,
     KT [p] = KL(p_T || p_i), from one log-softmax per peer (two at T != 1).
@@ -209,7 +209,8 @@ def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None
     skips K (returned as None) where only the teacher's terms are wanted. The teacher is a constant.
     KL terms are at temperature T, times T^2; CE at T = 1. Half-precision logits are upcast to float32.
     ``rows`` > 0: in slices of at most that many positions, each recomputed in the backward pass (the module
-    docstring; the training loop passes ``train.loss_rows``). The same sums either way."""
+    docstring; the training loop passes ``train.loss_rows``). The same sums either way. ``compiled``: each
+    piece through ``torch.compile`` (inductor fuses the passes over [p, n, V]; ``train.compile``)."""
     if len(logits) == 0:
         raise ValueError("logits is empty: eq. 2 needs at least one peer")
     T = _check_temperature(temperature)
@@ -217,12 +218,20 @@ def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None
     dtype = torch.float32 if logits[0].dtype in (torch.float16, torch.bfloat16) else logits[0].dtype
     if weight is None:
         weight = torch.full((n,), 1.0 / max(n, 1), dtype=dtype, device=logits[0].device)
-    if rows and n > rows and torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
-        return _sliced(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows)
-    return _fused(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs)
+    transformed = torch._C._are_functorch_transforms_active()  # forward-mode AD (the outer step): plain eager
+    impl = _compiled_fused() if compiled and not transformed else _fused
+    if rows and n > rows and torch.is_grad_enabled() and not transformed:
+        return _sliced(impl, logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows)
+    return impl(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs)
 
 
-def _sliced(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows):
+@functools.lru_cache(maxsize=1)
+def _compiled_fused():
+    """:func:`_fused` through ``torch.compile`` (dynamic shapes: the count of predicted positions varies)."""
+    return torch.compile(_fused, dynamic=True)
+
+
+def _sliced(impl, logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows):
     """:func:`_fused` summed over slices of ``rows`` positions, each under ``torch.utils.checkpoint`` (only
     the slice's inputs are kept; its softmax is recomputed in the backward pass). ``torch.split`` gives the
     slices as views whose backward is one concatenation, not one full-size gradient a slice."""
@@ -236,7 +245,7 @@ def _sliced(logits, targets, weight, T, detach_targets, target_logits, teacher_l
     ys, ws, tch = split(targets), split(weight), split(teacher_logits)
     out = None
     for k in range(len(ys)):
-        part = checkpoint(_fused, [z[k] for z in zs], ys[k], ws[k], T, detach_targets,
+        part = checkpoint(impl, [z[k] for z in zs], ys[k], ws[k], T, detach_targets,
                           None if tls is None else [t[k] for t in tls], None if tch is None else tch[k], pairs,
                           use_reentrant=False)
         out = part if out is None else tuple(None if a is None else a + b for a, b in zip(out, part))

@@ -217,7 +217,8 @@ class TeacherKD(Method):
     def loss(self, batch):
         logits, y = self._forward(batch)
         ce, _, kl = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
-                                teacher_logits=self._teacher_logits(batch), pairs=False, rows=self.cfg.loss_rows)
+                                teacher_logits=self._teacher_logits(batch), pairs=False, rows=self.cfg.loss_rows,
+                                compiled=self.cfg.compile)
         total = ((1 - self.alpha) * ce + self.alpha * kl).sum()
         return total, {"ce": ce.detach(), "kl": kl.detach()}
 
@@ -292,10 +293,12 @@ class SelfDistillation(Method):
                 if self.cfg.detach_targets:  # the deepest exit as a fixed teacher of every shallow one
                     ce = token_ce(deep, y, weight)
                     ce_k, _, kl_k = fused_ce_kl(zs, y, weight, self.cfg.temperature, teacher_logits=deep, pairs=False,
-                                                rows=self.cfg.loss_rows)
+                                                rows=self.cfg.loss_rows,
+                                                compiled=self.cfg.compile)
                 else:  # the target learns from its students too: row 0 of the live KL matrix
                     ce_all, K, _ = fused_ce_kl([deep] + zs, y, weight, self.cfg.temperature, detach_targets=False,
-                                               rows=self.cfg.loss_rows)
+                                               rows=self.cfg.loss_rows,
+                                               compiled=self.cfg.compile)
                     ce, ce_k, kl_k = ce_all[0], ce_all[1:], K[0, 1:]
                 total = total + ((1 - self.alpha) * ce_k + self.alpha * kl_k).sum()
                 kl = kl_k.sum()
@@ -342,7 +345,8 @@ class DML(Method):
         logits, y = self._forward(batch)
         target = self._teacher_logits(batch) if teacher else None
         ce, K, kl_t = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
-                                  self.cfg.detach_targets, teacher_logits=target, rows=self.cfg.loss_rows)
+                                  self.cfg.detach_targets, teacher_logits=target, rows=self.cfg.loss_rows,
+                                  compiled=self.cfg.compile)
         total, kl = combine(ce, K, self.weights, self.alpha)  # kl_i = sum_j w_j KL(p_j || p_i)
         return total, ce, kl, kl_t
 
@@ -360,7 +364,8 @@ class DML(Method):
                                   self.cfg.temperature, teacher_logits=target, pairs=False)
         per_row = torch.full((idx.numel(),), 1.0 / rows, device=idx.device)
         _, K, _ = fused_ce_kl(full, torch.zeros_like(idx), per_row, self.cfg.temperature, self.cfg.detach_targets,
-                              rows=self.cfg.loss_rows)
+                              rows=self.cfg.loss_rows,
+                              compiled=self.cfg.compile)
         total, kl = combine(ce, K, self.weights, self.alpha)
         return total, ce, kl, kl_t
 

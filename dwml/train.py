@@ -377,9 +377,11 @@ class Trainer:
         """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream).
         With batches built ahead, the training batcher's state is that of the first batch not yet used."""
         self._settle_outer()
+        # the thread stopped and the batcher put back first, then every batcher read
+        train_state = self.prefetcher.state_dict() if self.prefetcher is not None else None
         batchers = {k: b.state_dict() for k, b in self.batchers.items()}
-        if self.prefetcher is not None:
-            batchers["train"] = self.prefetcher.state_dict()
+        if train_state is not None:
+            batchers["train"] = train_state
         rng = _rng_state()
         extra = {"rng_ranks": distributed.gather_objects(rng, self.ranks)} if self.ranks.active else {}
         if not self.main:

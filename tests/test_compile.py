@@ -79,3 +79,23 @@ def test_the_encoder_compiles_without_a_graph_break(corpus):
         batch = corpus.batcher("train", cfg, 3, seed=0).next_batch()
         out = torch._dynamo.explain(model.roberta)(**encoder_inputs(model, batch))
         assert out.graph_break_count == 0, (packing, out.break_reasons)
+
+
+def test_the_compiled_loss_is_the_eager_loss_whole_and_in_slices():
+    from dwml.losses import fused_ce_kl
+
+    g = torch.Generator().manual_seed(0)
+    zs = [torch.randn(10, 17, generator=g).requires_grad_(True) for _ in range(3)]
+    y = torch.randint(0, 17, (10,), generator=g)
+    teacher = torch.randn(10, 17, generator=g)
+    coef = torch.randn(3, 3, generator=g)
+    for rows in (0, 4):
+        out = []
+        for compiled in (False, True):
+            ce, K, kt = fused_ce_kl(zs, y, None, 2.0, teacher_logits=teacher, rows=rows, compiled=compiled)
+            loss = ce.sum() + (K * coef).sum() + kt.sum()
+            out.append((loss.detach(), torch.autograd.grad(loss, zs)))
+        (l0, g0), (l1, g1) = out
+        torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+        for a, b in zip(g0, g1):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
