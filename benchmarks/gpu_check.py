@@ -298,18 +298,18 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
     root = out / "runs" / ("ci" if (dry or not corpus_ok) else "aochildes")  # where the searched peers are kept
     study = experiments.setup(base["data"], base["search"], {**base["train"], **fast}, root, [], 0)
     # the passes the budget holds: time a few steps of each method first (throwaway folders)
-    probe = 2 if dry else 40
+    probe = 40
     per_step = {}
-    for m in methods:
+    for m in ([] if dry else methods):  # a dry run takes 2 steps a run, no probe
         t0 = time.perf_counter()
         experiments.train_run(study.sections, study.prep, study.archs, study.meta, m, 0, out / "runs" / "probe",
                               progress=False, max_steps=probe, train_overrides={"eval_interval": 10_000}, tag="probe",
                               teacher_dir="")
         per_step[m] = (time.perf_counter() - t0) / probe
     train_budget = 0.6 * budget_s  # the rest scores
-    passes = train_budget / (len(seeds) * sum(per_step.values()) * steps_per_pass)
-    passes = max(0.02, min(10.0, math.floor(passes * 100) / 100))
-    steps = max(2, int(passes * steps_per_pass))
+    passes = train_budget / (len(seeds) * sum(per_step.values()) * steps_per_pass) if per_step else 0.0
+    passes = max(0.01, min(10.0, math.floor(passes * 100) / 100))
+    steps = 2 if dry else max(2, int(passes * steps_per_pass))
     print(f"study: {passes} passes = {steps} steps a run ({per_step})", flush=True)
     sections = {**study.sections, "train": {**study.sections["train"], "num_epochs": steps, "lr_decay_iters": steps,
                                             "warmup_iters": min(int(study.sections["train"].get("warmup_iters", 5)),

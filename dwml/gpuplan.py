@@ -102,12 +102,57 @@ class OpLog(TorchDispatchMode):
         flops = 0
         if func.overloadpacket in flop_registry:
             flops = flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
+
         tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
         kind = "matmul" if name in MATMUL or name in ATTENTION else "other"
         self.ops.append(Op(self.phase, name, float(flops), float(nbytes), kind, ins[0].dtype if ins else None))
         return out
+
+
+def _register_cpu_flash_flops() -> None:
+    """PyTorch counts the FLOPs of its GPU attention kernels, not of the CPU flash kernel that stands in for
+    them here: the same formulas, registered once (so that FlopCounterMode counts them too)."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
+    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if fwd in flop_registry:
+        return
+
+    @register_flop_formula(fwd)
+    def _fwd(q, k, v, *args, **kwargs) -> int:
+        return sdpa_flop_count(q, k, v)
+
+    @register_flop_formula(bwd)
+    def _bwd(grad_out, q, k, v, *args, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+@contextlib.contextmanager
+def fused_attention() -> Iterator[None]:
+    """Within the block, unmasked ``scaled_dot_product_attention`` runs as one fused kernel (the CPU flash
+    kernel, which has meta shapes and a backward), as flash or memory-efficient attention runs on a GPU:
+    the scores are never written out. Masked calls and forward-mode AD (the outer step) keep the math path."""
+    import torch.nn.functional as F
+
+    _register_cpu_flash_flops()
+    plain = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        if attn_mask is not None or torch._C._are_functorch_transforms_active() or kw.get("enable_gqa"):
+            return plain(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                         scale=scale, **kw)
+        # (attention dropout left out: the CPU kernel has none; the peers train with dropout 0 anyway)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, is_causal,
+                                                                          scale=scale)[0]
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = plain
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,7 +185,7 @@ def step_ops(models: Sequence[torch.nn.Module], rows: int, width: int, n_pred: i
     p = len(models)
     w = torch.full((p,), 1.0 / p, device=device)
     log = OpLog()
-    with log:
+    with log, fused_attention():
         hidden = []
         for i, m in enumerate(models):
             with log.at(f"peer {i} forward"):
@@ -160,8 +205,8 @@ def step_ops(models: Sequence[torch.nn.Module], rows: int, width: int, n_pred: i
                 m._dwml_keep.backward(h.grad)
             del m._dwml_keep
         if outer:
-            small = meta_batch(outer_rows, width, int(round(n_pred * outer_rows / rows)), device)
             with log.at("outer step"):
+                small = meta_batch(outer_rows, width, int(round(n_pred * outer_rows / rows)), device)
                 hypergradient(models, small, small, w, alpha=alpha, gamma=1e-3, reuse_grad=True, validate=False)
     return log.ops
 

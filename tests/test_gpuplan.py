@@ -36,7 +36,10 @@ def test_step_flops_on_meta_equal_flop_counter_mode_on_the_real_step():
         real_ops = gpuplan.step_ops(real, 3, 32, 14, outer=True)  # OpLog inside, FlopCounterMode outside
     assert fc.get_total_flops() > 0
     assert sum(o.flops for o in meta_ops) == pytest.approx(fc.get_total_flops(), rel=1e-9)
-    assert [o.name for o in meta_ops] == [o.name for o in real_ops]
+    # the same matrix products in the same order (elementwise kernels differ between meta and CPU decompositions)
+    assert [(o.name, o.flops) for o in meta_ops if o.kind == "matmul"] == \
+        [(o.name, o.flops) for o in real_ops if o.kind == "matmul"]
+    assert any(o.name.startswith("aten._scaled_dot_product_flash") for o in meta_ops)  # fused attention stands in
     phases = list(dict.fromkeys(o.phase for o in meta_ops))
     assert phases == ["peer 0 forward", "peer 1 forward", "LM heads + loss", "loss backward", "peer 0 backward",
                       "peer 1 backward", "outer step"]
