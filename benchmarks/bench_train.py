@@ -219,10 +219,13 @@ def plan(out: Path) -> None:
              "steps (its cost divided by 5).", "",
              f"Device: {dev.name}; kernels reach {dev.gemm_eff:.0%} of the matmul peak and {dev.mem_eff:.0%} of the "
              f"bandwidth; eager dispatch {1e6 * dev.launch_s:.1f} us an operation (the H200 run's 20-35 ms of host time for "
-             f"a RoBERTa-base forward + backward at 3 x 512, {n_base} operations). Each kernel: max(FLOPs / peak, bytes / "
+             f"a RoBERTa-base forward + backward at 3 x 512, {n_base} operations), {1e6 * dev.compiled_launch_s:.0f} us a kernel of "
+             "a compiled graph (assumed). Each kernel: max(FLOPs / peak, bytes / "
              "bandwidth); a phase: max(device time, dispatch time); compiled phases: every run of operations between "
              "two matmuls fused into one kernel (an assumption: what inductor aims at). Bytes: every operation's "
-             "inputs and outputs, as eager PyTorch moves them (dwml.gpuplan).", ""]
+             "inputs and outputs, as eager PyTorch moves them (dwml.gpuplan). Attention: one fused kernel (flash / "
+             "memory-efficient; the scores never written), except in the outer step, whose forward-mode AD runs the "
+             "math backend.", ""]
     results = {}
     for name, st in steps.items():
         costs = gpuplan.phase_costs(st["ops"], dev, tf32=True, compiled=st["compiled"], repeat=st["repeat"])

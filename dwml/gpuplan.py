@@ -59,6 +59,8 @@ class Device:
     gemm_eff: float = 0.7
     mem_eff: float = 0.8
     launch_s: float = 6e-6
+    compiled_launch_s: float = 5e-6
+    """Host time a kernel of a compiled graph costs (inductor's wrapper launches them without Python per op)."""
 
 
 H100 = Device("NVIDIA H100 SXM (datasheet: 989 TFLOP/s bf16 dense, 3.35 TB/s)", bf16=989e12, tf32=494.5e12,
@@ -266,16 +268,19 @@ def phase_costs(ops: Sequence[Op], dev: Device = H100, *, tf32: bool = True, com
                 repeat: float = 1.0) -> list[PhaseCost]:
     """Per phase (in order of first appearance): FLOPs, bytes, kernels and times, each multiplied by
     ``repeat`` (passes of the same shape a step). Phases whose name starts with one of ``compiled`` are
-    fused (:func:`fuse`); the others launch one kernel an operation."""
+    fused (:func:`fuse`) and launched at ``compiled_launch_s`` a kernel; the others launch one kernel an
+    operation at ``launch_s``."""
     phases: dict[str, list[Op]] = {}
     for op in ops:
         phases.setdefault(op.phase, []).append(op)
     out = []
     for name, group in phases.items():
-        kernels = fuse(group) if any(name.startswith(c) for c in compiled) else list(group)
+        fused = any(name.startswith(c) for c in compiled)
+        kernels = fuse(group) if fused else list(group)
         dev_s = sum(kernel_time(k, dev, tf32) for k in kernels)
+        launch = dev.compiled_launch_s if fused else dev.launch_s
         out.append(PhaseCost(name, repeat * sum(o.flops for o in group), repeat * sum(k.bytes for k in kernels),
-                             int(repeat * len(kernels)), repeat * dev_s, repeat * len(kernels) * dev.launch_s))
+                             int(repeat * len(kernels)), repeat * dev_s, repeat * len(kernels) * launch))
     return out
 
 

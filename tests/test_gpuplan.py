@@ -47,7 +47,7 @@ def test_step_flops_on_meta_equal_flop_counter_mode_on_the_real_step():
 
 def test_roofline_launch_bound_and_fusion():
     dev = gpuplan.Device("toy", bf16=100.0, tf32=50.0, fp32=10.0, bandwidth=1.0, gemm_eff=1.0, mem_eff=1.0,
-                         launch_s=0.5)
+                         launch_s=0.5, compiled_launch_s=0.25)
     mm = gpuplan.Op("p", "aten.mm", 200.0, 1.0, "matmul", torch.bfloat16)
     assert gpuplan.kernel_time(mm, dev, tf32=False) == 2.0  # compute-bound: 200 / 100
     f32 = gpuplan.Op("p", "aten.mm", 200.0, 1.0, "matmul", torch.float32)
@@ -59,4 +59,4 @@ def test_roofline_launch_bound_and_fusion():
     eager = gpuplan.phase_costs(ew, dev)[0]
     assert (eager.kernels, eager.device_s, eager.host_s) == (3, 18.0, 1.5)
     comp = gpuplan.phase_costs(ew, dev, compiled=("p",), repeat=2)[0]
-    assert (comp.kernels, comp.device_s, comp.bytes) == (2, 12.0, 12.0)
+    assert (comp.kernels, comp.device_s, comp.bytes, comp.host_s) == (2, 12.0, 12.0, 0.5)
