@@ -25,7 +25,7 @@ def test_gpu_check_dry_run_runs_every_stage(tmp_path):
     assert r["env"]["dry_run"] is True
     assert len(r["baselines"]["eager"]["runs"]) == len(r["baselines"]["methods"])
     assert r["hypergrad"]["ok"] and r["hypergrad"]["float32"]["max_rel_error"] < 1e-3  # float32 against float64
-    assert r["nccl"]["ok"] and r["nccl"]["backend"] == "gloo" and r["nccl"]["steps"] == 4
+    assert r["nccl"]["ok"] and r["nccl"]["backend"] == "gloo" and r["nccl"]["steps"] == 2  # the dry run's 2 steps
     assert r["mfu"]["old"]["median_step_s"] > 0 and r["mfu"]["flops_per_step"] > 0
     assert {x["method"] for x in r["study"]["by_method"]} == {"mlm", "dwml"}
     assert all(x["count"] == 3 for x in r["study"]["by_method"])  # 3 seeds
