@@ -283,8 +283,6 @@ def _study_suites(corpus_dir, dry: bool) -> tuple[dict, str]:
 
 
 def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
-    import torch
-
     from dwml import experiments
 
     prof = _profile("aochildes")
@@ -330,7 +328,6 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
     acc = (scores.groupby(["method", "seed", "peer"])["correct"].mean() * 100).reset_index()
     best = acc.groupby(["method", "seed"])["correct"].max().reset_index()
     table = best.groupby("method")["correct"].agg(["mean", "std", "count"]).reset_index()
-    del torch
     return {"corpus": note, "suite": suite_name, "passes": passes, "steps": steps, "probe_step_s": per_step,
             "train_s": train_s, "best_peer_accuracy": json.loads(best.to_json(orient="records")),
             "by_method": json.loads(table.to_json(orient="records"))}
