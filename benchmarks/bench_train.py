@@ -26,6 +26,10 @@ path), with MFU against the GPU's bf16 dense peak; ``--rounds 1 --steps 6 --skip
 micro-batches measured there; compilation comes on top)
 (writes ``benchmarks/results/train_paper.md``; ``--device cpu --num-batches 2 --steps 3 --skip 1 --rounds 1
 --settings eager,chunked --out /tmp/x.md`` tries it on a CPU).
+
+``--shape paper --plan`` needs no GPU: it runs the paper-shaped step on meta tensors (``dwml.gpuplan``) and
+prints, per phase, FLOPs, bytes moved, kernels and the predicted time on an H100 for the old step and the new
+one, hence a predicted MFU; it writes ``benchmarks/results/gpu_plan.md``.
 """
 from __future__ import annotations
 
@@ -151,6 +155,146 @@ SHAPES = {
 }
 
 
+def host_batch_seconds(vocab: int, width: int, batch_size: int, num_batches: int, chunk: int, repeats: int = 3) -> float:
+    """Seconds this CPU takes to draw, mask and merge one step's micro-batches ('blocks', random tokens)."""
+    import numpy as np
+
+    from dwml.data import MLMBatcher, merge_batches
+
+    tokens = np.random.default_rng(0).integers(5, vocab, 2_000_000).astype(np.int32)
+    b = MLMBatcher(tokens, block_size=width, batch_size=batch_size, vocab_size=vocab, mlm_probability=0.15)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        micro = [b.next_batch() for _ in range(num_batches)]
+        [merge_batches(micro[i:i + chunk]) for i in range(0, num_batches, chunk)]
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def plan(out: Path) -> None:
+    """The cost model of the paper-shaped step, old against new (see the module docstring)."""
+    import torch
+    from types import SimpleNamespace
+
+    from dwml import gpuplan
+    from dwml.model import build_peer
+
+    width, bs, nb, chunk, every = 512, 3, 60, 20, 5
+    n_micro = round(0.15 * bs * width)  # predicted positions of a micro-batch
+
+    def models(peers, dtype, vocab=PAPER_VOCAB):
+        with torch.device("meta"):
+            return [build_peer(SimpleNamespace(num_layers=l, num_heads=a, hidden_size=h, intermediate_size=4 * h),
+                               vocab, width + 2, attn_implementation="sdpa").to(dtype) for l, a, h in peers]
+
+    # Host dispatch per eager operation, calibrated on the H200 run (README, "Measured on one GPU"): ~20-35 ms
+    # of Python and dispatch for a 12-layer RoBERTa-base forward + backward at 3 x 512 tokens.
+    base = models([(12, 12, 768)], torch.bfloat16)
+    n_base = len(gpuplan.step_ops(base, bs, width, n_micro, outer=False))
+    dev = gpuplan.Device(**{**gpuplan.H100.__dict__, "launch_s": 0.0275 / n_base})
+    t0 = time.perf_counter()
+    old_ops = gpuplan.step_ops(models(PAPER_PEERS, torch.bfloat16), bs, width, n_micro, outer=False)
+    new_ops = gpuplan.step_ops(models(PAPER_PEERS, torch.bfloat16), bs * chunk, width, n_micro * chunk, outer=False)
+    outer = [o for o in gpuplan.step_ops(models(PAPER_PEERS, torch.float32), bs, width, n_micro, outer=True)
+             if o.phase == "outer step"]
+    traced = time.perf_counter() - t0
+    host_old = host_batch_seconds(PAPER_VOCAB, width, bs, nb, 1)
+    host_new = host_batch_seconds(PAPER_VOCAB, width, bs, nb, chunk)
+    steps = {
+        "old": dict(ops=old_ops, repeat=nb, compiled=(), outer_tf32=True, host=host_old, overlap=False,
+                    what="one pass a micro-batch (60), eager, loss in one piece, TF32 process-wide (the outer step "
+                         "too), batches built in series, a synchronize every step"),
+        "new": dict(ops=new_ops, repeat=nb // chunk, compiled=("peer", "LM heads", "loss"), outer_tf32=False,
+                    host=host_new, overlap=True,
+                    what="chunks of 20 micro-batches (3 passes), peers and loss compiled (inductor), TF32 in the inner "
+                         "step only, the outer step in IEEE float32, batches built ahead"),
+    }
+    model_flops = sum(o.flops for o in old_ops) * nb + sum(o.flops for o in outer) / every
+    lines = ["# The paper-shaped DWML step on one H100: predicted, not measured", "",
+             f"`python benchmarks/bench_train.py --shape paper --plan` (on the CPU; meta tensors, {traced:.0f} s to trace; "
+             f"torch {torch.__version__}). The paper's four peers {PAPER_PEERS} (layers, heads, hidden; FFN 4 x hidden), "
+             f"vocabulary {PAPER_VOCAB:,}, one optimizer step of {nb} micro-batches of {bs} x {width} tokens "
+             f"({nb * bs * width:,} tokens, {nb * n_micro:,} predicted), bf16 autocast, the outer step every {every} "
+             "steps (its cost divided by 5).", "",
+             f"Device: {dev.name}; kernels reach {dev.gemm_eff:.0%} of the matmul peak and {dev.mem_eff:.0%} of the "
+             f"bandwidth; eager dispatch {1e6 * dev.launch_s:.1f} us an operation (the H200 run's 20-35 ms of host time for "
+             f"a RoBERTa-base forward + backward at 3 x 512, {n_base} operations), {1e6 * dev.compiled_launch_s:.0f} us a kernel of "
+             "a compiled graph (assumed). Each kernel: max(FLOPs / peak, bytes / "
+             "bandwidth); a phase: max(device time, dispatch time); compiled phases: every run of operations between "
+             "two matmuls fused into one kernel (an assumption: what inductor aims at). Bytes: every operation's "
+             "inputs and outputs, as eager PyTorch moves them (dwml.gpuplan). Attention: one fused kernel (flash / "
+             "memory-efficient; the scores never written), except in the outer step, whose forward-mode AD runs the "
+             "math backend.", ""]
+    results = {}
+    for name, st in steps.items():
+        costs = gpuplan.phase_costs(st["ops"], dev, tf32=True, compiled=st["compiled"], repeat=st["repeat"])
+        oc = gpuplan.phase_costs(outer, dev, tf32=st["outer_tf32"], repeat=1.0 / every)
+        costs += oc
+        device_s = sum(c.seconds for c in costs)
+        total = max(device_s, st["host"]) if st["overlap"] else device_s + st["host"]
+        results[name] = (total, model_flops / total / dev.bf16)
+        lines += [f"## {name}: {st['what']}", "",
+                  "| phase | TFLOP | GB moved | kernels | device ms | dispatch ms | predicted ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for c in costs:
+            lines.append(f"| {c.phase} | {c.flops / 1e12:.2f} | {c.bytes / 1e9:.1f} | {c.kernels:,} | "
+                         f"{1e3 * c.device_s:.1f} | {1e3 * c.host_s:.1f} | {1e3 * c.seconds:.1f} |")
+        lines += [f"| host: batches ({'ahead, overlapped' if st['overlap'] else 'in series'}; measured on this CPU) "
+                  f"| | | | | {1e3 * st['host']:.1f} | {1e3 * (0 if st['overlap'] else st['host']):.1f} |",
+                  f"| **step** | {sum(c.flops for c in costs) / 1e12:.1f} | {sum(c.bytes for c in costs) / 1e9:.0f} | "
+                  f"{sum(c.kernels for c in costs):,} | | | **{1e3 * total:.0f}** |", "",
+                  f"Predicted MFU ({model_flops / 1e12:.1f} TFLOP of the step, recomputation not counted): "
+                  f"**{100 * results[name][1]:.1f}%**.", ""]
+    lines += [f"Old {1e3 * results['old'][0]:.0f} ms ({100 * results['old'][1]:.1f}% MFU) -> new "
+              f"{1e3 * results['new'][0]:.0f} ms ({100 * results['new'][1]:.1f}% MFU), "
+              f"{results['old'][0] / results['new'][0]:.1f}x. The earlier H200 run measured 0.85% MFU for DWML at the gpu "
+              "profile's 10 micro-batches of 3 x 512 (vocab 2,048)."]
+    lines += ["", *small_models_plan(dev)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def small_models_plan(dev) -> list[str]:
+    """Kernels a step launches for the CPU profiles' small models, and what removing the dispatch buys."""
+    import torch
+    from types import SimpleNamespace
+
+    from dwml import gpuplan
+    from dwml.model import build_peer
+
+    cases = [  # label, peers (layers, heads, hidden), vocab, rows x width, predicted (30% of ~97% real tokens)
+        ("default: DWML, 4 peers", PEERS, 2048, (40, 32), 370),
+        ("aochildes: single model 4 x 192", [(4, 4, 192)], 8192, (40, 64), 740),
+        ("aochildes: DWML, 4 peers", PEERS, 8192, (40, 64), 740)]
+    lines = ["## Small models: a step is launch-bound", "",
+             "The CPU profiles' models on a GPU, one micro-batch of 128 utterances packed (rows x width below), bf16, "
+             "the outer step left out. Eager: one kernel an operation, each dispatched by the host. CUDA graphs replay "
+             "the step's kernels without the host (capture needs static shapes: fixed rows and predicted counts, "
+             "i.e. padding the packed batch to a fixed size); `torch.compile(mode=\"reduce-overhead\")` is inductor's "
+             "fusion plus CUDA graphs.", "",
+             "| model | kernels a step (eager) | device ms (roofline) | dispatch ms (eager) | eager ms | fused kernels | "
+             "graphs ms (fused, ~2 us a kernel) | eager / graphs |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, peers, vocab, (rows, width), n_pred in cases:
+        with torch.device("meta"):
+            models = [build_peer(SimpleNamespace(num_layers=l, num_heads=a, hidden_size=h, intermediate_size=4 * h),
+                                 vocab, width + 2, attn_implementation="sdpa").to(torch.bfloat16) for l, a, h in peers]
+        ops = gpuplan.step_ops(models, rows, width, n_pred, outer=False)
+        eager = gpuplan.phase_costs(ops, dev)
+        comp = gpuplan.phase_costs(ops, dev, compiled=("peer", "LM", "loss"))
+        e_ms = 1e3 * sum(c.seconds for c in eager)
+        dev_ms = 1e3 * sum(c.device_s for c in eager)
+        k_fused = sum(c.kernels for c in comp)
+        g_ms = 1e3 * sum(max(c.device_s, c.kernels * 2e-6) for c in comp)
+        lines.append(f"| {label} | {len(ops):,} | {dev_ms:.2f} | {1e3 * len(ops) * dev.launch_s:.1f} | {e_ms:.1f} | "
+                     f"{k_fused:,} | {g_ms:.2f} | {e_ms / g_ms:.0f}x |")
+    lines += ["", "Several runs on one device (seeds, methods) add up while each one is launch-bound: each needs its "
+              "own host process (a core) and the device is shared; at the device times above, one H100 holds "
+              "as many launch-bound runs as there are host cores to dispatch them (16 on the lent machine)."]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="default", choices=list(SHAPES),
@@ -167,7 +311,12 @@ def main():
                     help="round r trains with seed r (the dev CE at the end is then compared over seeds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--plan", action="store_true", help="--shape paper: the cost model on the CPU, no GPU needed")
     args = ap.parse_args()
+    if args.plan:
+        if args.shape != "paper":
+            ap.error("--plan is for --shape paper")
+        return plan(args.out or RESULTS.with_name("gpu_plan.md"))
     import torch
 
     from dwml.profiling import peak_flops

@@ -143,7 +143,10 @@ def hypergradient(models: Sequence[nn.Module], train_batch: dict, dev_batch: dic
     peers.eval()
     device = next(peers.parameters()).device
     try:
-        with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
+        # (meta tensors, which the cost model of dwml.gpuplan runs on, have no autocast to switch off)
+        no_autocast = (torch.autocast(device_type=device.type, enabled=False) if device.type in ("cuda", "cpu")
+                       else contextlib.nullcontext())
+        with torch.enable_grad(), no_autocast:
             g = _hypergradient(peers, train_batch, dev_batch, weights, float(alpha), float(gamma), temperature,
                                detach_targets, ensemble, mode, fd_eps, reuse_grad)
     finally:
@@ -172,7 +175,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     else:
         leaf = {k: t.detach().requires_grad_(True) for k, t in theta.items()}  # aliases: no copy, own autograd flag
         z, y = f(leaf, train_batch)
-        L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False).total
+        L1 = inner_loss(z, y, w, alpha, temperature, detach_targets, validate=False, predicted=True).total
         g1 = _grad(L1, [leaf[k] for k in names])
         if sums is not None:  # the union's mean over the ranks' train micro-batches
             g1 = sums.train_grad(g1, y.numel())
@@ -183,7 +186,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
     # v = grad_theta L2(theta', w) and the direct term dL2/dw: one forward + backward on the dev batch.
     w_leaf = w.clone().requires_grad_(True)
     z, y = f(theta1, dev_batch)
-    L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False)
+    L2 = ensemble_loss(z, y, w_leaf, ensemble, validate=False, predicted=True)
     grads = _grad(L2, [w_leaf] + [theta1[k] for k in names])
     direct, vs = grads[0], grads[1:]
     if sums is not None:  # the union's dev mean: every rank takes its JVP along the same v
@@ -201,7 +204,7 @@ def _hypergradient(peers, train_batch, dev_batch, weights, alpha, gamma, tempera
 
     def La(params: dict[str, Tensor]) -> Tensor:
         zz, yy = f(params, train_batch)
-        return per_peer_losses(zz, yy, alpha, temperature, detach_targets, target_logits=frozen)
+        return per_peer_losses(zz, yy, alpha, temperature, detach_targets, target_logits=frozen, predicted=True)
 
     if mode == "jvp":
         # < grad La_k(theta), v > for all k: the tangent of theta -> (La_1..La_p) along v.
@@ -283,17 +286,19 @@ def published_outer_step(models: Sequence[nn.Module], dev_batch: dict, weights: 
 # eq. 4
 
 
-def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float) -> Tensor:
+def mirror_descent_step(weights: Tensor, grad: Tensor, eta: float, validate: bool = True) -> Tensor:
     """One step of mirror descent on the simplex (eq. 4, exponentiated gradient):
 
         w_k <- w_k exp(-eta g_k) / sum_j w_j exp(-eta g_j).
 
     Evaluated as w_k exp(-eta (g_k - min g)) / sum: the shift cancels in the ratio and keeps every
-    exponent <= 0, so nothing overflows however large eta g is."""
-    validate_weights(weights, "weights")
+    exponent <= 0, so nothing overflows however large eta g is. ``validate=False`` skips the checks that
+    read w and g back from the device (the training loop checks g at its next read-back)."""
+    if validate:
+        validate_weights(weights, "weights")
     if grad.shape != weights.shape:
         raise ValueError(f"grad has shape {tuple(grad.shape)}; expected {tuple(weights.shape)} like weights")
-    if not torch.isfinite(grad).all():
+    if validate and not torch.isfinite(grad).all():
         raise ValueError(f"grad={grad.tolist()} (the hypergradient) holds NaN or inf")
     if not (float(eta) >= 0 and math.isfinite(float(eta))):
         raise ValueError(f"eta (train.step_size)={eta!r}: the mirror-descent step must be finite and >= 0")

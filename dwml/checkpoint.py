@@ -44,7 +44,7 @@ from dwml.config import ConfigError
 # allows only an exact extension. The eval and search sections are not read by training (the peers'
 # shapes are compared separately, by check_architecture).
 HARMLESS = frozenset({"train.device", "train.compile", "train.log_interval", "train.checkpoint_interval",
-                      "data.cache_dir"})
+                      "data.cache_dir", "train.tf32", "train.loss_rows", "train.prefetch"})
 LENGTH_FIELDS = ("train.num_epochs", "train.max_tokens")
 COMPARED_SECTIONS = ("data", "train")
 REQUIRED_KEYS = ("config", "architecture", "models", "optimizers", "method", "batchers", "rng", "state",

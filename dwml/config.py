@@ -228,8 +228,18 @@ class TrainConfig:
     bf16 is emulated and several times slower than fp32 (``dwml.model.use_bf16``). A run records what
     'auto' resolved to. Weights, optimiser states and the hypergradient stay fp32."""
     compile: bool = False
-    """``torch.compile`` each peer's encoder and LM head on CUDA, with dynamic shapes (ignored on the CPU:
-    ``docs/decisions.md``). The loss over the vocabulary is not compiled."""
+    """``torch.compile`` each peer's encoder and LM head and the loss over the vocabulary (inductor, on CUDA or
+    the CPU) with dynamic shapes. The outer step runs them eagerly (forward-mode AD; ``docs/decisions.md``)."""
+    tf32: bool = False
+    """Let float32 matmuls of the inner step (forward, backward, evaluation) round to TF32 on CUDA. The
+    outer step always runs in IEEE float32 (``dwml.precision``); on the CPU this does nothing."""
+    loss_rows: int = 8192
+    """Predicted positions per slice of the loss over the vocabulary (``dwml.losses.fused_ce_kl``): with
+    more positions than this the loss runs slice by slice, recomputing each slice's softmax in the
+    backward pass, so that no [peers, positions, vocab] float32 tensor is kept; 0: never slice."""
+    prefetch: int = 0
+    """Optimizer steps' batches built ahead on a background thread (``dwml.prefetch``), pinned and copied
+    without blocking on CUDA; the same batches in the same order as without it. 0: built in series."""
     checkpoint_interval: int = 50
     """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
     log_interval: int = 1
@@ -365,6 +375,11 @@ class Config:
                "must be 'auto', 'cpu', 'cuda' or 'cuda:N' (the devices the loop can resolve)")
         _check(t.num_batches >= 1, "train.num_batches", t.num_batches, "must be >= 1")
         _check(t.chunk_size >= 1, "train.chunk_size", t.chunk_size, "must be >= 1")
+        _check(isinstance(t.loss_rows, int) and t.loss_rows >= 0, "train.loss_rows", t.loss_rows,
+               "must be an integer >= 0 (0: the loss over the vocabulary in one piece)")
+        _check(isinstance(t.prefetch, int) and 0 <= t.prefetch <= 64, "train.prefetch", t.prefetch,
+               "must be an integer in [0, 64] (steps built ahead; 0: none)")
+        _check(isinstance(t.tf32, bool), "train.tf32", t.tf32, "must be true or false")
         _check(t.temperature > 0, "train.temperature", t.temperature, "must be > 0")
         _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
         _check(t.ensemble in ("mixture", "logits"), "train.ensemble", t.ensemble, "must be 'mixture' or 'logits'")

@@ -28,10 +28,18 @@ Conventions, chosen once and used throughout:
 * **No masked token.** A batch with no predicted position gives a loss of 0 (still attached to the
   graph, so ``backward`` works and contributes nothing) rather than the NaN of an empty mean.
 * **Precision.** Half-precision logits (bf16/fp16 under autocast) are upcast to float32 before the
-  log-softmax; float64 stays float64 (the tests check the equations in float64).
+  log-softmax; float64 stays float64 (the tests check the equations in float64). Every loss here runs
+  with autocast switched off (:func:`float32_losses`): autocast would otherwise cast the matrix products
+  inside them (the KL cross terms, the token-weighted sums) back to bf16.
+* **Slices.** With ``rows`` > 0, :func:`fused_ce_kl` runs on slices of at most ``rows`` predicted
+  positions and keeps only each slice's logits for the backward pass, recomputing its softmax there
+  (``torch.utils.checkpoint``): every output is a sum over tokens, so the slices add up to the same
+  values, and no [p, n, V] float32 tensor outlives its slice.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -43,6 +51,25 @@ from torch import Tensor
 from dwml.config import check_alpha
 
 IGNORE_INDEX = -100  # labels that the masked-LM loss skips (Hugging Face's convention); the one definition
+
+
+# ----------------------------------------------------------------------------------------------------
+# precision
+
+
+def float32_losses(fn):
+    """Run ``fn`` with CUDA and CPU autocast switched off (they are restored after): its matrix products
+    then run in their inputs' dtype (float32 after :func:`_up`, float64 in the tests), not in bf16."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        on = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in on:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -93,6 +120,7 @@ def _select(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return logits[keep], labels[keep]
 
 
+@float32_losses
 def masked_ce(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy per predicted token (labels != ``IGNORE_INDEX``); logits [..., V], labels [...]."""
     z, y = _select(logits, labels)
@@ -101,6 +129,7 @@ def masked_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(z, y, reduction="mean")
 
 
+@float32_losses
 def token_ce(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
     """Cross-entropy of logits [n, V] at the predicted positions against ``targets`` [n], summed with
     ``weight`` [n] (default 1/n: the mean per token; see :func:`fused_ce_kl`). Half precision is upcast."""
@@ -112,6 +141,7 @@ def token_ce(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> T
     return -(logp_y @ weight.to(logp_y.dtype))
 
 
+@float32_losses
 def masked_kl(target_logits: Tensor, logits: Tensor, labels: Tensor, temperature: float = 1.0,
               detach_target: bool = True) -> Tensor:
     """Mean over predicted tokens of KL(softmax(target / T) || softmax(logits / T)), times T^2.
@@ -163,9 +193,11 @@ def _kl_rows(logq: Tensor, logp: Tensor, weight: Tensor) -> Tensor:
     return neg_entropy[:, None] - cross
 
 
+@float32_losses
 def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None = None, temperature: float = 1.0,
                 detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
-                teacher_logits: Tensor | None = None, pairs: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                teacher_logits: Tensor | None = None, pairs: bool = True, rows: int = 0, compiled: bool = False
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """CE [p], the KL matrix K [p, p] (K[j, i] = KL(p_j || p_i), zero diagonal) and, with a teacher,
     KT [p] = KL(p_T || p_i), from one log-softmax per peer (two at T != 1).
 
@@ -175,14 +207,55 @@ def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None
     so that it sums their per-token means exactly as separate passes would. ``target_logits`` (constants)
     replace the peers' own logits on the targets' side, as in :func:`per_peer_losses`. ``pairs=False``
     skips K (returned as None) where only the teacher's terms are wanted. The teacher is a constant.
-    KL terms are at temperature T, times T^2; CE at T = 1. Half-precision logits are upcast to float32."""
+    KL terms are at temperature T, times T^2; CE at T = 1. Half-precision logits are upcast to float32.
+    ``rows`` > 0: in slices of at most that many positions, each recomputed in the backward pass (the module
+    docstring; the training loop passes ``train.loss_rows``). The same sums either way. ``compiled``: each
+    piece through ``torch.compile`` (inductor fuses the passes over [p, n, V]; ``train.compile``)."""
     if len(logits) == 0:
         raise ValueError("logits is empty: eq. 2 needs at least one peer")
     T = _check_temperature(temperature)
+    n = logits[0].shape[0]
+    dtype = torch.float32 if logits[0].dtype in (torch.float16, torch.bfloat16) else logits[0].dtype
+    if weight is None:
+        weight = torch.full((n,), 1.0 / max(n, 1), dtype=dtype, device=logits[0].device)
+    transformed = torch._C._are_functorch_transforms_active()  # forward-mode AD (the outer step): plain eager
+    impl = _compiled_fused() if compiled and not transformed else _fused
+    if rows and n > rows and torch.is_grad_enabled() and not transformed:
+        return _sliced(impl, logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows)
+    return impl(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_fused():
+    """:func:`_fused` through ``torch.compile`` (dynamic shapes: the count of predicted positions varies)."""
+    return torch.compile(_fused, dynamic=True)
+
+
+def _sliced(impl, logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs, rows):
+    """:func:`_fused` summed over slices of ``rows`` positions, each under ``torch.utils.checkpoint`` (only
+    the slice's inputs are kept; its softmax is recomputed in the backward pass). ``torch.split`` gives the
+    slices as views whose backward is one concatenation, not one full-size gradient a slice."""
+    from torch.utils.checkpoint import checkpoint
+
+    def split(t):
+        return None if t is None else torch.split(t, rows)
+
+    zs = [split(z) for z in logits]
+    tls = None if target_logits is None else [split(t) for t in target_logits]
+    ys, ws, tch = split(targets), split(weight), split(teacher_logits)
+    out = None
+    for k in range(len(ys)):
+        part = checkpoint(impl, [z[k] for z in zs], ys[k], ws[k], T, detach_targets,
+                          None if tls is None else [t[k] for t in tls], None if tch is None else tch[k], pairs,
+                          use_reentrant=False)
+        out = part if out is None else tuple(None if a is None else a + b for a, b in zip(out, part))
+    return out
+
+
+def _fused(logits, targets, weight, T, detach_targets, target_logits, teacher_logits, pairs):
+    """:func:`fused_ce_kl` on all positions at once (``weight`` given, T checked)."""
     z = torch.stack([_up(zi) for zi in logits])
     p, n = z.shape[0], z.shape[1]
-    if weight is None:
-        weight = torch.full((n,), 1.0 / max(n, 1), dtype=z.dtype, device=z.device)
     weight = weight.to(z.dtype)
     logp = F.log_softmax(z, dim=-1)  # [p, n, V]
     logp_y = logp.gather(-1, targets.expand(p, n)[..., None])[..., 0]  # [p, n]
@@ -205,7 +278,8 @@ def fused_ce_kl(logits: Sequence[Tensor], targets: Tensor, weight: Tensor | None
 
 
 def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: float, detach_targets: bool,
-                      target_logits: Sequence[Tensor] | None = None, weight: Tensor | None = None):
+                      target_logits: Sequence[Tensor] | None = None, weight: Tensor | None = None,
+                      predicted: bool = False):
     """CE [p] and the matrix K [p, p] with K[j, i] = KL(p_j || p_i) (zero diagonal), means per token.
 
     ``logits`` are [..., V] with ``labels`` [...] (positions labelled ``IGNORE_INDEX`` are dropped here;
@@ -213,11 +287,12 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
     predicted positions, with labels that are all predicted). ``target_logits`` (constants, same shapes as
     ``logits``) replace the peers' own logits on the targets' side p_j: a detached target is a function of
     theta frozen at the current point, and a finite difference in theta must hold it there to
-    differentiate the same thing autograd does. ``weight``: see :func:`fused_ce_kl`."""
+    differentiate the same thing autograd does. ``weight``: see :func:`fused_ce_kl`. ``predicted``: logits
+    [n, V] and labels [n] are the predicted positions already (nothing to select, nothing read back)."""
     if len(logits) == 0:
         raise ValueError("logits is empty: eq. 2 needs at least one peer")
     _check_temperature(temperature)
-    if labels.dim() == 1 and all(z.dim() == 2 for z in logits) and weight is not None:
+    if labels.dim() == 1 and all(z.dim() == 2 for z in logits) and (weight is not None or predicted):
         sel = [(z, labels) for z in logits]  # already the predicted positions
     else:
         sel = [_select(z, labels) for z in logits]
@@ -226,7 +301,7 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
     if any(z.shape != zs[0].shape for z in zs):
         raise ValueError(f"peers' logits differ in shape {[tuple(z.shape) for z in logits]}; they must share the vocabulary")
     p = len(zs)
-    if y.numel() == 0:
+    if y.shape[0] == 0:
         zero = torch.stack(zs).sum() * 0.0
         return zero.expand(p) + 0.0, zero.expand(p, p) + 0.0
     zt = None
@@ -239,8 +314,10 @@ def _ce_and_kl_matrix(logits: Sequence[Tensor], labels: Tensor, temperature: flo
     return ce, K
 
 
+@float32_losses
 def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha: float, temperature: float = 1.0,
-               detach_targets: bool = True, *, validate: bool = True, token_weight: Tensor | None = None) -> InnerLoss:
+               detach_targets: bool = True, *, validate: bool = True, token_weight: Tensor | None = None,
+               predicted: bool = False) -> InnerLoss:
     """Eq. 2 on one batch: ``logits`` holds each peer's [..., V] logits, ``labels`` [...], ``weights`` [p].
 
     ``validate=False`` skips the simplex check (derivative checks evaluate L1 at w off the simplex;
@@ -252,22 +329,31 @@ def inner_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, alpha:
         validate_weights(weights, "weights")
     if weights.dim() != 1 or weights.numel() != len(logits):
         raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, weight=token_weight)
-    w = weights.to(device=ce.device, dtype=ce.dtype)
-    kl = w @ K  # kl_i = sum_j w_j K[j, i]
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, weight=token_weight, predicted=predicted)
+    total, kl = combine(ce, K, weights, a)
     per_peer = (1.0 - a) * ce + a * K.sum(1)  # La_k = (1 - a) CE_k + a sum_i K[k, i]
-    total = (1.0 - a) * (w * ce).sum() + a * kl.sum()
     return InnerLoss(total=total, ce=ce, kl=kl, per_peer=per_peer)
 
 
+@float32_losses
+def combine(ce: Tensor, K: Tensor, weights: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Eq. 2 from its parts: (L1 = (1 - a) sum_i w_i ce_i + a sum_i kl_i, kl [p]) with kl_i = sum_j w_j K[j, i],
+    in the parts' dtype (``weights`` is cast to it; autocast off: ``w @ K`` is a matrix product)."""
+    w = weights.to(device=ce.device, dtype=ce.dtype)
+    kl = w @ K
+    return (1.0 - alpha) * (w * ce).sum() + alpha * kl.sum(), kl
+
+
+@float32_losses
 def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temperature: float = 1.0,
                     detach_targets: bool = True, target_logits: Sequence[Tensor] | None = None,
-                    token_weight: Tensor | None = None) -> Tensor:
+                    token_weight: Tensor | None = None, predicted: bool = False) -> Tensor:
     """La_k for k = 1..p (see the module docstring): L1(theta, w) = sum_k w_k La_k(theta) for every w.
 
     ``target_logits``: constant logits for the targets' side of the KL terms (see ``_ce_and_kl_matrix``)."""
     a = check_alpha(alpha)
-    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits, weight=token_weight)
+    ce, K = _ce_and_kl_matrix(logits, labels, temperature, detach_targets, target_logits, weight=token_weight,
+                              predicted=predicted)
     return (1.0 - a) * ce + a * K.sum(1)
 
 
@@ -275,9 +361,11 @@ def per_peer_losses(logits: Sequence[Tensor], labels: Tensor, alpha: float, temp
 # the outer loss
 
 
+@float32_losses
 def ensemble_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, kind: str = "mixture", *,
-                  validate: bool = True) -> Tensor:
-    """L2 of eq. 3: mean cross-entropy per predicted token of the w-weighted ensemble.
+                  validate: bool = True, predicted: bool = False) -> Tensor:
+    """L2 of eq. 3: mean cross-entropy per predicted token of the w-weighted ensemble. ``predicted``: logits
+    [n, V] and labels [n] are the predicted positions already (nothing selected, nothing read back).
 
     ``kind="mixture"``: the ensemble predicts q = sum_i w_i p_i (p_i = softmax(z_i)), so
     L2 = -mean log sum_i w_i p_i[y]. It is evaluated in log space, log q[y] = m + log sum_i w_i
@@ -288,11 +376,11 @@ def ensemble_loss(logits: Sequence[Tensor], labels: Tensor, weights: Tensor, kin
         validate_weights(weights, "weights")
     if weights.dim() != 1 or weights.numel() != len(logits):
         raise ValueError(f"weights has shape {tuple(weights.shape)} but there are {len(logits)} peers")
-    sel = [_select(z, labels) for z in logits]
+    sel = [(_up(z), labels) if predicted else _select(z, labels) for z in logits]
     y = sel[0][1]
     z = torch.stack([s[0] for s in sel])  # [p, n, V]
     w = weights.to(device=z.device, dtype=z.dtype)
-    if y.numel() == 0:
+    if y.shape[0] == 0:
         return z.sum() * 0.0 + w.sum() * 0.0
     if kind == "mixture":
         # Only log p_i[y] is needed: [p, n], small enough to finish in float64 (exp's range is then e^709).

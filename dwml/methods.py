@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwml.config import METHODS, ConfigError, TrainConfig
-from dwml.losses import check_alpha, ensemble_loss, fused_ce_kl, token_ce, validate_weights
+from dwml.losses import check_alpha, combine, ensemble_loss, fused_ce_kl, token_ce, validate_weights
 from dwml.model import predicted_logits, prediction_index, prediction_targets
 
 
@@ -179,8 +179,8 @@ class Method:
         return {"dev_ce": (ce_sum / n_sum).tolist(), "dev_ensemble": ens_sum / n_sum}
 
     def outer_step(self, train_batch: dict, dev_batch: dict, lr: float, eta: float,
-                   reuse_grad: bool = False) -> torch.Tensor | None:
-        """No outer loop for fixed-weight methods."""
+                   reuse_grad: bool = False, check: bool = True) -> torch.Tensor | None:
+        """No outer loop for fixed-weight methods. (``check=False``: read nothing back; the caller checks g.)"""
         return None
 
     def state_dict(self) -> dict:
@@ -217,7 +217,8 @@ class TeacherKD(Method):
     def loss(self, batch):
         logits, y = self._forward(batch)
         ce, _, kl = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
-                                teacher_logits=self._teacher_logits(batch), pairs=False)
+                                teacher_logits=self._teacher_logits(batch), pairs=False, rows=self.cfg.loss_rows,
+                                compiled=self.cfg.compile)
         total = ((1 - self.alpha) * ce + self.alpha * kl).sum()
         return total, {"ce": ce.detach(), "kl": kl.detach()}
 
@@ -291,9 +292,13 @@ class SelfDistillation(Method):
                 zs = [head(hidden[k]) for k, head in zip(exits, heads)]
                 if self.cfg.detach_targets:  # the deepest exit as a fixed teacher of every shallow one
                     ce = token_ce(deep, y, weight)
-                    ce_k, _, kl_k = fused_ce_kl(zs, y, weight, self.cfg.temperature, teacher_logits=deep, pairs=False)
+                    ce_k, _, kl_k = fused_ce_kl(zs, y, weight, self.cfg.temperature, teacher_logits=deep, pairs=False,
+                                                rows=self.cfg.loss_rows,
+                                                compiled=self.cfg.compile)
                 else:  # the target learns from its students too: row 0 of the live KL matrix
-                    ce_all, K, _ = fused_ce_kl([deep] + zs, y, weight, self.cfg.temperature, detach_targets=False)
+                    ce_all, K, _ = fused_ce_kl([deep] + zs, y, weight, self.cfg.temperature, detach_targets=False,
+                                               rows=self.cfg.loss_rows,
+                                               compiled=self.cfg.compile)
                     ce, ce_k, kl_k = ce_all[0], ce_all[1:], K[0, 1:]
                 total = total + ((1 - self.alpha) * ce_k + self.alpha * kl_k).sum()
                 kl = kl_k.sum()
@@ -340,10 +345,9 @@ class DML(Method):
         logits, y = self._forward(batch)
         target = self._teacher_logits(batch) if teacher else None
         ce, K, kl_t = fused_ce_kl(logits, y, batch.get("token_weight"), self.cfg.temperature,
-                                  self.cfg.detach_targets, teacher_logits=target)
-        w = self.weights.to(ce.dtype)
-        kl = w @ K  # kl_i = sum_j w_j KL(p_j || p_i)
-        total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
+                                  self.cfg.detach_targets, teacher_logits=target, rows=self.cfg.loss_rows,
+                                  compiled=self.cfg.compile)
+        total, kl = combine(ce, K, self.weights, self.alpha)  # kl_i = sum_j w_j KL(p_j || p_i)
         return total, ce, kl, kl_t
 
     def _inner_published_kl(self, batch, teacher: bool = False):
@@ -359,10 +363,10 @@ class DML(Method):
         ce, _, kl_t = fused_ce_kl([z.index_select(0, at) for z in full], y, batch.get("token_weight"),
                                   self.cfg.temperature, teacher_logits=target, pairs=False)
         per_row = torch.full((idx.numel(),), 1.0 / rows, device=idx.device)
-        _, K, _ = fused_ce_kl(full, torch.zeros_like(idx), per_row, self.cfg.temperature, self.cfg.detach_targets)
-        w = self.weights.to(ce.dtype)
-        kl = w @ K
-        total = (1.0 - self.alpha) * (w * ce).sum() + self.alpha * kl.sum()
+        _, K, _ = fused_ce_kl(full, torch.zeros_like(idx), per_row, self.cfg.temperature, self.cfg.detach_targets,
+                              rows=self.cfg.loss_rows,
+                              compiled=self.cfg.compile)
+        total, kl = combine(ce, K, self.weights, self.alpha)
         return total, ce, kl, kl_t
 
     def loss(self, batch):
@@ -396,7 +400,9 @@ class DWML(DML):
     paper_name = "DWML"
     learns_weights = True
 
-    def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False):
+    def outer_step(self, train_batch, dev_batch, lr, eta, reuse_grad=False, check=True):
+        """``check=False`` reads nothing back from the device (the loop checks g at its next read-back, and
+        w stays on the simplex for any finite g by the form of eq. 4)."""
         from dwml.bilevel import hypergradient, mirror_descent_step, published_outer_step
 
         if self.cfg.published_hypergradient:  # the published code's step: a softmin of the dev CEs
@@ -410,7 +416,11 @@ class DWML(DML):
         # reuse_grad: theta' from the .grad the loop's backward left (train.outer_grad='reuse').
         g = hypergradient(self.models, train_batch, dev_batch, self.weights, alpha=self.alpha, gamma=lr,
                           temperature=self.cfg.temperature, detach_targets=self.cfg.detach_targets,
-                          ensemble=self.cfg.ensemble, mode=self.cfg.hypergrad_mode, reuse_grad=reuse_grad)
+                          ensemble=self.cfg.ensemble, mode=self.cfg.hypergrad_mode, reuse_grad=reuse_grad,
+                          validate=check)
+        if not check:
+            self.weights = mirror_descent_step(self.weights, g.to(self.weights.device), eta, validate=False).detach()
+            return g.detach()
         if not torch.isfinite(g).all():
             raise FloatingPointError(f"non-finite hypergradient {g.tolist()} (peer(s) "
                                      f"{torch.nonzero(~torch.isfinite(g)).flatten().tolist()})")

@@ -163,15 +163,28 @@ def block_mask(segment_ids: Tensor) -> Tensor:
     return (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
 
 
+def _eager_mask(model: nn.Module, mask: Tensor) -> Tensor:
+    """A boolean 4-D mask as the model's attention wants it: as it is, or additive for eager attention."""
+    if getattr(model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return mask
+
+
 def encoder_inputs(model: nn.Module, batch: dict) -> dict:
     """The keyword arguments of the encoder for ``batch`` in either layout (see the module docstring)."""
     if "segment_ids" not in batch:
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if "n_real" not in batch:  # built elsewhere: transformers reads the mask (and asks the device if it is full)
+            return {"input_ids": ids, "attention_mask": mask}
+        # The batch counted its real tokens on the host: no padding means no mask (and no read-back of
+        # mask.all() in transformers; flash attention stays possible); padding, a ready 4-D key mask.
+        if batch["n_real"] == ids.numel():
+            return {"input_ids": ids, "attention_mask": None}
+        keys = mask.bool()[:, None, None, :].expand(ids.shape[0], 1, ids.shape[1], ids.shape[1])
+        return {"input_ids": ids, "attention_mask": _eager_mask(model, keys)}
     cfg = model.config
-    mask = block_mask(batch["segment_ids"])
-    if getattr(cfg, "_attn_implementation", "sdpa") == "eager":  # eager attention adds the mask to the scores
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    mask = _eager_mask(model, block_mask(batch["segment_ids"]))
     pos = batch["positions"]
     if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm"):
         # RoBERTa numbers a sequence's tokens from pad_token_id + 1 and gives padding pad_token_id itself

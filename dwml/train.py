@@ -45,6 +45,8 @@ from dwml.data import merge_batches
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
+from dwml.precision import matmul_precision
+from dwml.prefetch import Prefetcher
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
 
@@ -105,6 +107,25 @@ def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float,
                 (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def compile_peers(models: Sequence[nn.Module]) -> None:
+    """``torch.compile`` (inductor, dynamic shapes: packed rows and predicted counts vary) each model's
+    encoder and LM head in place, so that state_dict keys and ``save_pretrained`` stay as they were.
+
+    The p encoders share one code object, hence one Dynamo cache, and each needs its own graphs for
+    training under autocast, evaluation and the outer step's float32 forward: the recompile limit is raised
+    to hold them all (``tests/test_compile.py`` checks that none is refused)."""
+    import torch._dynamo
+
+    need = 4 * len(models) + 4  # per model: train, eval, outer step (float32), one spare; plus the heads'
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, name, max(getattr(cfg, name), need))
+    for m in models:
+        getattr(m, "roberta", m).compile(dynamic=True)
+        if hasattr(m, "lm_head"):
+            m.lm_head.compile(dynamic=True)
 
 
 def total_steps(cfg: Config) -> int:
@@ -365,13 +386,13 @@ class Trainer:
         self.n_steps = total_steps(cfg)
         self.state = {"step": 0, "tokens": 0, "best": math.inf, "bad_evals": 0, "stopped_early": False,
                       "elapsed": 0.0}
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            if t.compile:
-                for m in models:  # in place, so state_dict keys and save_pretrained stay as they were
-                    getattr(m, "roberta", m).compile(dynamic=True)  # packed rows and predicted counts vary
-                    if hasattr(m, "lm_head"):
-                        m.lm_head.compile(dynamic=True)
+        # TF32 only inside the inner step and evaluation, when the run asks (train.tf32); never process-wide,
+        # so the outer step's float32 stays IEEE (dwml.precision).
+        self.tf32 = bool(t.tf32 and device.type == "cuda")
+        if t.compile:
+            compile_peers(models + ([teacher] if teacher is not None else []))
+        self.prefetcher = None  # built on the first step (after a restore has set the batcher's state)
+        self._pending_outer: tuple[int, torch.Tensor] | None = None  # (step, g): checked at the next read-back
         # bf16 autocast: on CUDA, and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX), where it is
         # faster too. Master weights, optimiser states, the losses over the vocabulary (dwml.losses) and the
         # hypergradient (dwml.bilevel turns autocast off) stay float32.
@@ -416,7 +437,14 @@ class Trainer:
         self.metrics = _Metrics(self.metrics_path, write=self.main)
 
     def save_checkpoint(self) -> None:
-        """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream)."""
+        """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream).
+        With batches built ahead, the training batcher's state is that of the first batch not yet used."""
+        self._settle_outer()
+        # the thread stopped and the batcher put back first, then every batcher read
+        train_state = self.prefetcher.state_dict() if self.prefetcher is not None else None
+        batchers = {k: b.state_dict() for k, b in self.batchers.items()}
+        if train_state is not None:
+            batchers["train"] = train_state
         rng = _rng_state()
         extra = {"rng_ranks": distributed.gather_objects(rng, self.ranks)} if self.ranks.active else {}
         if not self.main:
@@ -424,29 +452,44 @@ class Trainer:
         atomic_torch_save(self.ckpt_path, {
             "config": self.cfg_dict, "architecture": self.arch, "models": [m.state_dict() for m in self.models],
             "optimizers": [o.state_dict() for o in self.optimizers], "method": self.method.state_dict(),
-            "batchers": {k: b.state_dict() for k, b in self.batchers.items()}, "rng": rng,
+            "batchers": batchers, "rng": rng,
             "state": dict(self.state), "metrics_bytes": self.metrics.size(), **extra})
 
     # ---- one step ---------------------------------------------------------------------------------
 
-    def to_device(self, batch: dict) -> dict:
-        """Tensors to the device (through pinned memory on CUDA); Python numbers stay as they are."""
-        pin = self.device.type == "cuda"
-        return {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                for k, v in batch.items()}
+    def pin(self, batch: dict) -> dict:
+        """A host batch in pinned memory when the device is CUDA (so that its copy does not block); as it is else."""
+        if self.device.type != "cuda":
+            return batch
+        return {k: v.pin_memory() if torch.is_tensor(v) and not v.is_pinned() else v for k, v in batch.items()}
 
-    def next_batches(self) -> tuple[list[dict], dict, int, int]:
-        """The step's ``num_batches`` micro-batches, drawn and merged into chunks of ``chunk_size`` on
-        the host, then copied: (chunks, the last micro-batch on its own (the outer step's), real tokens,
-        positions)."""
+    def to_device(self, batch: dict) -> dict:
+        """Tensors to the device (through pinned memory on CUDA, without blocking); numbers stay as they are."""
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in self.pin(batch).items()}
+
+    def host_batches(self) -> tuple[list[dict], dict | None, int, int]:
+        """The step's ``num_batches`` micro-batches drawn and merged into chunks of ``chunk_size``, on the
+        host (pinned for CUDA): (chunks, the last micro-batch on its own where it is not a chunk (else
+        None), real tokens, positions). The prefetching thread calls it; nothing here touches the device."""
         t = self.t
         micro = [self.batchers["train"].next_batch() for _ in range(t.num_batches)]
         size = min(t.chunk_size, t.num_batches)
-        chunks = [self.to_device(merge_batches(micro[i:i + size])) for i in range(0, len(micro), size)]
-        last = chunks[-1] if size == 1 else self.to_device(micro[-1])
+        chunks = [self.pin(merge_batches(micro[i:i + size])) for i in range(0, len(micro), size)]
+        last = None if size == 1 else self.pin(micro[-1])
         real = sum(b["n_real"] for b in micro)
         positions = sum(b["input_ids"].numel() for b in micro)
         return chunks, last, real, positions
+
+    def next_batches(self) -> tuple[list[dict], dict, int, int]:
+        """The step's chunks on the device (built ahead by ``train.prefetch``, else now): (chunks, the last
+        micro-batch on its own (the outer step's), real tokens, positions)."""
+        if self.t.prefetch > 0 and self.prefetcher is None:
+            b = self.batchers["train"]
+            self.prefetcher = Prefetcher(self.host_batches, b.state_dict, b.load_state_dict, depth=self.t.prefetch)
+        chunks, last, real, positions = self.prefetcher.next() if self.prefetcher else self.host_batches()
+        chunks = [self.to_device(c) for c in chunks]
+        return chunks, chunks[-1] if last is None else self.to_device(last), real, positions
 
     def accumulate(self, chunks: Sequence[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Zero the gradients, then forward and backward every chunk. Each chunk's loss is the sum of
@@ -483,8 +526,13 @@ class Trainer:
         norms = [torch.nn.utils.get_total_norm([q.grad for q in ps]) if ps else torch.zeros((), device=dev)
                  for ps in grads]
         names = list(parts)
+        pending = self._pending_outer  # the last outer step's g, checked here in the same read-back
         flat = torch.cat([loss.float().reshape(1)] + [parts[k].reshape(-1) for k in names]
-                         + [torch.stack(norms).float().to(dev)]).cpu().tolist()
+                         + [torch.stack(norms).float().to(dev)]
+                         + ([pending[1].float().to(dev)] if pending else [])).cpu().tolist()
+        if pending:
+            self._settle_outer(flat[len(flat) - pending[1].numel():])
+            flat = flat[:len(flat) - pending[1].numel()]
         if self.ranks.active:
             flat = self._across_ranks(flat, names, parts)
         host = {"loss": flat[0]}
@@ -507,6 +555,20 @@ class Trainer:
 
     def _kept(self) -> str:
         return checkpoint_note(self.ckpt_path)
+
+    def _settle_outer(self, host_g: list[float] | None = None) -> None:
+        """Check the last outer step's hypergradient, read back now (``host_g``: already read): the outer
+        step runs without reading anything back, so a non-finite g is caught at the next read-back (the
+        next step's :meth:`check`, a log line, an evaluation or a checkpoint), before w is used or saved."""
+        if self._pending_outer is None:
+            return
+        step, g = self._pending_outer
+        self._pending_outer = None
+        vals = g.detach().double().cpu().tolist() if host_g is None else host_g
+        bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"step {step}: non-finite hypergradient {vals} (peer(s) {bad}) in the outer "
+                                     f"step; stopped before the new weights were used; {self._kept()}")
 
     def _across_ranks(self, flat: list[float], names: list[str], parts: dict) -> list[float]:
         """Every rank's loss and parts (each a share of the global mean) gathered, checked and summed: a
@@ -536,8 +598,13 @@ class Trainer:
             return g
         dev_batch = self.to_device(self.batchers["outer_dev"].next_batch())
         sums = distributed.RankSums(self.ranks) if self.ranks.active else None
-        with self.autocast, across_ranks(sums):
-            g = self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse")
+        # IEEE float32 whatever the inner step allows (dwml.precision); nothing read back (check=False):
+        # g is checked at the next read-back (_settle_outer).
+        with self.autocast, across_ranks(sums), matmul_precision(False):
+            g = self.method.outer_step(train_batch, dev_batch, lr, eta, reuse_grad=self.t.outer_grad == "reuse",
+                                       check=False)
+        if g is not None:
+            self._pending_outer = (self.state["step"] + 1, g)
         if self.method.weights is not None:  # the same on every rank by construction; checked, it is cheap
             distributed.check_same(self.method.weights, f"step {self.state['step'] + 1}: the weights w", self.ranks)
         return g
@@ -570,7 +637,8 @@ class Trainer:
         chunks, last, real, positions = self.next_batches()
         if self.ranks.active:  # the step's tokens on all ranks
             real, positions = (int(v) for v in distributed.sum_counts([real, positions], self.ranks, self.device))
-        loss, parts = self.accumulate(chunks)
+        with matmul_precision(self.tf32):
+            loss, parts = self.accumulate(chunks)
         grads, norms, host = self.check(loss, parts)
         hyper = None
         outer_now = self.method.learns_weights and (step + 1) % t.weight_update_frequency == 0
@@ -584,23 +652,37 @@ class Trainer:
         self.state["tokens"] += real
         if outer_now and t.outer_grad == "recompute":
             hyper = self.outer_step(self.to_device(self.batchers["outer_train"].next_batch()), lr, eta)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self._timed(self.state["step"]):
+            # the one wait for the device, where a time is written: the step's trailing work (outer step,
+            # optimizer) is otherwise waited for by the next step's read-back, and counted in its time
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         self.state["elapsed"] += dt
+        # w and the hypergradient stay on the device: read back where the line is written (host_row)
         row = {"kind": "train", "step": self.state["step"], "tokens": self.state["tokens"], "lr": lr, "eta": eta,
-               "w": _weights(self.method), **host, "tokens_per_step": real, "tokens_per_s": real / dt,
+               "w": self.method.weights, **host, "tokens_per_step": real, "tokens_per_s": real / dt,
                "real_fraction": real / positions,
                "elapsed_s": self.state["elapsed"]}
         if hyper is not None:
-            row["hypergrad"] = hyper.tolist()
+            row["hypergrad"] = hyper
         return row
+
+    def _timed(self, step: int) -> bool:
+        """Whether the loop writes, evaluates or saves after ``step`` (1-based): where a time is read."""
+        t = self.t
+        return (step % t.log_interval == 0 or step % t.eval_interval == 0 or step % t.checkpoint_interval == 0
+                or step == self.n_steps)
+
+    def host_row(self, row: dict) -> dict:
+        """A metrics row with its device tensors (w, the hypergradient) read back as lists."""
+        self._settle_outer()
+        return {k: v.detach().cpu().tolist() if torch.is_tensor(v) else v for k, v in row.items()}
 
     def log_evaluate_checkpoint(self, row: dict, bar=None) -> None:
         """Write the metrics line, evaluate and early-stop, checkpoint: each at its interval."""
         t, state, n = self.t, self.state, self.n_steps
         if state["step"] % t.log_interval == 0 or state["step"] == n:
-            self.metrics.write(row)
+            self.metrics.write(self.host_row(row))
         if state["step"] % t.eval_interval == 0 or state["step"] == n:
             dev = self.evaluate()
             if dev < state["best"]:
@@ -618,7 +700,8 @@ class Trainer:
         """Per-peer dev CE and the dev ensemble loss on the fixed dev batches, logged; returns the latter."""
         if not self.main:  # rank 0's loss decides early stopping on every rank
             return distributed.broadcast_float(math.nan, self.ranks, self.device)
-        with self.autocast:
+        self._settle_outer()
+        with self.autocast, matmul_precision(self.tf32):
             out = self.method.eval_losses(self.eval_batches)
         self.metrics.write({"kind": "eval", "step": self.state["step"], "tokens": self.state["tokens"],
                             "w": _weights(self.method), **out})
@@ -643,6 +726,9 @@ class Trainer:
                 bar.update(1)
             self.save_checkpoint()
         finally:
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
             bar.close()
             self.metrics.close()
             restore_attention(self.models, self.attention)  # as the caller gave them, before saving

@@ -26,7 +26,7 @@ def test_paper_scale_profile_builds_its_models_and_trains_one_step(name, small_c
     # profiles' batch of 3 took 32 s for this step here).
     steps = {"device": "cpu", "mixed_precision": False, "method": "dwml", "num_epochs": 1, "num_batches": 1,
              "batch_size": 1, "eval_batches": 1, "eval_interval": 1, "weight_update_frequency": 1,
-             "warmup_iters": 0, "lr_decay_iters": 1}
+             "warmup_iters": 0, "lr_decay_iters": 1, "compile": False}  # compiling 4 peers: minutes on 2 cores
     cfg = Config.from_dict(data=data, search=search, train={**prof.get("train", {}), **steps})
     assert (cfg.data.block_size, cfg.search.teacher_layers, cfg.search.teacher_hidden, cfg.search.teacher_heads,
             cfg.search.num_peers) == (512, 12, 768, 12, 4)
