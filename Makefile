@@ -31,9 +31,14 @@ test-all: $(STAMP)
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
 
-# JupyterLab on this checkout, the py:percent notebooks opening as notebooks (jupytext's contents manager).
+# JupyterLab on this checkout, the py:percent notebooks opening as notebooks on a double-click: jupytext's
+# contents manager serves them, and the project's .jupyter/labconfig/default_setting_overrides.json (found
+# through JUPYTER_CONFIG_PATH, so nothing is written into the user's home) makes "Jupytext Notebook" the
+# default viewer of .py and .md files. The committed executed notebooks/NN_*.ipynb supply the outputs.
+LAB_ENV := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=. notebooks/
+	$(LAB_ENV) $(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=notebooks $(LAB_ARGS)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
