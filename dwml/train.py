@@ -39,7 +39,7 @@ from dwml.bilevel import across_ranks
 from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
                              extension_note, read_checkpoint)
 from dwml.config import Config, ConfigError
-from dwml.data import merge_batches
+from dwml.data import merge_batches, save_tokenizer_files
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
@@ -619,7 +619,7 @@ def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> Tr
     for i, m in enumerate(models):
         out = run_dir / f"peer_{i}"
         m.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.data)
         peer_dirs.append(out)
     history = read_metrics(run_dir)
     evals = history[history["kind"] == "eval"]
