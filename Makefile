@@ -27,7 +27,8 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# Write the paired .ipynb files for JupyterLab (they are git-ignored; the .py files are the source).
+# Carry edits of the .py sources over to the paired .ipynb files (jupytext keeps their outputs); the .py
+# files are the source, the .ipynb the default profile's executed notebooks that `make reproduce` writes.
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
 

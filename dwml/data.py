@@ -173,6 +173,10 @@ its backend) and build it from ``tokenizer.json`` as it is. ``RobertaTokenizerFa
 rebuilds it from the vocabulary and merges alone, without the lower-casing normaliser."""
 
 
+LOAD_TIME_KEYS = ("is_local", "local_files_only")
+"""Keys transformers 5 copies from ``from_pretrained``'s arguments into a saved config; left out."""
+
+
 def byte_level_prefix_space(tokenizer_json: dict) -> bool | None:
     """The ``add_prefix_space`` of the byte-level pre-tokenizer in a parsed ``tokenizer.json`` (also inside a
     ``Sequence``); None when there is none."""
@@ -200,6 +204,8 @@ def write_portable_tokenizer_config(folder: str | Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{folder}: tokenizer files not readable as JSON ({err})") from None
     cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    for key in LOAD_TIME_KEYS:  # how the tokenizer was loaded here, not what it is
+        cfg.pop(key, None)
     if prefix_space is not None:
         cfg["add_prefix_space"] = prefix_space
     atomic_write_json(cfg_file, cfg)

@@ -66,6 +66,11 @@ def test_committed_executed_notebook_holds_its_source(path):
 def test_every_committed_ipynb_has_its_source():
     orphans = [p.name for p in (ROOT / "notebooks").glob("*.ipynb") if not p.with_suffix(".py").is_file()]
     assert not orphans, f"notebooks/ holds .ipynb files without their .py source: {orphans}"
+    # and git lets them be committed
+    import subprocess
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/00_data.ipynb"], cwd=ROOT)
+    assert ignored.returncode == 1, ".gitignore ignores notebooks/*.ipynb: the executed notebooks are committed"
 
 
 def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
