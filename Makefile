@@ -38,8 +38,9 @@ sync: $(STAMP)
 # default viewer of .py and .md files. The committed executed notebooks/NN_*.ipynb supply the outputs.
 LAB_ENV := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))
 LAB_ARGS ?=
+LAB_ROOT ?= notebooks
 lab: $(STAMP)
-	$(LAB_ENV) $(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(LAB_ENV) $(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=$(LAB_ROOT) $(LAB_ARGS)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

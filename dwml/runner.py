@@ -318,6 +318,20 @@ def _shorten(text: str, where: str) -> tuple[str, bool]:
     return "\n".join(head + [note] + tail), True
 
 
+def _merged_streams(outputs: list) -> list:
+    """The outputs with each run of consecutive same-stream outputs joined into one (a log printed over
+    minutes arrives in many pieces; it is shortened as a whole)."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.output_type == "stream" and prev is not None and prev.output_type == "stream"
+                and prev.name == out.name):
+            prev.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def injected_parameters(nb) -> dict:
     """The values papermill injected into an executed notebook (its ``injected-parameters`` cell); {} if none."""
     values: dict = {}
@@ -348,6 +362,10 @@ def publish_notebook(executed: str | Path, source: str | Path, dest: str | Path)
                             + ", ".join(f"{k}={v!r}, source {d!r}" for k, (v, d) in differ.items())
                             + "): its outputs would not belong to the source; publish a run of its defaults "
                               f"(the {PUBLISHED_PROFILE!r} profile)")
+    try:  # the note in a shortened log names the full copy, relative to the project where it lies there
+        where = str(executed.resolve().relative_to(project_root()))
+    except ValueError:
+        where = str(executed)
     shortened = dropped = 0
     cells = []
     for cell in nb.cells:
@@ -357,9 +375,9 @@ def publish_notebook(executed: str | Path, source: str | Path, dest: str | Path)
         cell.metadata = {"tags": tags} if tags else {}
         if cell.cell_type == "code":
             outputs = []
-            for out in cell.outputs:
+            for out in _merged_streams(cell.outputs):
                 if out.output_type == "stream":
-                    out.text, cut = _shorten(out.text, f"{executed}")
+                    out.text, cut = _shorten(out.text, where)
                     shortened += cut
                 elif "data" in out:
                     for mime in DROPPED_MIME:

@@ -155,6 +155,26 @@ def test_runner_publishes_the_executed_notebook_and_the_pair_check_holds_it_to_i
     assert not (tmp_path / "x.ipynb").exists()
 
 
+def test_publish_joins_a_log_printed_in_pieces_and_keeps_the_last_frame_of_a_redrawn_line(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    src = tmp_path / "96_log.py"
+    src.write_text('# %% tags=["parameters"]\nprofile = "default"\n\n# %%\ntrain()\n')
+    pieces = [new_output("stream", name="stdout", text=f"step {i} loss {1 / (i + 1):.6f}\n") for i in range(400)]
+    bar = new_output("stream", name="stderr", text="run 1:  10%\r run 1:  50%\r run 1: 100%\n")
+    nb = new_notebook(cells=[new_code_cell('profile = "default"', metadata={"tags": ["parameters"]}),
+                             new_code_cell("train()", outputs=pieces + [bar]), new_markdown_cell("x")])
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    info = runner.publish_notebook(tmp_path / "executed.ipynb", src, tmp_path / "96_log.ipynb")
+    assert info["shortened"] == 1 and info["bytes"] == (tmp_path / "96_log.ipynb").stat().st_size
+    outs = nbformat.read(tmp_path / "96_log.ipynb", as_version=4).cells[1].outputs
+    assert [o.name for o in outs] == ["stdout", "stderr"]  # 400 pieces joined, then shortened as one
+    assert outs[0].text.startswith("step 0 ") and "step 399 " in outs[0].text and "step 200 " not in outs[0].text
+    assert f"the whole output is in {tmp_path / 'executed.ipynb'}" in outs[0].text
+    assert outs[1].text == " run 1: 100%\n"  # what a terminal shows of the redrawn line
+
+
 def test_only_the_default_profile_publishes_by_default(tmp_path, monkeypatch):
     published = []
     monkeypatch.setattr(runner, "run_notebook", lambda path, *a, **k: tmp_path / f"{Path(path).stem}.ipynb")
