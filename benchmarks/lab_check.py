@@ -65,13 +65,16 @@ with sync_playwright() as p:
         outputs = f"{main} .jp-Notebook .jp-OutputArea-output"
         out["url"]["output_tables"] = page.locator(f"{outputs} table").count()
         out["url"]["output_png_images"] = page.locator(f"{outputs} img[src^='data:image/png']").count()
-        out["url"]["table2_rows_kd_dwml"] = page.locator(f"{outputs} table td:text-is('kd_dwml'), "
-                                                         f"{outputs} table th:text-is('kd_dwml')").count()
-        # the screenshot: the notebook scrolled to its Table 2 (the first table naming kd_dwml) and below
-        target = page.locator(f"{outputs} table").filter(has_text="kd_dwml").first
-        if target.count():
-            target.scroll_into_view_if_needed()
-            page.wait_for_timeout(1000)
+        # Table 2: the output of the cell that computes it; the methods figure: that of the cell that draws it
+        table2 = page.locator(f"{main} .jp-Notebook .jp-CodeCell").filter(has_text="table2_with_paper(").first
+        figure = page.locator(f"{main} .jp-Notebook .jp-CodeCell").filter(has_text="plot_methods(seeded").first
+        out["url"]["table2_tables"] = table2.locator(".jp-OutputArea-output table").count()
+        out["url"]["table2_kd_dwml_rows"] = table2.locator(".jp-OutputArea-output table").filter(has_text="kd_dwml").count()
+        out["url"]["methods_figure_pngs"] = figure.locator(".jp-OutputArea-output img[src^='data:image/png']").count()
+        # the screenshot: the notebook scrolled to Table 2's cell
+        if table2.count():
+            table2.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(1500)
         page.screenshot(path=shot)
     else:
         page.goto(f"{base}/lab?token={token}")
@@ -118,6 +121,10 @@ class Lab:
                "JUPYTER_DATA_DIR": str(user / "data"), "JUPYTERLAB_SETTINGS_DIR": str(user / "settings"),
                "JUPYTERLAB_WORKSPACES_DIR": str(user / "workspaces")}
         env.pop("JUPYTER_CONFIG_PATH", None)
+        # this check's own (temporary) user settings: no "Jupyter news?" pop-up over the screenshot
+        news = user / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        news.parent.mkdir(parents=True)
+        news.write_text('{"fetchNews": "false"}')
         self.proc = subprocess.Popen(self.command, shell=True, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -167,7 +174,9 @@ def executed_folder() -> tuple[Path | None, str]:
     key = hashlib.sha256(src.read_bytes() + (ROOT / "profiles" / "ci.yaml").read_bytes()).hexdigest()[:16]
     tmp = ROOT / ".cache" / "lab-check" / key
     folder = tmp / "notebooks"
-    if (folder / f"{NOTEBOOK}.ipynb").is_file():
+    executed = tmp / "runs" / "executed" / f"{NOTEBOOK}.ipynb"
+    if executed.is_file() and (folder / src.name).is_file():
+        runner.publish_notebook(executed, folder / src.name, folder / f"{NOTEBOOK}.ipynb")  # as the runner now would
         return folder, (f"no committed `notebooks/{NOTEBOOK}.ipynb` yet: a copy of `{src.name}` with the `ci` "
                         f"profile's parameters, executed and published by the runner (`--publish-dir`; cached in "
                         f"`.cache/lab-check/{key}/`)")
@@ -231,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "URL: a notebook with cells, no text editor": url["notebook_panels"] >= 1 and url["cells"] > 0
         and url["file_editors"] == 0,
-        "URL: a table in the outputs naming kd_dwml (Table 2)": url["output_tables"] > 0 and url["table2_rows_kd_dwml"] > 0,
-        "URL: a PNG figure in the outputs": url["output_png_images"] > 0,
+        "URL: Table 2 (a table naming kd_dwml) in the output of the cell that computes it": url["table2_tables"] > 0
+        and url["table2_kd_dwml_rows"] > 0,
+        "URL: the methods figure (a PNG) in the output of the cell that draws it": url["methods_figure_pngs"] > 0,
         "double-click: a notebook with cells, no text editor": dbl["notebook_panels"] >= 1 and dbl["cells"] > 0
         and dbl["file_editors"] == 0,
     }
@@ -246,14 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs; {chromium} headless, driven by playwright.", "",
         f"Executed notebook: {how}.", "",
         f"Server: `{re.sub(r'token=[0-9a-f]+', 'token=...', command.replace(str(ROOT) + '/', ''))}`", "",
-        "| what was opened | notebook panels | cells | text editors | tables in outputs | PNG figures in outputs |",
-        "|---|---|---|---|---|---|",
+        "| what was opened | notebook panels | cells | text editors | tables / PNG figures in outputs | "
+        "Table 2's cell: tables | methods figure's cell: PNGs |",
+        "|---|---|---|---|---|---|---|",
         f"| `/lab/tree/{NOTEBOOK}.py` (its URL) | {url['notebook_panels']} | {url['cells']} | {url['file_editors']} | "
-        f"{url['output_tables']} | {url['output_png_images']} |",
+        f"{url['output_tables']} / {url['output_png_images']} | {url['table2_tables']} | {url['methods_figure_pngs']} |",
         f"| double-click on `{NOTEBOOK}.py` in the file browser | {dbl['notebook_panels']} | {dbl['cells']} | "
-        f"{dbl['file_editors']} | | |",
+        f"{dbl['file_editors']} | | | |",
         f"| the same double-click, server without the project's settings (control) | {ctl['notebook_panels']} | "
-        f"{ctl['cells']} | {ctl['file_editors']} | | |", "",
+        f"{ctl['cells']} | {ctl['file_editors']} | | | |", "",
         *[f"- [{'x' if v else ' '}] {k}" for k, v in checks.items()], "",
         "Screenshot (`lab_check.png`): the notebook opened by its URL, scrolled to Table 2.",
         f"Result: {'PASS' if ok else 'FAIL'}.", ""]

@@ -392,6 +392,12 @@ def publish_notebook(executed: str | Path, source: str | Path, dest: str | Path)
         cells.append(cell)
     nb.cells = cells
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
+    # jupytext's filters as the source is read (jupytext.toml): with them, jupytext's contents manager finds
+    # the .ipynb's cells equal to the .py's even when the .ipynb is the newer file (it is, after a run)
+    text_meta = dict(read_notebook(source).metadata.get("jupytext", {}))
+    text_meta.pop("text_representation", None)
+    if text_meta:
+        nb.metadata["jupytext"] = text_meta
     text = nbformat.writes(nb)
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest, text)
