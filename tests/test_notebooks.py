@@ -123,6 +123,7 @@ def test_runner_publishes_the_executed_notebook_and_the_pair_check_holds_it_to_i
     assert runner.pair_differences(src, out) == []
     assert not any(runner.INJECTED_TAG in c.metadata.get("tags", []) for c in published.cells)
     assert any(runner.INJECTED_TAG in c.metadata.get("tags", []) for c in executed.cells)
+    assert runner.injected_parameters(executed) == params and runner.injected_parameters(published) == {}
     assert "papermill" not in published.metadata
     # outputs: the table and the PNG figure, the log shortened to its ends, no library bars anywhere
     rich = [o for c in published.cells for o in c.get("outputs", []) if "data" in o]
