@@ -27,13 +27,20 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# Write the paired .ipynb files for JupyterLab (they are git-ignored; the .py files are the source).
+# Carry edits of the .py sources over to the paired .ipynb files (jupytext keeps their outputs); the .py
+# files are the source, the .ipynb the default profile's executed notebooks that `make reproduce` writes.
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
 
-# JupyterLab on this checkout, the py:percent notebooks opening as notebooks (jupytext's contents manager).
+# JupyterLab on this checkout, the py:percent notebooks opening as notebooks on a double-click: jupytext's
+# contents manager serves them, and the project's .jupyter/labconfig/default_setting_overrides.json (found
+# through JUPYTER_CONFIG_PATH, so nothing is written into the user's home) makes "Jupytext Notebook" the
+# default viewer of .py and .md files. The committed executed notebooks/NN_*.ipynb supply the outputs.
+LAB_ENV := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))
+LAB_ARGS ?=
+LAB_ROOT ?= notebooks
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=. notebooks/
+	$(LAB_ENV) $(VENV)/bin/jupyter lab --ServerApp.contents_manager_class=jupytext.TextFileContentsManager --ServerApp.root_dir=$(LAB_ROOT) $(LAB_ARGS)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

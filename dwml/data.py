@@ -154,9 +154,62 @@ def train_tokenizer(lines: Iterable[str], vocab_size: int, out_dir: str | Path |
 
 
 def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
-    """``save_pretrained`` into a temporary folder, then rename it into place (never half a tokenizer)."""
+    """``save_pretrained`` into a temporary folder, then rename it into place (never half a tokenizer); the
+    config is the portable one of :func:`write_portable_tokenizer_config`."""
     with atomic_dir(out_dir) as tmp:
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer_files(tokenizer, tmp)
+
+
+def save_tokenizer_files(tokenizer, folder: str | Path) -> None:
+    """``save_pretrained`` into ``folder`` (beside a saved model, say), then make its config portable."""
+    tokenizer.save_pretrained(str(folder))
+    write_portable_tokenizer_config(folder)
+
+
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+"""The class a saved ``tokenizer_config.json`` names. transformers 5 writes ``TokenizersBackend``, which 4.x
+(the BabyLM 2025 pipeline pins 4.51.3) does not know; both know ``PreTrainedTokenizerFast`` (5.x maps it to
+its backend) and build it from ``tokenizer.json`` as it is. ``RobertaTokenizerFast`` is no choice: 5.x
+rebuilds it from the vocabulary and merges alone, without the lower-casing normaliser."""
+
+
+LOAD_TIME_KEYS = ("is_local", "local_files_only")
+"""Keys transformers 5 copies from ``from_pretrained``'s arguments into a saved config; left out."""
+
+
+def byte_level_prefix_space(tokenizer_json: dict) -> bool | None:
+    """The ``add_prefix_space`` of the byte-level pre-tokenizer in a parsed ``tokenizer.json`` (also inside a
+    ``Sequence``); None when there is none."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    for p in [pre] + list(pre.get("pretokenizers") or []):
+        if p.get("type") == "ByteLevel":
+            return bool(p.get("add_prefix_space", True))
+    return None
+
+
+def write_portable_tokenizer_config(folder: str | Path) -> dict:
+    """Rewrite ``folder/tokenizer_config.json`` (as ``save_pretrained`` left it) so that ``AutoTokenizer``
+    under transformers 4.x and 5.x builds the same pipeline from ``tokenizer.json``: it names
+    :data:`PORTABLE_TOKENIZER_CLASS`, and states the byte-level pre-tokenizer's ``add_prefix_space``, which
+    4.x's fast tokenizer otherwise resets to its own default, False (``Rebecca was`` would become ``re becca
+    Ġwas`` instead of ``Ġrebecca Ġwas``). Returns the config written (atomically)."""
+    folder = Path(folder)
+    cfg_file, tok_file = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    for f in (cfg_file, tok_file):
+        if not f.is_file():
+            raise DataError(f"{folder} holds no {f.name}: not a folder written by a fast tokenizer's save_pretrained")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        prefix_space = byte_level_prefix_space(json.loads(tok_file.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{folder}: tokenizer files not readable as JSON ({err})") from None
+    cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    for key in LOAD_TIME_KEYS:  # how the tokenizer was loaded here, not what it is
+        cfg.pop(key, None)
+    if prefix_space is not None:
+        cfg["add_prefix_space"] = prefix_space
+    atomic_write_json(cfg_file, cfg)
+    return cfg
 
 
 def load_tokenizer(path: str | Path):

@@ -386,6 +386,10 @@ def load_masked_lm(model_dir: str | Path, attn_implementation: str | None = "sdp
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+    from dwml.model import quiet_library_bars
+
+    quiet_library_bars()  # no "Loading weights" bar per model loaded
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise EvalDataError(f"model folder {model_dir} does not exist")

@@ -213,6 +213,7 @@ def finetune(model_dir: str | Path, task: str, data_root: str | Path, output_dir
     from transformers.utils import logging as hf_logging
 
     from dwml.io import atomic_write_json
+    from dwml.model import quiet_library_bars
 
     cfg = cfg or GlueConfig()
     model_dir = check_model_dir(model_dir)
@@ -227,6 +228,7 @@ def finetune(model_dir: str | Path, task: str, data_root: str | Path, output_dir
     torch.manual_seed(cfg.seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights newly initialised" is the point here, not a warning
+    quiet_library_bars()  # and no "Loading weights" bar
     try:
         model = RobertaForSequenceClassification.from_pretrained(str(model_dir), num_labels=TASKS[task][1])
     finally:

@@ -134,6 +134,18 @@ def _register() -> None:
 _register()
 
 
+def quiet_library_bars() -> None:
+    """Switch off transformers' own progress bars for this process ("Loading weights" on every
+    ``from_pretrained``, "Writing model shards" on every ``save_pretrained``): a study loads and saves peers
+    hundreds of times, and the project prints its own progress instead (one line per run or stage)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+quiet_library_bars()  # on import: everything that trains, saves or scores peers imports this module
+
+
 def use_fast_attention(models: Sequence[nn.Module]) -> list[str | None]:
     """Switch the models that use "sdpa" to :data:`ATTENTION`; return what each used, for
     :func:`restore_attention` (others, e.g. "eager", are left as they are)."""

@@ -1,9 +1,12 @@
 """Run the paper's notebooks with papermill on a profile: ``python -m dwml.runner --profile default``.
 
-Only the ``py:percent`` files in ``notebooks/`` are committed (reviewable diffs); this runner turns each
-into a notebook with jupytext, injects the profile's parameters with papermill, and writes the executed
-copy to ``runs/<profile>/executed/`` (a build product, git-ignored). The notebooks write their figures and
-tables themselves, to the profile's ``figures_dir``.
+The ``py:percent`` files in ``notebooks/`` are the source (reviewable diffs); this runner turns each into a
+notebook with jupytext, injects the profile's parameters with papermill, and writes the executed copy to
+``runs/<profile>/executed/`` (a build product, git-ignored). The notebooks write their figures and tables
+themselves, to the profile's ``figures_dir``. On :data:`PUBLISHED_PROFILE` (``default``) each executed
+notebook is also published beside its source as ``notebooks/NN_name.ipynb`` (committed, jupytext's paired
+file, so JupyterLab shows the outputs in place): the parameters cell as in the source, figures as PNG, long
+logs shortened, widget outputs and papermill's metadata dropped (:func:`publish_notebook`).
 
 A profile is shared by all notebooks: before anything runs, its top-level keys are checked against the
 parameters the notebooks declare (their ``parameters`` cells), and a key no notebook declares (a typo) is
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
+import os
 import sys
 import tempfile
 import threading
@@ -24,9 +29,13 @@ import time
 from pathlib import Path
 
 
-from dwml.io import project_path, project_root, read_yaml
+from dwml.io import atomic_write_text, project_path, project_root, read_yaml
 
 PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds after the parameters cell
+PUBLISHED_PROFILE = "default"
+"""The profile whose executed notebooks are committed as ``notebooks/NN_name.ipynb`` (as its figures are in
+``figures/``); other profiles publish nowhere unless given ``--publish-dir``."""
 
 
 class NotebookError(RuntimeError):
@@ -266,6 +275,24 @@ def _engine():
 # The kernel's own console warnings (e.g. ipykernel's "Kernel is running over TCP without encryption",
 # which nbclient's local kernels always are) say nothing about the notebook; errors still show.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+KERNEL_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+"""Set in the kernel's environment: no huggingface_hub / transformers progress bars in executed notebooks
+(``dwml.model.quiet_library_bars`` does the same for anything that imports the peers)."""
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """``os.environ`` with ``values`` set while the block runs (the kernel inherits it), then as it was."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def read_notebook(path: str | Path):
@@ -316,13 +343,143 @@ def run_notebook(path: Path, profile: str, params: dict, log_output: bool = Fals
         nbformat.write(nb, src)
         _ACTIVE["progress"] = progress or None
         try:
-            with (progress or _Null()):
+            with (progress or _Null()), _environment(KERNEL_ENV):
                 pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(project_root()),
                                     kernel_name="python3", log_output=log_output, progress_bar=False,
                                     engine_name=_engine(), extra_arguments=KERNEL_ARGUMENTS)
         finally:
             _ACTIVE.pop("progress", None)
     return out
+
+
+MAX_STREAM_CHARS = 4000
+"""A code cell's printed output (stdout and stderr) longer than this is shortened in a published notebook
+to its first and last lines (training logs belong in the run folder, not in the committed notebook)."""
+KEEP_LINES = 10
+DROPPED_MIME = ("application/vnd.jupyter.widget-view+json", "image/svg+xml", "application/pdf")
+"""Output types a published notebook leaves out: widgets (their state is not saved, so they would render as
+an error; their text form stays) and vector copies of figures that also come as PNG."""
+
+
+def _last_frame(line: str) -> str:
+    """What a terminal shows of a line redrawn with carriage returns (a text progress bar): its last frame."""
+    return line.rsplit("\r", 1)[-1]
+
+
+def _shorten(text: str, where: str) -> tuple[str, bool]:
+    lines = [_last_frame(line) for line in text.split("\n")]
+    text = "\n".join(lines)
+    if len(text) <= MAX_STREAM_CHARS:
+        return text, False
+    head, tail = lines[:KEEP_LINES], lines[-KEEP_LINES:]
+    note = (f"... [{len(lines) - 2 * KEEP_LINES:,} lines ({len(text):,} characters) left out of the published "
+            f"notebook; the whole output is in {where}] ...")
+    return "\n".join(head + [note] + tail), True
+
+
+def _merged_streams(outputs: list) -> list:
+    """The outputs with each run of consecutive same-stream outputs joined into one (a log printed over
+    minutes arrives in many pieces; it is shortened as a whole)."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.output_type == "stream" and prev is not None and prev.output_type == "stream"
+                and prev.name == out.name):
+            prev.text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
+def injected_parameters(nb) -> dict:
+    """The values papermill injected into an executed notebook (its ``injected-parameters`` cell); {} if none."""
+    values: dict = {}
+    for cell in nb.cells:
+        if INJECTED_TAG in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values
+
+
+def publish_notebook(executed: str | Path, source: str | Path, dest: str | Path) -> dict:
+    """Write the executed notebook ``executed`` of the source ``source`` (its ``.py``) to ``dest`` as the
+    paired ``.ipynb`` a reader opens: cells as in the source (papermill's injected cell removed, which is
+    why the run's parameters must be the source's own defaults, else a :class:`NotebookError` names them),
+    outputs kept but long printed logs shortened (:data:`MAX_STREAM_CHARS`) and :data:`DROPPED_MIME`
+    dropped, cell metadata reduced to tags, papermill's metadata removed. Atomic. Returns ``{"path",
+    "bytes", "shortened", "dropped"}``."""
+    import nbformat
+
+    executed, source, dest = Path(executed), Path(source), Path(dest)
+    nb = nbformat.read(executed, as_version=4)
+    defaults = notebook_parameters(source)
+    ran = injected_parameters(nb)
+    differ = {k: (v, defaults.get(k)) for k, v in ran.items() if defaults.get(k, object()) != v}
+    if differ:
+        raise NotebookError(f"{executed}: ran with parameters other than {source.name}'s own ("
+                            + ", ".join(f"{k}={v!r}, source {d!r}" for k, (v, d) in differ.items())
+                            + "): its outputs would not belong to the source; publish a run of its defaults "
+                              f"(the {PUBLISHED_PROFILE!r} profile)")
+    try:  # the note in a shortened log names the full copy, relative to the project where it lies there
+        where = str(executed.resolve().relative_to(project_root()))
+    except ValueError:
+        where = str(executed)
+    shortened = dropped = 0
+    cells = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if INJECTED_TAG in tags:
+            continue
+        cell.metadata = {"tags": tags} if tags else {}
+        if cell.cell_type == "code":
+            outputs = []
+            for out in _merged_streams(cell.outputs):
+                if out.output_type == "stream":
+                    out.text, cut = _shorten(out.text, where)
+                    shortened += cut
+                elif "data" in out:
+                    for mime in DROPPED_MIME:
+                        # a vector figure only where a PNG of it stays
+                        if mime in out.data and (mime.startswith("application/vnd") or "image/png" in out.data):
+                            del out.data[mime]
+                            dropped += 1
+                    if not out.data:
+                        continue
+                outputs.append(out)
+            cell.outputs = outputs
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
+    # jupytext's filters as the source is read (jupytext.toml): with them, jupytext's contents manager finds
+    # the .ipynb's cells equal to the .py's even when the .ipynb is the newer file (it is, after a run)
+    text_meta = dict(read_notebook(source).metadata.get("jupytext", {}))
+    text_meta.pop("text_representation", None)
+    if text_meta:
+        nb.metadata["jupytext"] = text_meta
+    text = nbformat.writes(nb)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest, text)
+    return {"path": dest, "bytes": len(text.encode()), "shortened": shortened, "dropped": dropped}
+
+
+def pair_differences(source: str | Path, ipynb: str | Path) -> list[str]:
+    """How the paired ``ipynb`` differs from its ``source`` (the ``.py``) in its cells (type and source, as
+    jupytext reads both); [] when they agree."""
+    import jupytext
+
+    a = [(c.cell_type, c.source.strip()) for c in jupytext.read(str(source)).cells]
+    b = [(c.cell_type, c.source.strip()) for c in jupytext.read(str(ipynb)).cells]
+    if a == b:
+        return []
+    problems = [f"{Path(source).name} has {len(a)} cells, {Path(ipynb).name} {len(b)}"] if len(a) != len(b) else []
+    for i, (x, y) in enumerate(zip(a, b), start=1):
+        if x != y:
+            first = next((line for line in difflib.unified_diff(x[1].splitlines(), y[1].splitlines(), lineterm="",
+                                                                n=0) if line[:1] in "+-" and line[:3] not in ("+++", "---")),
+                         f"{x[0]} / {y[0]}")
+            problems.append(f"cell {i}: {first}")
+    return problems
 
 
 class _Null:
@@ -345,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heartbeat", type=float, default=60.0,
                     help="seconds between 'still in cell' lines while a long cell runs (0: none)")
     ap.add_argument("--quiet", action="store_true", help="no per-cell lines, only one per notebook")
+    ap.add_argument("--publish-dir", default=None,
+                    help=f"also write each executed notebook, as readers get it, to DIR/NN_name.ipynb (default: "
+                         f"notebooks/ on the {PUBLISHED_PROFILE!r} profile, nowhere on the others; see publish_notebook)")
+    ap.add_argument("--no-publish", action="store_true", help="publish nothing, whatever the profile")
     args = ap.parse_args(argv)
     params = load_profile(args.profile)
     params.setdefault("profile", args.profile)
@@ -354,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[dwml.runner] {err}", file=sys.stderr)
         return 2
     paths = notebook_paths(args.notebooks or params.get("notebooks"))  # the list check_profile checked
+    publish_dir = None
+    if not args.no_publish:
+        if args.publish_dir:
+            publish_dir = project_path(args.publish_dir)
+        elif profile_file(args.profile).resolve() == profile_file(PUBLISHED_PROFILE).resolve():
+            publish_dir = project_root() / "notebooks"
+    published = []
     figures = project_path(params.get("figures_dir", "figures"))
     before = _figure_files(figures)
     times = []
@@ -370,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[dwml.runner] FAILED: {path.name} after {_fmt(time.perf_counter() - t0)}: "
                   f"{type(err).__name__}: {err}", file=sys.stderr)
             return 1
+        if publish_dir is not None:
+            try:
+                published.append(publish_notebook(out, path, publish_dir / f"{path.stem}.ipynb"))
+            except NotebookError as err:
+                print(f"[dwml.runner] FAILED to publish {path.name}: {err}", file=sys.stderr)
+                return 1
         times.append((path.stem, time.perf_counter() - t0, out))
         print(f"[dwml.runner] [{k}/{len(paths)}] {path.name} done in {_fmt(times[-1][1])} "
               f"(total {_fmt(time.perf_counter() - t_all)})", flush=True)
@@ -381,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"  {n:<{width}}  {_fmt(t):>7}  {out}" for n, t, out in times]
     lines.append(f"  figures and tables: {len(written)} file(s) written under {figures}"
                  + (f" ({', '.join(sorted({p.suffix for p in written}))})" if written else ""))
+    if published:
+        lines.append(f"  published notebooks ({sum(p['bytes'] for p in published) / 1e3:,.0f} kB in all):")
+        lines += [f"    {p['path']}  {p['bytes'] / 1e3:,.0f} kB" + (f", {p['shortened']} long output(s) shortened"
+                                                                    if p["shortened"] else "") for p in published]
     print("\n".join(lines), flush=True)
     return 0
 

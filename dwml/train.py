@@ -41,7 +41,7 @@ from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoi
 from dwml.checkpoint import (CheckpointError, RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
                              read_json_file)
 from dwml.config import Config, ConfigError
-from dwml.data import merge_batches
+from dwml.data import merge_batches, save_tokenizer_files
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
@@ -780,7 +780,7 @@ def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> Tr
     for i, m in enumerate(models):
         out = run_dir / f"peer_{i}"
         m.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.data)
         peer_dirs.append(out)
     history = read_metrics(run_dir)
     evals = history[history["kind"] == "eval"]

@@ -1,6 +1,7 @@
 """Notebooks: paired, tagged, parameters in step with profiles/default.yaml, and each runs on `ci`."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,17 +28,184 @@ def test_parameters_cell_matches_default_profile(path):
             assert value == default[key], f"{path.name}: {key}={value!r} but profiles/default.yaml has {default[key]!r}"
 
 
+BAR_TEXT = ("Loading weights", "Writing model shards", "Loading checkpoint shards")
+"""What transformers' progress bars leave in an output (the project's own bars, e.g. the peer search's, may
+show: one line per run, or a widget)."""
+ANY_BAR = BAR_TEXT + ("it/s]", "s/it]")
+"""... and any tqdm text bar (the tiny notebook below has none of its own)."""
+MAX_PUBLISHED_BYTES = 2_000_000
+
+
+def _output_text(nb) -> str:
+    """Every output of a notebook as text: streams, errors, and the text of rich outputs (not images)."""
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            parts.append(o.get("text", "") + "".join(o.get("traceback", [])))
+            parts += [v if isinstance(v, str) else "".join(v) for k, v in o.get("data", {}).items()
+                      if k.startswith("text/")]
+    return "\n".join(parts)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_pair_in_sync(path):
-    """Where a paired .ipynb exists (after `make sync` or editing in JupyterLab), it holds the same cells."""
-    import jupytext
+def test_committed_executed_notebook_holds_its_source(path):
+    """The executed notebook published beside the source (`make reproduce` on `default` writes it, and it is
+    committed) has the source's cells exactly, and outputs; a notebook not yet published is skipped."""
+    import nbformat
 
     ipynb = path.with_suffix(".ipynb")
     if not ipynb.exists():
-        pytest.skip(f"{ipynb.name} not generated (only the .py is committed)")
-    a, b = jupytext.read(str(path)), jupytext.read(str(ipynb))
-    assert [(c.cell_type, c.source) for c in a.cells] == [(c.cell_type, c.source) for c in b.cells], (
-        f"{path.name} and {ipynb.name} differ: run `make sync`")
+        pytest.skip(f"{ipynb.name} not published yet (`make reproduce` on the default profile writes it)")
+    problems = runner.pair_differences(path, ipynb)
+    assert not problems, (f"{ipynb.name} does not hold {path.name}'s cells ({'; '.join(problems[:5])}): rerun "
+                          f"`make reproduce`, or `make sync` to carry the edit over without outputs")
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any(c.outputs for c in code), f"{ipynb.name} holds no outputs: not an executed notebook"
+    assert not any(runner.INJECTED_TAG in c.metadata.get("tags", []) for c in code)
+    assert ipynb.stat().st_size < MAX_PUBLISHED_BYTES, f"{ipynb.name}: {ipynb.stat().st_size:,} bytes"
+    text = _output_text(nb)
+    assert not [b for b in BAR_TEXT if b in text], f"{ipynb.name} holds a library progress bar"
+
+
+def test_every_committed_ipynb_has_its_source():
+    orphans = [p.name for p in (ROOT / "notebooks").glob("*.ipynb") if not p.with_suffix(".py").is_file()]
+    assert not orphans, f"notebooks/ holds .ipynb files without their .py source: {orphans}"
+    # and git lets them be committed
+    import subprocess
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/00_data.ipynb"], cwd=ROOT)
+    assert ignored.returncode == 1, ".gitignore ignores notebooks/*.ipynb: the executed notebooks are committed"
+
+
+def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
+    """A notebook with a long log, a table, a figure and a transformers model saved and loaded (once before
+    anything of dwml is imported), its parameters cell holding ``params``."""
+    nb = folder / f"{name}.py"
+    header = "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    nb.write_text(
+        "# %% [markdown]\n# # A tiny notebook\n\n"
+        f'# %% tags=["parameters"]\n{header}\n'
+        "# %%\nfor i in range(3000):\n    print('step', i, 'loss', 1 / (i + 1))\n\n"
+        "# %%\nimport tempfile\nfrom transformers import RobertaConfig, RobertaForMaskedLM, AutoModelForMaskedLM\n"
+        "cfg = RobertaConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,\n"
+        "                    intermediate_size=16, max_position_embeddings=20)\n"
+        "tmp = tempfile.mkdtemp()\nRobertaForMaskedLM(cfg).save_pretrained(tmp)\n"
+        "AutoModelForMaskedLM.from_pretrained(tmp)\nprint('bare transformers: saved and loaded')\n\n"
+        "# %%\nfrom dwml.evaluate import load_masked_lm\nfrom dwml.data import save_tokenizer_files, train_tokenizer\n"
+        "save_tokenizer_files(train_tokenizer(['the dog is here', 'a cat was there'] * 50, 300), tmp)\n"
+        "model, tok = load_masked_lm(tmp)\nmodel.save_pretrained(tmp)\nprint('dwml: saved and loaded')\n\n"
+        "# %% [markdown]\n# A table and a figure.\n\n"
+        "# %%\nimport pandas as pd\nimport matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3])\nplt.show()\npd.DataFrame({'method': ['mlm', 'dwml'], 'acc': [52.4, 55.0]})\n")
+    return nb
+
+
+def test_runner_publishes_the_executed_notebook_and_the_pair_check_holds_it_to_its_source(tmp_path, capsys):
+    """The copy path, on the `ci` profile with a temporary target: the published notebook has its source's
+    cells (no injected cell), its outputs (table, PNG figure), the long log shortened, no library bars; the
+    pair check passes on it and fails once either side's cell changes; a run on other parameters is refused."""
+    import nbformat
+
+    ci = runner.load_profile("ci")
+    prof = tmp_path / "ci_tmp.yaml"
+    params = {"profile": "ci", "run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig")}
+    prof.write_text("".join(f"{k}: {v}\n" for k, v in params.items()))
+    assert ci["profile"] == "ci"
+    src = _tiny_notebook(tmp_path, params)
+    pub = tmp_path / "published"
+    assert runner.main(["--profile", str(prof), "--quiet", "--publish-dir", str(pub), str(src)]) == 0
+    console = capsys.readouterr().out
+    out = pub / "97_tiny.ipynb"
+    assert out.is_file() and "published notebooks" in console and str(out) in console
+    executed = nbformat.read(tmp_path / "runs" / "executed" / "97_tiny.ipynb", as_version=4)  # the full copy stays
+    published = nbformat.read(out, as_version=4)
+    # (a) the pair check: equal cells pass
+    assert runner.pair_differences(src, out) == []
+    assert not any(runner.INJECTED_TAG in c.metadata.get("tags", []) for c in published.cells)
+    assert any(runner.INJECTED_TAG in c.metadata.get("tags", []) for c in executed.cells)
+    assert runner.injected_parameters(executed) == params and runner.injected_parameters(published) == {}
+    assert "papermill" not in published.metadata
+    # outputs: the table and the PNG figure, the log shortened to its ends, no library bars anywhere
+    rich = [o for c in published.cells for o in c.get("outputs", []) if "data" in o]
+    assert any("text/html" in o.data and "dwml" in o.data["text/html"] for o in rich)
+    assert any("image/png" in o.data for o in rich)
+    log = "".join(o.text for o in published.cells[2].outputs if o.output_type == "stream")
+    assert log.startswith("step 0 ") and "step 2999 " in log and "step 1500 " not in log and "left out" in log
+    assert len(log) < runner.MAX_STREAM_CHARS
+    assert "step 1500 " in _output_text(executed)
+    for nb in (executed, published):
+        text = _output_text(nb)
+        assert "saved and loaded" in text  # the cells ran
+        assert not [b for b in ANY_BAR if b in text], text[:2000]
+    assert out.stat().st_size < 100_000
+    # JupyterLab's jupytext contents manager opens the pair with the outputs, also when the .ipynb is the
+    # newer file (as after every run): it then demands the same cells in both, by its own comparison
+    import os
+    import shutil
+
+    from jupytext import TextFileContentsManager
+
+    shutil.copy(src, pub / src.name)
+    shutil.copy(ROOT / "jupytext.toml", pub / "jupytext.toml")
+    os.utime(pub / src.name, (time.time() - 100, time.time() - 100))
+    model = TextFileContentsManager(root_dir=str(pub)).get(src.name)
+    assert model["type"] == "notebook"
+    assert sum(len(c.get("outputs", [])) for c in model["content"]["cells"]) == sum(
+        len(c.get("outputs", [])) for c in published.cells) > 0
+    # a changed cell, on either side, fails the check and is named
+    edited = tmp_path / "edited" / src.name
+    edited.parent.mkdir()
+    edited.write_text(src.read_text().replace("range(3000)", "range(30)"))
+    problems = runner.pair_differences(edited, out)
+    assert problems and problems[0].startswith("cell 3:") and "range(" in problems[0]
+    changed = nbformat.read(out, as_version=4)
+    changed.cells[0].source = changed.cells[0].source.replace("A tiny", "A small")
+    nbformat.write(changed, tmp_path / "changed.ipynb")
+    assert runner.pair_differences(src, tmp_path / "changed.ipynb")[0].startswith("cell 1:")
+    extra = tmp_path / "extra.py"
+    extra.write_text(src.read_text() + "\n# %%\nprint(1)\n")
+    assert "8 cells" in runner.pair_differences(extra, out)[0]
+    # outputs that belong to other parameters than the source's are not published
+    other = tmp_path / "other" / src.name
+    other.parent.mkdir()
+    other.write_text(src.read_text().replace("profile = 'ci'", "profile = 'default'"))
+    with pytest.raises(runner.NotebookError, match="profile='ci', source 'default'"):
+        runner.publish_notebook(tmp_path / "runs" / "executed" / "97_tiny.ipynb", other, tmp_path / "x.ipynb")
+    assert not (tmp_path / "x.ipynb").exists()
+
+
+def test_publish_joins_a_log_printed_in_pieces_and_keeps_the_last_frame_of_a_redrawn_line(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    src = tmp_path / "96_log.py"
+    src.write_text('# %% tags=["parameters"]\nprofile = "default"\n\n# %%\ntrain()\n')
+    pieces = [new_output("stream", name="stdout", text=f"step {i} loss {1 / (i + 1):.6f}\n") for i in range(400)]
+    bar = new_output("stream", name="stderr", text="run 1:  10%\r run 1:  50%\r run 1: 100%\n")
+    nb = new_notebook(cells=[new_code_cell('profile = "default"', metadata={"tags": ["parameters"]}),
+                             new_code_cell("train()", outputs=pieces + [bar]), new_markdown_cell("x")])
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    info = runner.publish_notebook(tmp_path / "executed.ipynb", src, tmp_path / "96_log.ipynb")
+    assert info["shortened"] == 1 and info["bytes"] == (tmp_path / "96_log.ipynb").stat().st_size
+    outs = nbformat.read(tmp_path / "96_log.ipynb", as_version=4).cells[1].outputs
+    assert [o.name for o in outs] == ["stdout", "stderr"]  # 400 pieces joined, then shortened as one
+    assert outs[0].text.startswith("step 0 ") and "step 399 " in outs[0].text and "step 200 " not in outs[0].text
+    assert f"the whole output is in {tmp_path / 'executed.ipynb'}" in outs[0].text
+    assert outs[1].text == " run 1: 100%\n"  # what a terminal shows of the redrawn line
+
+
+def test_only_the_default_profile_publishes_by_default(tmp_path, monkeypatch):
+    published = []
+    monkeypatch.setattr(runner, "run_notebook", lambda path, *a, **k: tmp_path / f"{Path(path).stem}.ipynb")
+    monkeypatch.setattr(runner, "publish_notebook", lambda out, src, dest: published.append(dest) or
+                        {"path": dest, "bytes": 1, "shortened": 0, "dropped": 0})
+    assert runner.main(["--profile", "ci", "--quiet", "00_data"]) == 0
+    assert published == []
+    assert runner.main(["--profile", "default", "--quiet", "00_data"]) == 0
+    assert published == [ROOT / "notebooks" / "00_data.ipynb"]
+    assert runner.main(["--profile", "default", "--quiet", "--no-publish", "00_data"]) == 0
+    assert len(published) == 1
 
 
 def test_missing_parameters_tag_is_reported(tmp_path):
@@ -59,6 +227,10 @@ def test_notebook_runs_on_ci_profile(path, ci_root):
     params = {**runner.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
     out = runner.run_notebook(path, "ci", params)
     assert out.is_file()
+    import nbformat
+
+    text = _output_text(nbformat.read(out, as_version=4))  # the project's progress only, no library bars
+    assert not [b for b in BAR_TEXT if b in text], [line for line in text.splitlines() if any(b in line for b in BAR_TEXT)][:5]
     if path.stem == "03_baselines":  # ci runs Zorro's loader and table on the synthetic pairs in Zorro's format
         zorro = pd.read_csv(ci_root / "figures" / "table_zorro_paradigms.csv")
         assert len(zorro) == len(params["baseline_methods"]) and "Avg." in zorro.columns
