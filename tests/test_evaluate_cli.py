@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, saved_tiny_roberta
 from dwml import evaluate_cli
 from dwml.evaluate import load_blimp, load_ewok, load_masked_lm, load_supplement, pll_scores
 
@@ -56,21 +56,10 @@ def data(tmp_path_factory):
 def models(tmp_path_factory):
     """A RoBERTa (byte-level BPE, our tokenizer) and a BERT (WordPiece) masked LM, saved like any HF model."""
     from tokenizers import Tokenizer, models as tm, pre_tokenizers, processors
-    from transformers import (BertConfig, BertForMaskedLM, PreTrainedTokenizerFast, RobertaConfig,
-                              RobertaForMaskedLM)
-
-    from dwml.data import train_tokenizer
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     root = tmp_path_factory.mktemp("models")
-    rob = root / "tiny-roberta"
-    tok = train_tokenizer(LINES, vocab_size=300, out_dir=rob, min_frequency=1)
-    torch.manual_seed(0)
-    m = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
-                                         pad_token_id=1, bos_token_id=0, eos_token_id=2))
-    with torch.no_grad():
-        m.lm_head.bias.normal_(0, 1.0)
-    m.save_pretrained(rob)
+    rob = saved_tiny_roberta(root / "tiny-roberta", LINES)
 
     bert = root / "tiny-bert"
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", "\n"] + WORDS)}

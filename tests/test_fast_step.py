@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dwml import train
 from dwml.config import Config
 from dwml.data import merge_batches, pack_lines
 from dwml.losses import fused_ce_kl, masked_ce, masked_kl
 from dwml.model import predicted_logits, prediction_targets
-from conftest import tiny_roberta
+from conftest import SyncCounter, flat_params, tiny_roberta, tiny_train_config
 
 BLOCK = 32
 
@@ -43,16 +42,10 @@ def lines_batch(corpus, seed=0, batch_size=24):
 
 
 def config(**train) -> Config:
-    base = dict(method="dwml", learning_rate=3e-3, min_lr=3e-4, warmup_iters=1, lr_decay_iters=10, batch_size=6,
-                num_batches=4, num_epochs=3, weight_update_frequency=2, eval_interval=100, eval_batches=1,
-                checkpoint_interval=100, step_size=0.5, min_step_size=0.05, device="cpu", dropout=0.0)
-    data = {"corpus": "unused", "vocab_size": 600, "block_size": BLOCK, "packing": train.pop("packing", "lines")}
-    base.update(train)
-    return Config.from_dict(data=data, train=base)
+    return tiny_train_config(BLOCK, **train)
 
 
-def params(models):
-    return [p.detach().clone() for m in models for p in m.state_dict().values()]
+params = flat_params
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -264,27 +257,6 @@ def test_chunked_steps_equal_the_micro_batch_loop(corpus, tmp_path, packing):
 
 # ----------------------------------------------------------------------------------------------------
 # no host synchronisation in the micro-batch loop
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts the aten ops that read a value back to the host (``.item()``, ``bool(t)``, boolean-mask
-    indexing) or need a data-dependent shape (``nonzero``)."""
-
-    SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero")
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        if name in self.SYNCING:
-            self.seen.append(name)
-        elif name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"):
-            # a boolean (mask) index is a nonzero inside the kernel: its result's size depends on the data
-            if any(torch.is_tensor(i) and i.dtype == torch.bool for i in (args[1] or ()) if i is not None):
-                self.seen.append(name + "[bool]")
-        return func(*args, **(kwargs or {}))
 
 
 def test_the_counter_sees_a_sync():

@@ -18,7 +18,7 @@ from dwml.config import Config
 from dwml.losses import combine, ensemble_loss, fused_ce_kl, inner_loss, per_peer_losses, token_ce
 from dwml.precision import matmul_precision, tf32_state
 from dwml.prefetch import Prefetcher
-from conftest import tiny_roberta
+from conftest import SyncCounter, flat_params, tiny_roberta, tiny_train_config
 
 BLOCK = 32
 EXACT = (False, False, "highest")
@@ -41,17 +41,11 @@ def peers(vocab: int, n: int = 2, seed: int = 0, dtype=torch.float32):
                          attention_probs_dropout_prob=0.0) for l, h, a in shapes[:n]]
 
 
-def config(**train_kw) -> Config:
-    base = dict(method="dwml", learning_rate=3e-3, min_lr=3e-4, warmup_iters=1, lr_decay_iters=10, batch_size=6,
-                num_batches=3, num_epochs=4, weight_update_frequency=1, eval_interval=100, eval_batches=1,
-                checkpoint_interval=100, step_size=0.5, min_step_size=0.05, device="cpu", dropout=0.0)
-    data = {"corpus": "unused", "vocab_size": 600, "block_size": BLOCK, "packing": train_kw.pop("packing", "lines")}
-    base.update(train_kw)
-    return Config.from_dict(data=data, train=base)
+def config(**train) -> Config:
+    return tiny_train_config(BLOCK, **{"num_batches": 3, "num_epochs": 4, "weight_update_frequency": 1, **train})
 
 
-def params(models):
-    return [p.detach().clone() for m in models for p in m.state_dict().values()]
+params = flat_params
 
 
 @pytest.fixture
@@ -181,29 +175,6 @@ def test_a_method_loss_under_autocast_keeps_its_vocabulary_matmuls_float32(corpu
 
 # ----------------------------------------------------------------------------------------------------
 # no read-back in the whole step
-
-
-class SyncCounter(TorchDispatchMode):
-    """Ops that read a value back to the host or need a data-dependent shape (as in test_fast_step), plus,
-    through :class:`ReadBacks`, the Python-level reads (``.tolist()``, ``.item()``, ``float(t)``, ``.cpu()``...),
-    which a CPU tensor serves without any aten op."""
-
-    SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero")
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[str] = []
-        self.paused = False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        if not self.paused:
-            if name in self.SYNCING:
-                self.seen.append(name)
-            elif name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"):
-                if any(torch.is_tensor(i) and i.dtype == torch.bool for i in (args[1] or ()) if i is not None):
-                    self.seen.append(name + "[bool]")
-        return func(*args, **(kwargs or {}))
 
 
 class ReadBacks(TorchFunctionMode):

@@ -88,7 +88,7 @@ def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
         f'# %% tags=["parameters"]\n{header}\n'
         "# %%\nfor i in range(3000):\n    print('step', i, 'loss', 1 / (i + 1))\n\n"
         "# %%\nimport tempfile\nfrom transformers import RobertaConfig, RobertaForMaskedLM, AutoModelForMaskedLM\n"
-        "cfg = RobertaConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,\n"
+        "cfg = RobertaConfig(vocab_size=300, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,\n"
         "                    intermediate_size=16, max_position_embeddings=20)\n"
         "tmp = tempfile.mkdtemp()\nRobertaForMaskedLM(cfg).save_pretrained(tmp)\n"
         "AutoModelForMaskedLM.from_pretrained(tmp)\nprint('bare transformers: saved and loaded')\n\n"

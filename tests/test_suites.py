@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from conftest import saved_tiny_roberta
 from dwml import evaluate_cli, experiments, reports, suites
 from dwml.suites import EvalDataError, MinimalPair, Suite
 
@@ -40,20 +40,7 @@ def write_zorro_files(folder: Path, items=ZORRO, sentences=True) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny saved RoBERTa (our byte-level BPE tokenizer), scored by the command line."""
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
-    from dwml.data import train_tokenizer
-
-    out = tmp_path_factory.mktemp("models") / "tiny-roberta"
-    tok = train_tokenizer(LINES + ["where are what did ? i"] * 5, vocab_size=300, out_dir=out, min_frequency=1)
-    torch.manual_seed(0)
-    m = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
-                                         pad_token_id=1, bos_token_id=0, eos_token_id=2))
-    with torch.no_grad():
-        m.lm_head.bias.normal_(0, 1.0)
-    m.save_pretrained(out)
-    return out
+    return saved_tiny_roberta(tmp_path_factory.mktemp("models") / "tiny-roberta", LINES + ["where are what did ? i"] * 5)
 
 
 def expected_scores(model_dir, pairs):
@@ -263,7 +250,7 @@ def test_pairs_csv_carries_the_prefix(model_dir, tmp_path, capsys):
          "Target2": "the cat sings ."}) + "\n")
     out = tmp_path / "out"
     assert evaluate_cli.main([str(model_dir), "--suites", "ewok", "--suite-dir", f"ewok={ewok}", "--out", str(out),
-                              "--no-progress", "--bootstrap", "0"]) == 0, capsys.readouterr().err
+                              "--no-progress", "--bootstrap", "10"]) == 0, capsys.readouterr().err
     row = pd.read_csv(out / "tiny-roberta" / "pairs.csv").iloc[0]
     assert (row["prefix"], row["good"], row["bad"]) == ("the dog sees the cat .", "the cat runs .", "the cat sings .")
 
