@@ -6,12 +6,11 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from conftest import ROOT
 
 
-@pytest.mark.slow  # ~100 s on 2 CPU cores: six stages, each a fresh process importing torch and transformers
+# six stages, each a fresh process importing torch and transformers (tens of seconds on 2 cores); in `make test` so
+# that the prepared GPU script cannot rot between GPU sessions
 def test_gpu_check_dry_run_runs_every_stage(tmp_path):
     out = tmp_path / "check"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
