@@ -306,8 +306,8 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import datetime
         import json
-        import os
         import socket
+        import sys
 
         check_run_folder(self.run_dir)  # a folder that is not a run's gets no lock file either
         self.created = not self.run_dir.exists()
@@ -341,8 +341,6 @@ class RunLock:
                                      "to finish, or give another run folder") from None
         fh.seek(0)
         fh.truncate()
-        import sys
-
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                              "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:8]}) + "\n")

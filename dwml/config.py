@@ -375,11 +375,10 @@ class Config:
                "must be 'auto', 'cpu', 'cuda' or 'cuda:N' (the devices the loop can resolve)")
         _check(t.num_batches >= 1, "train.num_batches", t.num_batches, "must be >= 1")
         _check(t.chunk_size >= 1, "train.chunk_size", t.chunk_size, "must be >= 1")
-        _check(isinstance(t.loss_rows, int) and t.loss_rows >= 0, "train.loss_rows", t.loss_rows,
+        _check(t.loss_rows >= 0, "train.loss_rows", t.loss_rows,
                "must be an integer >= 0 (0: the loss over the vocabulary in one piece)")
-        _check(isinstance(t.prefetch, int) and 0 <= t.prefetch <= 64, "train.prefetch", t.prefetch,
+        _check(0 <= t.prefetch <= 64, "train.prefetch", t.prefetch,
                "must be an integer in [0, 64] (steps built ahead; 0: none)")
-        _check(isinstance(t.tf32, bool), "train.tf32", t.tf32, "must be true or false")
         _check(t.temperature > 0, "train.temperature", t.temperature, "must be > 0")
         _check(t.weight_update_frequency >= 1, "train.weight_update_frequency", t.weight_update_frequency, "must be >= 1")
         _check(t.ensemble in ("mixture", "logits"), "train.ensemble", t.ensemble, "must be 'mixture' or 'logits'")

@@ -49,7 +49,6 @@ from dwml.io import project_root
 # the pairs and their loaders live in dwml.suites, one module per suite; re-exported here
 from dwml.suites import (EvalDataError, MinimalPair, load_blimp, load_ewok, load_supplement,  # noqa: F401
                          load_synthetic, load_zorro)
-from dwml.suites.registry import read_jsonl as _read_jsonl  # noqa: F401 (dwml.glue reads its files with it)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def run(args) -> int:
         print(f"[dwml.evaluate] {name}: {len(pairs):,} pairs, {len({p.task for p in pairs})} tasks from "
               f"{paths[name]} ({time.perf_counter() - t0:.1f} s)", flush=True)
     # published results to stand beside ours (Zorro's), read from beside the suite's files at run time
-    references = {n: suites.get(n).reference(paths[n]) for n in chosen if suites.get(n).reference}
+    references = suites.references({n: paths[n] for n in chosen})
     device = resolve_device(args.device, "--device")
     cfg = EvalConfig(batch_size=args.batch_size, dtype=args.dtype, reduction=conv.reduction, bootstrap=args.bootstrap)
     out = Path(args.out)

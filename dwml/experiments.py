@@ -288,22 +288,8 @@ def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, 
     return subsample_suites({name: suites.load(name, dirs[name]) for name in names}, max_pairs_per_task, seed)
 
 
-def suite_references(suite_dirs: Mapping[str, str | Path] | None) -> dict:
-    """suite -> its published results (``dwml.suites``: rows models, columns groups and ``Avg.``), read from
-    the folder each suite was read from, for the suites that have them there."""
-    from dwml import suites
-
-    out = {}
-    for name, folder in (suite_dirs or {}).items():
-        ref = suites.get(name).reference if name in suites.SUITES else None
-        table = ref(folder) if ref else None
-        if table is not None:
-            out[name] = table
-    return out
-
-
 def reference_rows(references: Mapping) -> pd.DataFrame:
-    """Table 1 rows for published results (:func:`suite_references`): a ``model`` column ('reference: ...')
+    """Table 1 rows for published results (:func:`dwml.suites.references`): a ``model`` column ('reference: ...')
     and the suite's column (the published overall accuracy, %)."""
     rows = [{"model": f"reference: {model}", suite: float(row["Avg."])}
             for suite, table in references.items() for model, row in table.iterrows()]
@@ -466,7 +452,7 @@ def published_table2_long() -> pd.DataFrame:
     from dwml.methods import METHODS
 
     t = published("table2")
-    suite = {s.paper_benchmark: s.name for s in suites.SUITES.values() if s.paper_benchmark}
+    suite = suites.paper_names()
     method = {cls.paper_name: name for name, cls in METHODS.items() if cls.paper_name}
     rows = []
     for _, r in t.iterrows():
@@ -804,7 +790,7 @@ def table1(scores: pd.DataFrame, methods: Sequence[str], glue: Mapping[str, pd.D
     from dwml import suites
 
     paper = (paper[paper["dataset"] == "10M"].drop(columns="dataset").assign(model=lambda d: "paper: " + d["model"])
-             .rename(columns={s.paper_benchmark: s.name for s in suites.SUITES.values() if s.paper_benchmark}))
+             .rename(columns=suites.paper_names()))
     extra = [extra_rows] if extra_rows is not None and len(extra_rows) else []
     return pd.concat([t1.reset_index().rename(columns={"method": "model"}), *extra, paper], ignore_index=True)
 
@@ -837,7 +823,7 @@ def per_group_tables(scores: pd.DataFrame, figures_dir: str | Path | None = None
     the seeds' pairs pooled. Columns follow the suite's registry entry (the paper's acronyms); a group's
     accuracy is the macro average of its paradigms, ``Avg.`` the suite's (macro over tasks), ``ties`` the
     tie rate (%), and ``paper (Table 2)`` the paper's own aggregate for the method. ``references`` (suite ->
-    published results, :func:`suite_references`) adds a row per published model below ours (e.g. Zorro's
+    published results, :func:`dwml.suites.references`) adds a row per published model below ours (e.g. Zorro's
     BabyBERTa mean, min and max over its seeds). For each table, a long table ``<name>_intervals`` gives
     every cell with its 95% bootstrap interval (pairs resampled within each paradigm), tie rate, paradigm
     and pair counts. Written under ``figures_dir`` when given."""

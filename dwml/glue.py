@@ -102,9 +102,9 @@ def load_examples(path: str | Path, task: str) -> list[tuple[tuple[str, ...], in
                 raise GlueDataError(f"{path}:{n}: expected '<sentence><TAB><0|1>', got {line[:80]!r}")
             out.append(((parts[0],), int(parts[1])))
         return out
-    from dwml.evaluate import _read_jsonl
+    from dwml.suites import read_jsonl
 
-    for n, rec in _read_jsonl(lines, str(path), GlueDataError):
+    for n, rec in read_jsonl(lines, str(path), GlueDataError):
         missing = [f for f in fields + ("label",) if f not in rec]
         if missing:
             raise GlueDataError(f"{path}:{n}: record lacks field(s) {missing} (task {task!r} needs {list(fields)})")

@@ -667,11 +667,14 @@ class Trainer:
             row["hypergrad"] = hyper
         return row
 
+    def _due(self, step: int, interval: int) -> bool:
+        """Whether ``step`` (1-based) is one of an interval's: a multiple of it, or the last step."""
+        return step % interval == 0 or step == self.n_steps
+
     def _timed(self, step: int) -> bool:
         """Whether the loop writes, evaluates or saves after ``step`` (1-based): where a time is read."""
         t = self.t
-        return (step % t.log_interval == 0 or step % t.eval_interval == 0 or step % t.checkpoint_interval == 0
-                or step == self.n_steps)
+        return self._due(step, t.log_interval) or self._due(step, t.eval_interval) or step % t.checkpoint_interval == 0
 
     def host_row(self, row: dict) -> dict:
         """A metrics row with its device tensors (w, the hypergradient) read back as lists."""
@@ -680,10 +683,10 @@ class Trainer:
 
     def log_evaluate_checkpoint(self, row: dict, bar=None) -> None:
         """Write the metrics line, evaluate and early-stop, checkpoint: each at its interval."""
-        t, state, n = self.t, self.state, self.n_steps
-        if state["step"] % t.log_interval == 0 or state["step"] == n:
+        t, state = self.t, self.state
+        if self._due(state["step"], t.log_interval):
             self.metrics.write(self.host_row(row))
-        if state["step"] % t.eval_interval == 0 or state["step"] == n:
+        if self._due(state["step"], t.eval_interval):
             dev = self.evaluate()
             if dev < state["best"]:
                 state["best"], state["bad_evals"] = dev, 0

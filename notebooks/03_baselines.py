@@ -91,6 +91,7 @@ print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%
 import pandas as pd
 
 from dwml.data import read_corpus
+from dwml.suites import references as suite_references  # (`suites` is the parameter: the suites' names)
 
 all_pairs, table_scores = pairs, scores
 if best_peer_all_pairs and max_pairs_per_task:
@@ -98,7 +99,7 @@ if best_peer_all_pairs and max_pairs_per_task:
         experiments.load_suites_for(suites, corpus_dir=study.prep.corpus_dir, suite_dirs=study.suite_dirs),
         table_pairs_per_task)
     table_scores = experiments.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
-references = experiments.suite_references(study.suite_dirs)
+references = suite_references(study.suite_dirs)
 ngram_rows = experiments.ngram_rows(read_corpus(study.prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers),
                                     all_pairs)
 extra_rows = pd.concat([ngram_rows, experiments.reference_rows(references)], ignore_index=True)

@@ -415,7 +415,7 @@ def test_suite_folders_write_the_synthetic_pairs_in_zorros_format(small_corpus):
 
 def test_zorro_group_table_with_the_reference_rows(tmp_path):
     write_reference(tmp_path / "zorro")
-    refs = experiments.suite_references({"zorro": tmp_path / "zorro", "blimp": tmp_path / "blimp"})
+    refs = suites.references({"zorro": tmp_path / "zorro", "blimp": tmp_path / "blimp"})
     assert list(refs) == ["zorro"]
     rng = np.random.default_rng(2)
     scores = pd.DataFrame([{"method": m, "seed": s, "peer": p, "suite": "zorro", "task": t, "phenomenon": t[:1],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 
 class EvalDataError(ValueError):
@@ -95,6 +95,23 @@ def get(name: str) -> Suite:
     if name not in SUITES:
         raise EvalDataError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
     return SUITES[name]
+
+
+def references(folders: Mapping[str, str | Path] | None) -> dict:
+    """suite -> its published results (its ``reference`` reader: rows models, columns groups and ``Avg.``),
+    read from the folder each suite was read from, for the suites that have them there."""
+    out = {}
+    for name, folder in (folders or {}).items():
+        ref = SUITES[name].reference if name in SUITES else None
+        table = ref(folder) if ref else None
+        if table is not None:
+            out[name] = table
+    return out
+
+
+def paper_names() -> dict[str, str]:
+    """The paper's benchmark name (its csvs' column) -> our suite name, for the suites the paper reports."""
+    return {s.paper_benchmark: s.name for s in SUITES.values() if s.paper_benchmark}
 
 
 def load(name: str, path: str | Path) -> list[MinimalPair]:
