@@ -141,7 +141,12 @@ class SearchConfig:
     max_hidden: int = 1024
     """Widest hidden size searched."""
     seed: int = 0
-    """Seed of the search: a rerun with the same seed returns the same peers."""
+    """Seed of the search: a rerun with the same seed returns the same peers on the same machine (the Gaussian
+    process's floating point differs between CPUs, and with it the probes; ``pinned`` fixes the result)."""
+    pinned: str = ""
+    """A peer file kept with the project (e.g. ``figures/peers.json``): where it exists and was searched under
+    these settings, every run uses its peers instead of this machine's search, so a profile trains the same
+    peers on any machine; where it does not exist, the first search writes it (``dwml.search.ensure_peers``)."""
     prune_importance: str = "l1"
     """Leftover of the pruning method of Zhang et al. (2022); unused here (no pruning)."""
     layer_bound: float = 0.9

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dwml.config import SearchConfig
-from dwml.io import atomic_write_json
+from dwml.io import atomic_write_json, project_path
 from dwml.model import roberta_config
 
 PAPER_VOCAB_SIZE = 50265
@@ -399,29 +399,58 @@ def load_peers(path: str | Path) -> tuple[list[PeerArch], dict]:
 
 
 def ensure_peers(path: str | Path, cfg: SearchConfig, vocab_size: int, max_position_embeddings: int,
-                 data_vocab_size: int | None = None, tokenizer: str | None = None) -> tuple[list[PeerArch], dict]:
+                 data_vocab_size: int | None = None, tokenizer: str | None = None,
+                 searched: tuple[list[PeerArch], dict] | None = None) -> tuple[list[PeerArch], dict]:
     """The peers saved at ``path`` (by ``01_peer_search``); if there are none yet, run ``cfg``'s search at
-    this vocabulary and block size and save it there first, so every later notebook can run on its own.
+    this vocabulary and block size (or take ``searched``, a search already run) and save it there first, so
+    every later notebook can run on its own.
 
     A saved file is used only if it was searched under these settings: its meta (the search settings, the
     block size, the vocabulary size, and the tokenizer's fingerprint ``tokenizer`` where both record it) is
     compared, and a difference raises :class:`SearchError` naming the file and every differing setting
     (peers searched for 2 peers or a 128-wide teacher are not the peers of 3, or of a 256-wide one).
     ``data_vocab_size``: ``data.vocab_size``, the size ``01_peer_search`` searches at (the tokenizer may
-    hold fewer ids)."""
+    hold fewer ids).
+
+    ``cfg.pinned`` (a peer file kept with the project): where it exists it is checked the same way and its
+    peers are the ones saved at ``path`` (this machine's search is not used), and a ``path`` holding other
+    peers is refused; where it does not exist, the search saved at ``path`` is written there too."""
     path = Path(path)
-    if not path.is_file():
-        found, meta = run_search(cfg, vocab_size, max_position_embeddings)
-        if tokenizer is not None:
-            meta["tokenizer"] = tokenizer
-        save_peers(path, found, meta)
-    peers, meta = load_peers(path)
+    vocab_sizes = [vocab_size] + ([data_vocab_size] if data_vocab_size else [])
     wanted = search_meta(cfg, vocab_size, max_position_embeddings)
     if tokenizer is not None:
         wanted["tokenizer"] = tokenizer
-    diffs = peers_differences(meta, wanted, [vocab_size] + ([data_vocab_size] if data_vocab_size else []))
+    pinned = project_path(cfg.pinned) if cfg.pinned else None
+    if pinned is not None and pinned.is_file():
+        peers, meta = _checked(pinned, wanted, vocab_sizes, "search.pinned")
+        if path.is_file() and _shapes(load_peers(path)[0]) != _shapes(peers):
+            raise SearchError(f"{path} holds other peers than the pinned {pinned} (search.pinned): its runs were "
+                              f"trained on them. Use another run_root, or delete {path.name} and the runs under it")
+        if not path.is_file():
+            save_peers(path, peers, meta)
+        return peers, meta
+    if not path.is_file():
+        found, meta = searched if searched is not None else run_search(cfg, vocab_size, max_position_embeddings)
+        meta = dict(meta)
+        if tokenizer is not None:
+            meta["tokenizer"] = tokenizer
+        save_peers(path, found, meta)
+    peers, meta = _checked(path, wanted, vocab_sizes, "")
+    if pinned is not None:  # the first search of a pinned profile: kept with the project from now on
+        save_peers(pinned, peers, meta)
+    return peers, meta
+
+
+def _shapes(peers: Sequence[PeerArch]) -> list[tuple[int, int, int, int]]:
+    return [(p.num_layers, p.num_heads, p.hidden_size, p.intermediate_size) for p in peers]
+
+
+def _checked(path: Path, wanted: dict, vocab_sizes: Sequence[int], setting: str) -> tuple[list[PeerArch], dict]:
+    peers, meta = load_peers(path)
+    diffs = peers_differences(meta, wanted, vocab_sizes)
     if diffs:
-        raise SearchError(f"{path} was searched under other settings than these: " + "; ".join(diffs)
+        named = f"{path} ({setting})" if setting else str(path)
+        raise SearchError(f"{named} was searched under other settings than these: " + "; ".join(diffs)
                           + f". Delete {path.name} to search again under these settings, or use another run_root")
     return peers, meta
 

@@ -34,7 +34,7 @@ from dwml.io import project_path
 from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.search import plot_peer_shapes, plot_search_convergence
-from dwml.search import compare_table, load_peers, peer_table, peer_targets, run_search, save_peers, teacher_params
+from dwml.search import compare_table, ensure_peers, load_peers, peer_table, peer_targets, run_search, teacher_params
 
 set_style()
 cfg = Config.from_dict(data=data, search=search)
@@ -103,11 +103,18 @@ save_figure(fig, figures_dir, "figure_peer_shapes")
 # ## The peers the training notebooks use
 # The search at the tokenizer's vocabulary with the configured method (`search.method`, the paper's 'bayes'
 # by default) is saved to `<run_root>/peers.json`; `dwml.search.load_peers` and `dwml.model.build_peers` read it back.
+# The Gaussian process's floating point differs between CPUs, and so can the peers it finds: a profile that
+# names a kept peer file (`search.pinned`) trains that file's peers on every machine, and its first search
+# writes it.
 
 # %%
 ours = list(settings)[1]
-peers, meta = results[ours, cfg.search.method]
-path = save_peers(project_path(run_root) / "peers.json", peers, meta)
+searched = results[ours, cfg.search.method]
+path = project_path(run_root) / "peers.json"
+peers, meta = ensure_peers(path, cfg.search, cfg.data.vocab_size, cfg.data.block_size + 2, searched=searched)
+if cfg.search.pinned and [(a.num_layers, a.num_heads, a.hidden_size) for a in peers] != \
+        [(a.num_layers, a.num_heads, a.hidden_size) for a in searched[0]]:
+    print(f"this machine's search found other peers than the pinned {cfg.search.pinned}; the runs use the pinned ones")
 models = build_peers(*load_peers(path))
 for arch, model in zip(peers, models):
     built = sum(p.numel() for p in model.parameters())

@@ -1,6 +1,8 @@
 """Peer search: the closed-form count against real models, the searches against brute force, bad input."""
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import json
 import random
@@ -229,3 +231,49 @@ def test_ensure_peers_searches_once_then_reads(tmp_path):
     path.write_text(json.dumps(doc))
     again, _ = search.ensure_peers(path, cfg, vocab_size=600, max_position_embeddings=66)
     assert again[0].num_layers == changed  # read back, not searched again
+
+
+def _tiny_search_cfg(**kw):
+    from dwml.config import SearchConfig
+
+    return SearchConfig(teacher_layers=2, teacher_hidden=128, teacher_heads=2, num_peers=2, method="bayes",
+                        bayesian_init_points=2, bayesian_n_iter=2, min_layers=1, max_layers=3, max_heads=4,
+                        max_hidden=256, **kw)
+
+
+def test_a_pinned_peer_file_is_written_by_the_first_search_and_then_used_instead_of_searching(tmp_path, monkeypatch):
+    pinned = tmp_path / "kept" / "peers.json"
+    cfg = _tiny_search_cfg(pinned=str(pinned))
+    first, _ = search.ensure_peers(tmp_path / "a" / "peers.json", cfg, vocab_size=600, max_position_embeddings=66)
+    assert pinned.is_file() and search._shapes(search.load_peers(pinned)[0]) == search._shapes(first)
+    # another machine: its search would find other peers (stand-in: a search that must not run)
+    import json
+
+    doc = json.loads(pinned.read_text())
+    doc["peers"][1].update(num_layers=3, num_heads=2, hidden_size=64, intermediate_size=256)
+    pinned.write_text(json.dumps(doc))
+    monkeypatch.setattr(search, "run_search", lambda *a, **k: pytest.fail("searched despite the pinned file"))
+    fresh = tmp_path / "b" / "peers.json"
+    peers, _ = search.ensure_peers(fresh, cfg, vocab_size=600, max_position_embeddings=66)
+    assert (peers[1].num_layers, peers[1].hidden_size) == (3, 64)
+    assert search._shapes(search.load_peers(fresh)[0]) == search._shapes(peers)  # the run folder holds them too
+    # a run folder searched on its own (other peers) is refused, naming both files
+    with pytest.raises(search.SearchError, match=r"holds other peers than the pinned .*search.pinned"):
+        search.ensure_peers(tmp_path / "a" / "peers.json", cfg, vocab_size=600, max_position_embeddings=66)
+
+
+def test_a_pinned_file_of_other_settings_is_refused_naming_the_setting(tmp_path):
+    pinned = tmp_path / "peers.json"
+    search.ensure_peers(tmp_path / "a.json", _tiny_search_cfg(pinned=str(pinned)), vocab_size=600,
+                        max_position_embeddings=66)
+    with pytest.raises(search.SearchError, match=r"search.pinned.*search.num_peers: file 2, now 3"):
+        search.ensure_peers(tmp_path / "b.json", dataclasses.replace(_tiny_search_cfg(pinned=str(pinned)), num_peers=3),
+                            vocab_size=600, max_position_embeddings=66)
+
+
+def test_ensure_peers_saves_a_search_already_run_instead_of_searching(tmp_path, monkeypatch):
+    cfg = _tiny_search_cfg()
+    found = search.run_search(cfg, 600, 66)
+    monkeypatch.setattr(search, "run_search", lambda *a, **k: pytest.fail("searched again"))
+    peers, meta = search.ensure_peers(tmp_path / "p.json", cfg, 600, 66, searched=found)
+    assert search._shapes(peers) == search._shapes(found[0]) and meta["vocab_size"] == 600
