@@ -35,9 +35,10 @@ def timed_work(source, spec, teacher_dir):
     times = Path(source.run_root) / "times"
     times.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
     time.sleep(1.0)
     (times / f"{spec.name}.json").write_text(json.dumps({"start": start, "end": time.time(), "teacher": teacher_dir,
-                                                        "pid": os.getpid()}))
+                                                        "pid": os.getpid(), "env": env}))
     return _fake_result(source, spec)
 
 
@@ -129,6 +130,7 @@ def test_auto_workers_from_cores_and_gpus(monkeypatch):
 
 def test_a_dependent_starts_after_its_teacher_and_others_run_alongside(tmp_path):
     lines = []
+    before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
     specs = [RunSpec("mlm", 0), RunSpec("kd", 0, teacher="mlm_seed0"), RunSpec("dwml", 0),
              RunSpec("kd_dwml", 0, teacher="mlm_seed0")]
     out = run_study(_source(tmp_path), specs, LOCAL2, work=timed_work, progress=lines.append)
@@ -138,6 +140,10 @@ def test_a_dependent_starts_after_its_teacher_and_others_run_alongside(tmp_path)
         assert t[student]["start"] >= t["mlm_seed0"]["end"]
         assert t[student]["teacher"] == str(tmp_path / "mlm_seed0" / "peer_0")
     assert t["mlm_seed0"]["teacher"] == "" and len({v["pid"] for v in t.values()}) == 4  # a process a run
+    # each worker's share of the machine, in its environment from its start (before torch is imported)
+    assert all(v["env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+               for v in t.values())
+    assert {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")} == before  # ours unchanged
     # two workers: the teacher and dwml (no teacher) ran at the same time
     assert t["dwml_seed0"]["start"] < t["mlm_seed0"]["end"] and t["mlm_seed0"]["start"] < t["dwml_seed0"]["end"]
     done = [l for l in lines if re.fullmatch(r"\[\d/4\] \S+ done in \d+\.\d min; \d left(, ~\d+\.\d min)?", l)]
@@ -238,6 +244,31 @@ def test_folder_comparison_sees_a_changed_weight_or_metric(serial_ci, tmp_path):
     tensors[first] = tensors[first] + torch.finfo(tensors[first].dtype).eps
     save_file(tensors, weights, metadata={"format": "pt"})
     assert folder_differences(root / "mlm_seed0", copy) == ["differs: peer_0/model.safetensors"]
+
+
+def train_then_die(source, spec, teacher_dir):
+    """The first time: 2 steps of the real run (a checkpoint), then the worker dies; then the whole run."""
+    from dataclasses import replace
+
+    from dwml.executor import run_spec
+
+    marker = Path(source.run_root) / f"{spec.name}.started"
+    if not marker.exists():
+        marker.write_text("1")
+        run_spec(source, replace(spec, max_steps=2), teacher_dir)
+        os._exit(3)
+    return run_spec(source, spec, teacher_dir)
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_runs_folder(serial_ci, tmp_path):
+    root, _ = serial_ci
+    specs = CI_SPECS[:1]
+    with pytest.raises(StudyError, match="exit code 3"):
+        run_study(ci_source(tmp_path), specs, LOCAL2, work=train_then_die, progress=None)
+    assert (tmp_path / "mlm_seed0" / "checkpoint.pt").is_file() and not (tmp_path / "mlm_seed0" / "DONE").exists()
+    out = run_study(ci_source(tmp_path), specs, LOCAL2, work=train_then_die, progress=None)
+    assert out["mlm_seed0"].done and not out["mlm_seed0"].reused
+    assert folder_differences(root / "mlm_seed0", tmp_path / "mlm_seed0") == []
 
 
 def test_ray_gives_the_same_run_folders(serial_ci, tmp_path):
