@@ -524,9 +524,11 @@ class _Ray:
                              else max(1, int(resources.get("CPU", 1) // threads)))
         else:
             self.capacity = config.workers
-        # the workers import this checkout's dwml (and the driver's other paths) first
+        # the workers import this checkout's dwml first (and the driver's own folders, not its installed packages)
         root = str(Path(__file__).resolve().parents[1])
-        paths = [root] + [p for p in sys.path if p and Path(p).is_dir()]
+        prefixes = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+        paths = [root] + [p for p in sys.path if p and Path(p).is_dir() and not p.startswith(prefixes)
+                          and "-packages" not in p]
         env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "DWML_THREADS": str(threads)}
         self.remote = ray.remote(_ray_task).options(**self.options, runtime_env={"env_vars": env})
         self.running = {}  # object ref -> name

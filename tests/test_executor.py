@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from dwml.config import ConfigError
-from dwml.executor import (ExecutorConfig, RunResult, RunSpec, StudyError, StudySource, baseline_specs,
-                           folder_differences, log_tail, ordered, run_study, visible_gpus)
+from dwml.executor import (ExecutorConfig, RunResult, RunSpec, StudyError, StudySource, baseline_specs, cpu_count,
+                           folder_differences, log_path, log_tail, ordered, read_scores, run_study, train_results,
+                           visible_gpus)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL2 = ExecutorConfig(kind="local", workers=2, threads=1)
@@ -116,6 +117,8 @@ def test_auto_workers_from_cores_and_gpus(monkeypatch):
     assert [s["CUDA_VISIBLE_DEVICES"] for s in ExecutorConfig(kind="local", workers=3).slots(gpus=["3", "5"])] == \
         ["3", "5", "3"]
     assert ExecutorConfig().slots() == [{}]  # serial: this process as it is
+    assert cpu_count() == len(os.sched_getaffinity(0))
+    assert len(ExecutorConfig(kind="local").slots(gpus=[])) == cpu_count()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
     assert visible_gpus() == ["2", "7"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -165,6 +168,7 @@ def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path, c
     assert "mlm_seed0 failed" in str(e) and "kd_seed0 skipped: its teacher mlm_seed0 failed" in str(e)
     assert any("mlm_seed0 FAILED" in l for l in lines) and any("dwml_seed0 done" in l for l in lines)
     log = tmp_path / "logs" / "mlm_seed0.log"
+    assert log_path(str(tmp_path), "mlm_seed0") == log
     assert "about to fail" in log.read_text() and "Traceback" in log.read_text()
 
 
@@ -217,6 +221,15 @@ def test_serial_and_a_local_pool_give_the_same_run_folders(serial_ci, tmp_path):
         assert folder_differences(root / name, tmp_path / name) == []
     assert json.loads((tmp_path / "kd_seed0" / "config.json").read_text())["train"]["teacher_dir"] == \
         str(tmp_path / "mlm_seed0" / "peer_0")
+    # what the notebooks read: the runs as TrainResults, their per-pair scores in one table
+    loaded = train_results(serial)
+    assert sorted(loaded) == [("kd", 0), ("mlm", 0)] and all(r.done for r in loaded.values())
+    assert loaded["kd", 0].summary == json.loads((root / "kd_seed0" / "summary.json").read_text())
+    import pandas as pd
+
+    scores = read_scores(serial)
+    assert scores.equals(pd.concat([pd.read_csv(root / n / "scores.csv") for n in serial], ignore_index=True))
+    assert sorted(scores["method"].unique()) == ["kd", "mlm"] and len(scores) > 0
     # a rerun reuses the finished runs
     again = run_study(ci_source(tmp_path), CI_SPECS, LOCAL2, progress=None)
     assert all(r.reused for r in again.values())
