@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     serial = study[0][1]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cmd = "benchmarks/bench_study.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [f"# A study under each executor; fp32 against bf16", "",
+    lines = ["# A study under each executor; fp32 against bf16", "",
              f"`{cmd}` on {cpu_name()}, {cores} cores ({platform.machine()}), torch threads default for serial "
              f"and throughput; {time.strftime('%Y-%m-%d')}; {time.perf_counter() - t0:.0f} s in all.", "",
              f"## The study: {args.methods} x seeds {args.seeds} on `{args.profile}`, {args.steps} steps a run, "
