@@ -194,7 +194,8 @@ def test_log_tail_keeps_a_progress_bars_last_state(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 TINY = {"num_epochs": 3, "lr_decay_iters": 3, "warmup_iters": 1, "eval_interval": 2, "eval_batches": 1,
-        "checkpoint_interval": 2, "batch_size": 16}
+        "checkpoint_interval": 2, "batch_size": 16,
+        "mixed_precision": False}  # the precision fixed, so no choice of it (a timed probe) differs between runs
 
 
 def ci_source(run_root) -> StudySource:
