@@ -274,12 +274,11 @@ def test_each_notebook_gets_only_its_parameters_and_the_console_shows_progress(t
     assert "still in cell 3/4" in console.out  # the heartbeat while the long cell runs
 
 
-@pytest.mark.parametrize("module", ["dwml.runner", "dwml.notebooks"])
-def test_the_runner_answers_to_its_name_and_its_former_one(module):
+def test_the_runner_answers_to_its_name():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "dwml.runner", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "--profile" in out.stdout, out.stderr
 
 
