@@ -78,6 +78,31 @@ def test_every_committed_ipynb_has_its_source():
     assert ignored.returncode == 1, ".gitignore ignores notebooks/*.ipynb: the executed notebooks are committed"
 
 
+def test_pair_check_on_a_pair_it_writes(tmp_path):
+    """runner.pair_differences, the check of every committed pair, on a .py / .ipynb pair written here
+    (jupytext, no kernel), so it is tested where no executed notebook is committed: in sync it passes; a
+    changed cell on either side fails, the cell named; a cell more is counted."""
+    import jupytext
+    from nbformat.v4 import new_output
+
+    src = tmp_path / "95_pair.py"
+    src.write_text('# %% [markdown]\n# # A pair\n\n# %% tags=["parameters"]\nprofile = "default"\n\n'
+                   "# %%\nfor i in range(3):\n    print(i)\n")
+    ipynb = tmp_path / "95_pair.ipynb"
+    nb = jupytext.read(src)
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="0\n1\n2\n")]  # outputs are no cell
+    jupytext.write(nb, ipynb)
+    assert runner.pair_differences(src, ipynb) == []
+    src.write_text(src.read_text().replace("range(3)", "range(4)"))
+    assert runner.pair_differences(src, ipynb) == ["cell 3: -for i in range(4):"]
+    nb.cells[0].source = "# A changed pair"
+    jupytext.write(nb, ipynb)
+    problems = runner.pair_differences(src, ipynb)
+    assert problems == ["cell 1: -# A pair", "cell 3: -for i in range(4):"]
+    src.write_text(src.read_text() + "\n# %%\nprint(1)\n")
+    assert runner.pair_differences(src, ipynb)[0] == "95_pair.py has 4 cells, 95_pair.ipynb 3"
+
+
 def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
     """A notebook with a long log, a table, a figure and a transformers model saved and loaded (once before
     anything of dwml is imported), its parameters cell holding ``params``."""
@@ -225,11 +250,26 @@ def ci_root(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_ci_profile(path, ci_root):
     params = {**runner.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
+    figures = Path(params["figures_dir"])
+    before = {p: p.stat().st_mtime_ns for p in figures.glob("*.csv")}
     out = runner.run_notebook(path, "ci", params)
-    assert out.is_file()
     import nbformat
 
-    text = _output_text(nbformat.read(out, as_version=4))  # the project's progress only, no library bars
+    nb = nbformat.read(out, as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{out}: no cell has an output"
+    # every table the notebook wrote labels its rows as the committed (default profile's) table does
+    written = [p for p in sorted(figures.glob("*.csv")) if before.get(p) != p.stat().st_mtime_ns]
+    for table in written:
+        committed = ROOT / "figures" / table.name
+        if committed.is_file():
+            first = pd.read_csv(table).columns[0]
+            assert first == pd.read_csv(committed).columns[0], f"{table.name}: first column {first!r}"
+    if path.stem == "00_data":
+        corpus = pd.read_csv(figures / "table_corpus_stats.csv")
+        assert list(corpus.columns) == ["file", "lines", "words", "types"] and corpus["file"].iloc[-1] == "total"
+        assert corpus["lines"].iloc[-1] == corpus["lines"].iloc[:-1].sum() > 0
+        assert pd.read_csv(figures / "table_tokenizer_stats.csv")["split"].tolist() == ["train", "dev"]
+    text = _output_text(nb)  # the project's progress only, no library bars
     assert not [b for b in BAR_TEXT if b in text], [line for line in text.splitlines() if any(b in line for b in BAR_TEXT)][:5]
     if path.stem == "03_baselines":  # ci runs Zorro's loader and table on the synthetic pairs in Zorro's format
         zorro = pd.read_csv(ci_root / "figures" / "table_zorro_paradigms.csv")
