@@ -785,7 +785,7 @@ def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> Tr
     for i, m in enumerate(models):
         out = run_dir / f"peer_{i}"
         m.save_pretrained(out)
-        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.data)
+        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.tokenizer)
         peer_dirs.append(out)
     history = read_metrics(run_dir)
     evals = history[history["kind"] == "eval"]

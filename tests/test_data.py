@@ -1,6 +1,8 @@
-"""dwml.data: reading, tokenizer round trip, token cache, masking statistics, clear errors."""
+"""The data path (dwml.corpus, dwml.tokenizer, dwml.tokens, dwml.batches, dwml.data): reading, tokenizer round
+trip, token cache, masking statistics, clear errors."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -12,7 +14,7 @@ from dwml.corpus import DataError, clean_line, corpus_files, corpus_stats, read_
 from dwml.data import prepare_corpus
 from dwml.losses import IGNORE_INDEX
 from dwml.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, load_tokenizer, normalize, train_tokenizer
-from dwml.tokens import build_token_cache, decode_cache, token_dtype
+from dwml.tokens import build_token_cache, decode_cache, sources_meta, token_dtype
 from dwml.config import DataConfig
 
 
@@ -105,6 +107,15 @@ def test_token_cache_reused_rebuilt_on_change_and_on_bad_size(small_tokenizer, t
         fixed = build_token_cache([src], tok, tmp_path / "c.bin")
     assert (tmp_path / "c.bin").stat().st_size == len(fixed) * 2
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_sources_meta_is_each_files_path_hash_and_size(tmp_path):
+    files = [tmp_path / "a.train", tmp_path / "b.train"]
+    files[0].write_bytes(b"the dog\n")
+    files[1].write_bytes("caf\u00e9\n".encode())
+    assert sources_meta(files) == [{"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                                    "bytes": len(f.read_bytes())} for f in files]
+    assert sources_meta(files)[1]["bytes"] == 6
 
 
 def test_token_dtype():

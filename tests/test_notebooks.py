@@ -117,7 +117,7 @@ def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
         "                    intermediate_size=16, max_position_embeddings=20)\n"
         "tmp = tempfile.mkdtemp()\nRobertaForMaskedLM(cfg).save_pretrained(tmp)\n"
         "AutoModelForMaskedLM.from_pretrained(tmp)\nprint('bare transformers: saved and loaded')\n\n"
-        "# %%\nfrom dwml.evaluate import load_masked_lm\nfrom dwml.data import save_tokenizer_files, train_tokenizer\n"
+        "# %%\nfrom dwml.evaluate import load_masked_lm\nfrom dwml.tokenizer import save_tokenizer_files, train_tokenizer\n"
         "save_tokenizer_files(train_tokenizer(['the dog is here', 'a cat was there'] * 50, 300), tmp)\n"
         "model, tok = load_masked_lm(tmp)\nmodel.save_pretrained(tmp)\nprint('dwml: saved and loaded')\n\n"
         "# %% [markdown]\n# A table and a figure.\n\n"
@@ -264,11 +264,14 @@ def test_notebook_runs_on_ci_profile(path, ci_root):
         if committed.is_file():
             first = pd.read_csv(table).columns[0]
             assert first == pd.read_csv(committed).columns[0], f"{table.name}: first column {first!r}"
-    if path.stem == "00_data":
-        corpus = pd.read_csv(figures / "table_corpus_stats.csv")
-        assert list(corpus.columns) == ["file", "lines", "words", "types"] and corpus["file"].iloc[-1] == "total"
-        assert corpus["lines"].iloc[-1] == corpus["lines"].iloc[:-1].sum() > 0
-        assert pd.read_csv(figures / "table_tokenizer_stats.csv")["split"].tolist() == ["train", "dev"]
+    if path.stem == "00_data":  # on ci it writes the n-gram baselines' table only: every paradigm, in percent
+        from dwml.synthetic_pairs import PARADIGMS
+
+        ngram = pd.read_csv(figures / "table_ngram_baselines.csv")
+        assert list(ngram.columns) == ["paradigm", "1-gram", "2-gram", "3-gram"]
+        assert ngram["paradigm"].tolist() == sorted(PARADIGMS) + ["macro average"]
+        assert ngram.iloc[:, 1:].stack().between(0, 100).all()
+        assert ngram.iloc[-1, 1:].tolist() == pytest.approx(ngram.iloc[:-1, 1:].mean().tolist())
     text = _output_text(nb)  # the project's progress only, no library bars
     assert not [b for b in BAR_TEXT if b in text], [line for line in text.splitlines() if any(b in line for b in BAR_TEXT)][:5]
     if path.stem == "03_baselines":  # ci runs Zorro's loader and table on the synthetic pairs in Zorro's format
