@@ -1060,6 +1060,7 @@ import torch
 from conftest import tiny_roberta
 from dwml import train
 from dwml.config import Config, DataConfig
+from dwml.data import prepare_corpus
 
 prep = prepare_corpus(DataConfig(corpus={corpus!r}, vocab_size=600, block_size=32, cache_dir={cache!r}), progress=False)
 step = train.Trainer.train_step
