@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from dwml import experiments, stats  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
-from dwml.data import read_corpus  # noqa: E402
+from dwml.corpus import read_corpus  # noqa: E402
 from dwml.ngrams import ngram_pair_scores  # noqa: E402
 
 # name -> ({train overrides}, {data overrides}); every recipe is a single model at batch 128 utterances

@@ -39,7 +39,8 @@ RESULTS = HERE / "results" / "pll.md"
 def build_model(out: Path, data: Path, vocab: int, hidden: int, layers: int, block: int):
     from transformers import RobertaConfig, RobertaForMaskedLM
 
-    from dwml.data import read_corpus, train_tokenizer
+    from dwml.corpus import read_corpus
+    from dwml.tokenizer import train_tokenizer
 
     tok = train_tokenizer(read_corpus(data / "corpus", "train"), vocab_size=vocab, out_dir=out)
     torch.manual_seed(0)
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
     if args.full:
         from transformers import RobertaConfig, RobertaForMaskedLM
 
-        from dwml.data import read_corpus, train_tokenizer
+        from dwml.corpus import read_corpus
+        from dwml.tokenizer import train_tokenizer
 
         tok2 = train_tokenizer(read_corpus(data / "corpus", "train"), vocab_size=2048)
         torch.manual_seed(0)

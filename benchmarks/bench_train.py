@@ -159,7 +159,7 @@ def host_batch_seconds(vocab: int, width: int, batch_size: int, num_batches: int
     """Seconds this CPU takes to draw, mask and merge one step's micro-batches ('blocks', random tokens)."""
     import numpy as np
 
-    from dwml.data import MLMBatcher, merge_batches
+    from dwml.batches import MLMBatcher, merge_batches
 
     tokens = np.random.default_rng(0).integers(5, vocab, 2_000_000).astype(np.int32)
     b = MLMBatcher(tokens, block_size=width, batch_size=batch_size, vocab_size=vocab, mlm_probability=0.15)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dwml import experiments, suites  # noqa: E402
-from dwml.data import read_corpus  # noqa: E402
+from dwml.corpus import read_corpus  # noqa: E402
 from dwml.evaluate import data_root, subsample  # noqa: E402
 from dwml.io import atomic_write_text, project_path  # noqa: E402
 from dwml.ngrams import ngram_accuracy_table, ngram_pair_scores  # noqa: E402

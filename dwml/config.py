@@ -59,7 +59,7 @@ def check_alpha(alpha: float, name: str = "alpha (train.loss_alpha)") -> float:
 
 @dataclass
 class DataConfig:
-    """Corpus, tokenizer and masked-LM batches (``dwml.data``, ``dwml.synthetic``)."""
+    """Corpus, tokenizer and masked-LM batches (``dwml.corpus``, ``dwml.tokenizer``, ``dwml.tokens``, ``dwml.batches``, ``dwml.synthetic``)."""
 
     corpus: str = "synthetic"
     """'synthetic' for the embedded grammar corpus that the package generates, or the path of a folder
@@ -87,7 +87,7 @@ class DataConfig:
     ``block_size`` tokens across utterance boundaries, the published recipe) or 'lines' (one utterance per
     sequence, padded: a small model learns to use context far sooner than on random blocks; see
     ``docs/decisions.md``) or 'packed' (the same utterances as 'lines', several whole ones a row, each
-    attending only to itself: the same computation on fewer positions; ``dwml.data.pack_lines``)."""
+    attending only to itself: the same computation on fewer positions; ``dwml.batches.pack_lines``)."""
     length_grouping: int = 1
     """With ``packing='lines'`` or 'packed': draw this many batches' worth of utterances at once, sort them by length
     and cut them into batches served in random order, so that a batch pads to about its own length
@@ -106,7 +106,7 @@ class DataConfig:
     """Train on the token stream as the published code ends up reading it (off: the corrected stream). Its
     tokenizer script writes the list of ids as printed text (``str(ids)``, e.g. ``[0, 412, 9]``) and its
     loader reads that file back as binary ``uint16``, so each id it trains on is a pair of characters of
-    that text (digits, commas, spaces, brackets), never a word piece (``dwml.data.published_token_stream``).
+    that text (digits, commas, spaces, brackets), never a word piece (``dwml.tokens.published_token_stream``).
     Needs ``packing='blocks'``: the stream has no utterance boundaries left."""
 
 
@@ -181,7 +181,7 @@ class TrainConfig:
     """Micro-batches accumulated per optimizer step (one published 'epoch' is one step)."""
     chunk_size: int = 1
     """Micro-batches run as one forward/backward pass (a chunk), each keeping its own per-token mean
-    (``dwml.data.merge_batches``): the same objective as one pass each, in fewer, larger matrix products.
+    (``dwml.batches.merge_batches``): the same objective as one pass each, in fewer, larger matrix products.
     Capped at ``num_batches``."""
     num_epochs: int = 100
     """Optimizer steps to run (the published 'epochs')."""

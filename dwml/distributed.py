@@ -3,7 +3,7 @@ step's sums across ranks.
 
 A run of N processes with micro-batch B computes what one process with micro-batch N x B computes:
 
-* batches (``dwml.data.MLMBatcher`` with ``shard=(rank, N)``): every rank draws the same global micro-batch
+* batches (``dwml.batches.MLMBatcher`` with ``shard=(rank, N)``): every rank draws the same global micro-batch
   of N x B rows from the same generator and keeps rows ``rank*B .. rank*B+B-1``, each predicted token
   weighted 1/n with n the global micro-batch's count of predicted tokens. The streams are disjoint and
   reproducible, every rank knows the global counts without a message, and batcher states are the same on

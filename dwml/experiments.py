@@ -219,7 +219,8 @@ def setup(data: Mapping, search: Mapping, train: Mapping, run_root: str | Path, 
     """Config from the profile's sections, the prepared corpus, the peers of ``01_peer_search`` (searched
     here if it has not run) and the minimal-pair suites (``suite_dirs``: see :func:`suite_folders`)."""
     from dwml.config import Config
-    from dwml.data import prepare_corpus, tokenizer_fingerprint
+    from dwml.data import prepare_corpus
+    from dwml.tokenizer import tokenizer_fingerprint
     from dwml.io import project_path
     from dwml.search import ensure_peers
 

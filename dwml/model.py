@@ -4,7 +4,7 @@ that every method, the outer step and the evaluator share.
 A masked LM predicts only the selected positions (15-30% of them), so the forward pass here runs the
 encoder on the whole batch and the LM head on the predicted rows alone: at the peers' small widths the
 head (hidden x vocab) costs more than a transformer layer. Which rows, and how a batch is laid out, the
-batch says itself (``dwml.data`` builds it on the host, so nothing here needs to ask the device):
+batch says itself (``dwml.batches`` builds it on the host, so nothing here needs to ask the device):
 
 * ``input_ids`` [R, W] and ``pred_index`` [n], the flat indices ``row * W + col`` of the predicted
   positions (``targets`` [n] holds their labels; ``labels`` [R, W] is kept for callers that want it);
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from dwml.losses import IGNORE_INDEX
 
 SPECIAL_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}
-"""``dwml.data.SPECIAL_TOKENS`` order: <s>, <pad>, </s>, <unk>, <mask>."""
+"""``dwml.tokenizer.SPECIAL_TOKENS`` order: <s>, <pad>, </s>, <unk>, <mask>."""
 ATTENTION = "dwml_sdpa"
 """The attention implementation peers train with (registered with transformers on import)."""
 
@@ -80,7 +80,7 @@ def use_bf16(setting: bool | str, device: torch.device | str) -> bool:
 
 def roberta_config(num_layers: int, num_heads: int, hidden_size: int, intermediate_size: int, vocab_size: int,
                    max_position_embeddings: int = 514, **overrides):
-    """A ``RobertaConfig`` of this shape, with ``dwml.data``'s special-token ids and tied embeddings."""
+    """A ``RobertaConfig`` of this shape, with ``dwml.tokenizer``'s special-token ids and tied embeddings."""
     from transformers import RobertaConfig
 
     kwargs = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,

@@ -1,6 +1,6 @@
 """Batches built ahead of the device on a background thread, resumable bit for bit.
 
-The training loop draws, masks, packs and merges its micro-batches on the host (``dwml.data``); on a GPU
+The training loop draws, masks, packs and merges its micro-batches on the host (``dwml.batches``); on a GPU
 that work would otherwise sit in series with the device's. :class:`Prefetcher` runs a producer (one
 optimizer step's host batches) on a thread, ``depth`` items ahead, and hands them out in order. The items
 are exactly those the producer would give when called in series: the producer alone draws from its

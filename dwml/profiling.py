@@ -253,6 +253,13 @@ def _nvml_handle(index: int):
         return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
+def utilization_column(tables: Iterable[Iterable[str]]) -> str:
+    """The column that is "utilisation" for sampler tables with these columns: ``gpu_util`` if every one
+    has it (all ran on CUDA with NVML), else ``cpu_percent`` (the process's share of the CPU cores)."""
+    tables = [set(columns) for columns in tables]
+    return "gpu_util" if tables and all("gpu_util" in columns for columns in tables) else "cpu_percent"
+
+
 class UtilizationSampler:
     """Samples device utilisation every ``interval_s`` seconds on a daemon thread, into a table.
 
@@ -268,9 +275,14 @@ class UtilizationSampler:
 
     Use as a context manager, or :meth:`start` / :meth:`stop`; the thread is joined on exit, exception
     or not. Without CUDA, or without a working NVML (``nvidia-ml-py``), only the CPU columns are recorded
-    and :attr:`device_kind` says 'cpu'."""
+    and :attr:`device_kind` says 'cpu'.
 
-    def __init__(self, interval_s: float = 0.5, device: str | torch.device | None = None, t_offset: float = 0.0):
+    ``clock`` (seconds, monotonic) and ``wait`` (``wait(timeout)`` blocks up to ``timeout`` seconds and
+    returns True when sampling is to end) are the sampler's only view of time: by default
+    ``time.monotonic`` and a wait on the stop event; a test passes a fake clock's to drive it exactly."""
+
+    def __init__(self, interval_s: float = 0.5, device: str | torch.device | None = None, t_offset: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, wait: Callable[[float], bool] | None = None):
         if not (isinstance(interval_s, (int, float)) and math.isfinite(interval_s) and interval_s > 0):
             raise ValueError(f"UtilizationSampler: interval_s={interval_s!r} must be a positive number of seconds")
         self.interval_s = float(interval_s)
@@ -285,6 +297,8 @@ class UtilizationSampler:
         self._rows: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._clock = clock
+        self._wait = wait if wait is not None else self._stop.wait
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._t0 = 0.0
@@ -314,7 +328,7 @@ class UtilizationSampler:
         # psutil's percentages measure from the previous call: prime them so the first sample is real.
         self._proc.cpu_percent(None)
         psutil.cpu_percent(None)
-        self._t0 = time.monotonic()
+        self._t0 = self._clock()
         self._thread = threading.Thread(target=self._run, name="dwml-utilization-sampler", daemon=True)
         self._thread.start()
         return self
@@ -330,7 +344,7 @@ class UtilizationSampler:
         self._thread.join(timeout=max(5.0, 4 * self.interval_s))
         if self._thread.is_alive():  # a hung NVML call; the daemon thread dies with the process
             warnings.warn("UtilizationSampler: the sampling thread did not stop in time; left as a daemon")
-        self.duration_s = time.monotonic() - self._t0
+        self.duration_s = self._clock() - self._t0
         if self._handle is not None:
             import pynvml
 
@@ -359,16 +373,16 @@ class UtilizationSampler:
         try:
             # Deadlines at start + k x interval, so the spacing does not drift by the sampling time; after
             # a stall (a loaded machine) skip the missed deadlines instead of sampling in a burst.
-            while not self._stop.wait(max(0.0, self._t0 + k * self.interval_s - time.monotonic())):
+            while not (self._wait(max(0.0, self._t0 + k * self.interval_s - self._clock())) or self._stop.is_set()):
                 self._sample()
-                k = max(k + 1, math.floor((time.monotonic() - self._t0) / self.interval_s) + 1)
+                k = max(k + 1, math.floor((self._clock() - self._t0) / self.interval_s) + 1)
         except BaseException as err:  # kept for stop() to raise in the caller's thread
             self._error = err
 
     def _sample(self) -> None:
         import psutil
 
-        row = {"t": time.monotonic() - self._t0 + self.t_offset,
+        row = {"t": self._clock() - self._t0 + self.t_offset,
                "cpu_percent": self._proc.cpu_percent(None) / self._cores,
                "cpu_system_percent": psutil.cpu_percent(None),
                "rss_mb": self._proc.memory_info().rss / 2**20}
@@ -384,33 +398,33 @@ class UtilizationSampler:
             self._rows.append(row)
 
     # -- results ---------------------------------------------------------------------------------
-    @property
-    def utilization_column(self) -> str:
-        """The column that is "utilisation" for this device: ``gpu_util`` on CUDA, else ``cpu_percent``."""
-        return "gpu_util" if self.device_kind == "cuda" else "cpu_percent"
+    def columns(self) -> list[str]:
+        """The columns of this sampler's table (the GPU ones on CUDA with NVML only)."""
+        columns = ["t", "cpu_percent", "cpu_system_percent", "rss_mb"]
+        if self.device_kind == "cuda":
+            columns += ["gpu_util", "mem_util", "mem_used_mb", "power_w", "torch_alloc_mb"]
+        return columns
 
     def to_frame(self):
         """The samples so far as a ``pandas.DataFrame`` (safe to call while running)."""
         import pandas as pd
 
-        columns = ["t", "cpu_percent", "cpu_system_percent", "rss_mb"]
-        if self.device_kind == "cuda":
-            columns += ["gpu_util", "mem_util", "mem_used_mb", "power_w", "torch_alloc_mb"]
         with self._lock:
-            return pd.DataFrame(list(self._rows), columns=columns)
+            return pd.DataFrame(list(self._rows), columns=self.columns())
 
     def summary(self) -> dict[str, Any]:
         """Means of the sampled columns, peaks of the memory columns, and what was measured."""
         df = self.to_frame()
+        column = utilization_column([df.columns])
         out: dict[str, Any] = {"device_kind": self.device_kind, "device_name": self.device_name,
                                "interval_s": self.interval_s, "samples": len(df), "duration_s": self.duration_s,
-                               "utilization_column": self.utilization_column}
+                               "utilization_column": column}
         for col in df.columns.drop("t"):
             out[f"mean_{col}"] = float(df[col].mean()) if len(df) else math.nan
         for col in ("rss_mb", "mem_used_mb", "torch_alloc_mb"):
             if col in df:
                 out[f"max_{col}"] = float(df[col].max()) if len(df) else math.nan
-        out["mean_utilization"] = out[f"mean_{self.utilization_column}"]
+        out["mean_utilization"] = out[f"mean_{column}"]
         return out
 
     def save_csv(self, path: str | Path) -> Path:

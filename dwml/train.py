@@ -41,7 +41,8 @@ from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoi
 from dwml.checkpoint import (CheckpointError, RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
                              read_json_file)
 from dwml.config import Config, ConfigError
-from dwml.data import merge_batches, save_tokenizer_files
+from dwml.batches import merge_batches
+from dwml.tokenizer import save_tokenizer_files
 from dwml.io import atomic_torch_save, atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
@@ -163,7 +164,7 @@ def set_dropout(models: Sequence[nn.Module], p: float) -> None:
 
 def corpus_identity(corpus) -> dict:
     """What identifies the training text: the tokenizer's fingerprint and the token counts of both splits."""
-    from dwml.data import tokenizer_fingerprint
+    from dwml.tokenizer import tokenizer_fingerprint
 
     return {"tokenizer": tokenizer_fingerprint(corpus.tokenizer), "train_tokens": len(corpus.train),
             "dev_tokens": len(corpus.dev)}
@@ -192,7 +193,8 @@ def check_teacher_tokenizer(teacher_path: Path, corpus) -> None:
     """A teacher must read the peers' ids as the peers do: its folder's tokenizer must map every token to the
     id the peers' tokenizer gives it (a tokenizer of the same size trained on other text shares the size,
     not the meaning of the ids). Raises :class:`ConfigError` naming both folders."""
-    from dwml.data import DataError, load_tokenizer
+    from dwml.corpus import DataError
+    from dwml.tokenizer import load_tokenizer
 
     theirs_dir = getattr(corpus, "tokenizer_dir", "the corpus's tokenizer")
     if not (teacher_path / "tokenizer.json").is_file():
@@ -783,7 +785,7 @@ def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> Tr
     for i, m in enumerate(models):
         out = run_dir / f"peer_{i}"
         m.save_pretrained(out)
-        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.data)
+        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.tokenizer)
         peer_dirs.append(out)
     history = read_metrics(run_dir)
     evals = history[history["kind"] == "eval"]

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ranks, _ = setup(resolve_device(cfg.train.device))
 
     def prepare():
-        from dwml.data import prepare_corpus, tokenizer_fingerprint
+        from dwml.data import prepare_corpus
+        from dwml.tokenizer import tokenizer_fingerprint
         from dwml.search import ensure_peers
 
         prep = prepare_corpus(cfg.data, progress=not args.no_progress and ranks.main)

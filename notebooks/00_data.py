@@ -25,7 +25,11 @@ import pandas as pd
 from IPython.display import display
 
 from dwml.config import Config
-from dwml.data import corpus_stats, decode_cache, describe_batch, normalize, prepare_corpus, read_corpus, tokenizer_stats
+from dwml.batches import describe_batch
+from dwml.corpus import corpus_stats, read_corpus
+from dwml.data import prepare_corpus, tokenizer_stats
+from dwml.tokenizer import normalize
+from dwml.tokens import decode_cache
 from dwml.io import project_path
 from dwml.plots import save_table, set_style
 from dwml.plots.data import plot_token_lengths

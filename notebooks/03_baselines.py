@@ -90,7 +90,7 @@ print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%
 # %%
 import pandas as pd
 
-from dwml.data import read_corpus
+from dwml.corpus import read_corpus
 from dwml.suites import references as suite_references  # (`suites` is the parameter: the suites' names)
 
 all_pairs, table_scores = pairs, scores

@@ -59,7 +59,8 @@ def small_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_tokenizer(small_corpus, tmp_path_factory):
-    from dwml.data import read_corpus, train_tokenizer
+    from dwml.corpus import read_corpus
+    from dwml.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
     train_tokenizer(read_corpus(small_corpus, "train"), vocab_size=600, out_dir=out)
@@ -87,7 +88,7 @@ def saved_tiny_roberta(out: Path, lines, vocab_size: int = 300) -> Path:
     Hugging Face model; its LM-head bias is random (seed 0) so that pseudo-log-likelihoods differ between sentences."""
     import torch
 
-    from dwml.data import train_tokenizer
+    from dwml.tokenizer import train_tokenizer
 
     tok = train_tokenizer(lines, vocab_size=vocab_size, out_dir=out, min_frequency=1)
     torch.manual_seed(0)

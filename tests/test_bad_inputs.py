@@ -19,7 +19,10 @@ import pytest
 import torch
 
 from dwml import checkpoint
-from dwml import data as D
+from dwml.corpus import DataError, read_lines
+from dwml.data import prepare_corpus
+from dwml.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, load_tokenizer, normalize, tokenizer_fingerprint
+from dwml.tokens import CACHE_FORMAT, TokenCache
 from dwml.config import Config, ConfigError, DataConfig
 from conftest import tiny_roberta
 
@@ -181,13 +184,13 @@ def prepared(tmp_path):
     """A corpus folder, its prepared caches, and a snapshot of the corpus folder's bytes."""
     folder = write_corpus(tmp_path / "corpus")
     cfg = data_cfg(folder, tmp_path / "cache")
-    prep = D.prepare_corpus(cfg, progress=False)
+    prep = prepare_corpus(cfg, progress=False)
     return folder, cfg, prep
 
 
 def test_missing_corpus_folder_is_named(tmp_path):
-    with pytest.raises(D.DataError, match=r"data\.corpus=.*nowhere"):
-        D.prepare_corpus(data_cfg(tmp_path / "nowhere", tmp_path / "cache"), progress=False)
+    with pytest.raises(DataError, match=r"data\.corpus=.*nowhere"):
+        prepare_corpus(data_cfg(tmp_path / "nowhere", tmp_path / "cache"), progress=False)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.bin"))
 
 
@@ -196,8 +199,8 @@ def test_corpus_without_train_files_is_named(tmp_path):
     folder.mkdir()
     (folder / "a.txt").write_text("hello\n")
     before = snapshot(folder)
-    with pytest.raises(D.DataError, match=rf"{folder}.*\*\.train"):
-        D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    with pytest.raises(DataError, match=rf"{folder}.*\*\.train"):
+        prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
     assert_unchanged(before, folder)
 
 
@@ -205,8 +208,8 @@ def test_non_utf8_train_file_names_file_and_line(tmp_path):
     folder = write_corpus(tmp_path / "corpus")
     (folder / "a.train").write_bytes(b"the dog\nthe cat\ncaf\xe9 au lait\n")
     before = snapshot(folder)
-    with pytest.raises(D.DataError, match=r"a\.train:3: not UTF-8"):
-        D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    with pytest.raises(DataError, match=r"a\.train:3: not UTF-8"):
+        prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
     assert_unchanged(before, folder)
 
 
@@ -215,8 +218,8 @@ def test_blank_dev_split_names_split_and_folder_not_block_size(tmp_path, blank):
     folder = write_corpus(tmp_path / "corpus")
     (folder / "a.dev").write_text(blank)
     before = snapshot(folder)
-    with pytest.raises(D.DataError) as err:
-        D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    with pytest.raises(DataError) as err:
+        prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
     msg = str(err.value)
     assert "dev split" in msg and str(folder) in msg and "a.dev" in msg and "block_size" not in msg
     assert_unchanged(before, folder)
@@ -224,8 +227,8 @@ def test_blank_dev_split_names_split_and_folder_not_block_size(tmp_path, blank):
 
 def test_block_size_larger_than_the_dev_split_names_the_parameter(tmp_path):
     folder = write_corpus(tmp_path / "corpus", dev=["a cat"])
-    with pytest.raises(D.DataError, match=r"data\.block_size=64 .*dev split"):
-        D.prepare_corpus(DataConfig(corpus=str(folder), vocab_size=300, min_frequency=1, block_size=64,
+    with pytest.raises(DataError, match=r"data\.block_size=64 .*dev split"):
+        prepare_corpus(DataConfig(corpus=str(folder), vocab_size=300, min_frequency=1, block_size=64,
                                     cache_dir=str(tmp_path / "cache")), progress=False)
 
 
@@ -236,8 +239,8 @@ def test_truncated_tokenizer_json_is_named(prepared, cut):
     raw = file.read_bytes()
     file.write_bytes(raw[: int(len(raw) * cut) if isinstance(cut, float) else cut])
     before = snapshot(prep.tokenizer_dir)
-    with pytest.raises(D.DataError, match=rf"{file}(:\d+:\d+)?: not a valid tokenizer file"):
-        D.load_tokenizer(prep.tokenizer_dir)
+    with pytest.raises(DataError, match=rf"{file}(:\d+:\d+)?: not a valid tokenizer file"):
+        load_tokenizer(prep.tokenizer_dir)
     assert_unchanged(before, prep.tokenizer_dir)
 
 
@@ -248,9 +251,9 @@ def test_prepare_corpus_retrains_a_truncated_cached_tokenizer(prepared):
     file.write_bytes(good[:100])
     corpus_before = snapshot(folder)
     with pytest.warns(UserWarning, match=rf"{file}"):
-        again = D.prepare_corpus(cfg, progress=False)
+        again = prepare_corpus(cfg, progress=False)
     assert file.read_bytes() == good  # the same lines and settings train the same tokenizer
-    assert D.tokenizer_fingerprint(again.tokenizer) == D.tokenizer_fingerprint(prep.tokenizer)
+    assert tokenizer_fingerprint(again.tokenizer) == tokenizer_fingerprint(prep.tokenizer)
     assert_unchanged(corpus_before, folder)
 
 
@@ -296,7 +299,7 @@ def test_damaged_token_cache_warns_naming_the_file_and_is_rebuilt(prepared, dama
     fn, named, why = CACHE_DAMAGE[damage]
     fn(bin_, side)
     with pytest.warns(UserWarning) as record:
-        again = D.prepare_corpus(cfg, progress=False)
+        again = prepare_corpus(cfg, progress=False)
     msgs = [str(w.message) for w in record if "rebuilding" in str(w.message)]
     assert msgs and str(root / named) in msgs[0] and why in msgs[0], msgs
     assert bin_.read_bytes() == good_bin and json.loads(side.read_text()) == good_meta  # rebuilt as it was
@@ -309,7 +312,7 @@ def test_sidecar_records_checksum_and_id_range(prepared):
     _, _, prep = prepared
     meta = prep.train.meta
     tokens = np.asarray(prep.train.tokens)
-    assert meta["format"] == D.CACHE_FORMAT == 2
+    assert meta["format"] == CACHE_FORMAT == 2
     from dwml.io import file_sha256
 
     assert meta["sha256"] == file_sha256(prep.train.path)
@@ -325,7 +328,7 @@ def test_older_cache_format_is_rebuilt_silently(prepared):
     side.write_text(json.dumps({k: v for k, v in {**meta, "format": 1}.items() if k not in ("sha256", "min_id", "max_id")}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a new package version is not damage: no warning
-        D.prepare_corpus(cfg, progress=False)
+        prepare_corpus(cfg, progress=False)
     assert json.loads(side.read_text()) == json.loads(good)
 
 
@@ -333,11 +336,11 @@ def test_ids_outside_the_vocabulary_are_caught_naming_the_file(prepared):
     folder, cfg, prep = prepared
     _overwrite_same_size(prep.train.path)
     before = snapshot(prep.train.path.parent)
-    with pytest.raises(D.DataError, match=rf"token cache {prep.train.path}: id 65535 .*vocabulary of {len(prep.tokenizer)}"):
+    with pytest.raises(DataError, match=rf"token cache {prep.train.path}: id 65535 .*vocabulary of {len(prep.tokenizer)}"):
         prep.train.check_ids(len(prep.tokenizer))
     assert_unchanged(before, prep.train.path.parent)
     # and peers built with a smaller vocabulary than the cache uses
-    with pytest.raises(D.DataError, match=str(prep.dev.path)):
+    with pytest.raises(DataError, match=str(prep.dev.path)):
         prep.dev.check_ids(int(np.asarray(prep.dev.tokens).max()))
     prep.dev.check_ids(len(prep.tokenizer))  # a good cache passes
 
@@ -543,7 +546,7 @@ def test_checkpoint_note_does_not_claim_a_checkpoint_that_is_not_there(tmp_path)
 
 @pytest.fixture(scope="module")
 def corpus(small_corpus, tmp_path_factory):
-    return D.prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=32,
+    return prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=32,
                                        cache_dir=str(tmp_path_factory.mktemp("cache"))), progress=False)
 
 
@@ -656,8 +659,8 @@ def test_cache_ids_outside_the_peers_vocabulary_stop_train_naming_the_file(corpu
     arr = np.asarray(corpus.train.tokens).copy()
     arr[5] = vocab + 50
     arr.tofile(bad)
-    small.train = D.TokenCache(bad, {**corpus.train.meta})
-    with pytest.raises(D.DataError, match=str(bad)):
+    small.train = TokenCache(bad, {**corpus.train.meta})
+    with pytest.raises(DataError, match=str(bad)):
         train.train(tiny_config(), small, tiny_peers(vocab), tmp_path / "run", progress=False)
     assert hi < vocab
 
@@ -802,12 +805,12 @@ def test_unicode_line_separators_do_not_split_an_utterance(tmp_path, name):
     train = LINES * 8 + [f"the dog{sep}sees the cat", f"a bird{sep}{sep}sings"]
     folder = write_corpus(tmp_path / "corpus", train=train)
     assert len(str.splitlines("\n".join(train))) > len(train)  # what str.splitlines would have made of it
-    lines = D.read_lines(folder / "a.train")
+    lines = read_lines(folder / "a.train")
     assert len(lines) == len(train) == (folder / "a.train").read_bytes().count(b"\n")
     assert lines[-2:] == ["the dog sees the cat", "a bird sings"]  # the separator is whitespace inside the line
-    prep = D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    prep = prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
     assert prep.train.meta["n_lines"] == len(train)
-    assert int((np.asarray(prep.train.tokens) == D.EOS_ID).sum()) == len(train)
+    assert int((np.asarray(prep.train.tokens) == EOS_ID).sum()) == len(train)
 
 
 SPECIAL_LINES = ["the dog </s> sees the cat", "a <pad> cat runs to the park", "<mask> is the <s> bird here",
@@ -826,21 +829,21 @@ def _plain_tokenizer(tokenizer):
 def test_special_token_strings_in_the_corpus_stay_text_in_the_token_cache(tmp_path):
     train = LINES * 8 + SPECIAL_LINES * 3
     folder = write_corpus(tmp_path / "corpus", train=train, dev=LINES[:4] + SPECIAL_LINES)
-    prep = D.prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
+    prep = prepare_corpus(data_cfg(folder, tmp_path / "cache"), progress=False)
     tok, plain = prep.tokenizer, _plain_tokenizer(prep.tokenizer)
     stream = np.asarray(prep.train.tokens).tolist()
-    assert stream.count(D.EOS_ID) == len(train) == prep.train.meta["n_lines"]  # one </s> an utterance, no more
-    assert not set(stream) & {D.BOS_ID, D.PAD_ID, D.UNK_ID, D.MASK_ID}
+    assert stream.count(EOS_ID) == len(train) == prep.train.meta["n_lines"]  # one </s> an utterance, no more
+    assert not set(stream) & {BOS_ID, PAD_ID, UNK_ID, MASK_ID}
     utterances, cur = [], []
     for t in stream:
-        if t == D.EOS_ID:
+        if t == EOS_ID:
             utterances.append(cur)
             cur = []
         else:
             cur.append(t)
     for line, ids in zip(train, utterances):  # against the independent encoder, and back to the text
         assert ids == plain.encode(line, add_special_tokens=False).ids, line
-        assert tok.decode(ids).strip() == D.normalize(tok, line)
+        assert tok.decode(ids).strip() == normalize(tok, line)
     # the packed batcher finds the utterances the file holds, not more
     batcher = prep.batcher("train", DataConfig(block_size=BLOCK, packing="lines"), 4, seed=0)
     assert len(batcher.line_starts) == len(train)
@@ -849,12 +852,12 @@ def test_special_token_strings_in_the_corpus_stay_text_in_the_token_cache(tmp_pa
 def test_a_cache_built_when_special_strings_became_ids_is_rebuilt(tmp_path):
     folder = write_corpus(tmp_path / "corpus", train=LINES * 8 + SPECIAL_LINES)
     cfg = data_cfg(folder, tmp_path / "cache")
-    prep = D.prepare_corpus(cfg, progress=False)
+    prep = prepare_corpus(cfg, progress=False)
     side = prep.train.path.with_suffix(".bin.json")
     good_bin, meta = prep.train.path.read_bytes(), json.loads(side.read_text())
     del meta["special_tokens"]  # a sidecar written before the field existed
     side.write_text(json.dumps(meta))
-    again = D.prepare_corpus(cfg, progress=False)
+    again = prepare_corpus(cfg, progress=False)
     assert again.train.meta["special_tokens"] == "text" and prep.train.path.read_bytes() == good_bin
 
 
@@ -879,7 +882,7 @@ def test_special_token_strings_in_a_sentence_are_scored_as_text(corpus):
     model = tiny_roberta(len(tok), positions=80).eval()
     sentences = ["the dog </s> sees the cat", "a <pad> cat <mask> runs <s>"]
     for sentence in sentences:
-        expected = [D.BOS_ID] + plain.encode(sentence, add_special_tokens=False).ids + [D.EOS_ID]
+        expected = [BOS_ID] + plain.encode(sentence, add_special_tokens=False).ids + [EOS_ID]
         ids, start, end = evaluate.encode_for_pll(tok, [sentence])[0]
         assert ids == expected and (start, end) == (1, len(ids) - 1)
         assert not set(ids[1:-1]) & set(range(5))
@@ -1055,10 +1058,11 @@ import json, sys, time
 sys.path.insert(0, {tests!r})
 import torch
 from conftest import tiny_roberta
-from dwml import data as D, train
+from dwml import train
 from dwml.config import Config, DataConfig
+from dwml.data import prepare_corpus
 
-prep = D.prepare_corpus(DataConfig(corpus={corpus!r}, vocab_size=600, block_size=32, cache_dir={cache!r}), progress=False)
+prep = prepare_corpus(DataConfig(corpus={corpus!r}, vocab_size=600, block_size=32, cache_dir={cache!r}), progress=False)
 step = train.Trainer.train_step
 
 def slow(self):  # hold the folder, mid-run, until killed

@@ -16,7 +16,7 @@ LINES = ["the dog sees the cat", "a cat runs", "the dogs see a bird", "the birds
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from dwml.data import train_tokenizer
+    from dwml.tokenizer import train_tokenizer
 
     return train_tokenizer(LINES, vocab_size=300, out_dir=tmp_path_factory.mktemp("tok") / "tok", min_frequency=1)
 

@@ -1,21 +1,28 @@
-"""dwml.data: reading, tokenizer round trip, token cache, masking statistics, clear errors."""
+"""The data path (dwml.corpus, dwml.tokenizer, dwml.tokens, dwml.batches, dwml.data): reading, tokenizer round
+trip, token cache, masking statistics, clear errors."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from dwml import data as D
+from dwml.batches import MLMBatcher, mask_tokens
+from dwml.corpus import DataError, clean_line, corpus_files, corpus_stats, read_corpus
+from dwml.data import prepare_corpus
+from dwml.losses import IGNORE_INDEX
+from dwml.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, load_tokenizer, normalize, train_tokenizer
+from dwml.tokens import build_token_cache, decode_cache, sources_meta, token_dtype
 from dwml.config import DataConfig
 
 
 def test_clean_line_and_markers():
-    assert D.clean_line("  where   is\tthe ball ") == "where is the ball"
-    assert D.clean_line("xxx look at yyy that", drop_markers=True) == "look at that"
-    assert D.clean_line("xxx yyy", drop_markers=True) == ""
-    assert D.clean_line("xxx look", drop_markers=False) == "xxx look"
+    assert clean_line("  where   is\tthe ball ") == "where is the ball"
+    assert clean_line("xxx look at yyy that", drop_markers=True) == "look at that"
+    assert clean_line("xxx yyy", drop_markers=True) == ""
+    assert clean_line("xxx look", drop_markers=False) == "xxx look"
 
 
 def test_read_corpus_layout(tmp_path):
@@ -23,58 +30,58 @@ def test_read_corpus_layout(tmp_path):
     (tmp_path / "train" / "a.train").write_text("hello there\n\n  \nxxx\nsee  the dog\n")
     (tmp_path / "train" / "b.train").write_text("b line\n")
     (tmp_path / "dev.dev").write_text("dev line\n")
-    assert D.read_corpus(tmp_path, "train") == ["hello there", "xxx", "see the dog", "b line"]
-    assert D.read_corpus(tmp_path, "train", drop_markers=True) == ["hello there", "see the dog", "b line"]
-    assert D.read_corpus(tmp_path, "dev") == ["dev line"]
-    stats = D.corpus_stats(tmp_path, "train")
+    assert read_corpus(tmp_path, "train") == ["hello there", "xxx", "see the dog", "b line"]
+    assert read_corpus(tmp_path, "train", drop_markers=True) == ["hello there", "see the dog", "b line"]
+    assert read_corpus(tmp_path, "dev") == ["dev line"]
+    stats = corpus_stats(tmp_path, "train")
     assert stats.set_index("file").loc["total", "words"] == 8
     assert stats.set_index("file").loc["a.train", "lines"] == 3
 
 
 def test_missing_and_empty_corpus_errors(tmp_path):
-    with pytest.raises(D.DataError, match="does not exist"):
-        D.read_corpus(tmp_path / "nope")
-    with pytest.raises(D.DataError, match=r"no \*\.train files"):
-        D.read_corpus(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        read_corpus(tmp_path / "nope")
+    with pytest.raises(DataError, match=r"no \*\.train files"):
+        read_corpus(tmp_path)
     (tmp_path / "x.train").write_text("\n  \n")
-    with pytest.raises(D.DataError, match="empty"):
-        D.read_corpus(tmp_path)
+    with pytest.raises(DataError, match="empty"):
+        read_corpus(tmp_path)
 
 
 def test_non_utf8_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.train"
     bad.write_bytes(b"fine line\nsecond line\nthird \xff\xfe line\n")
-    with pytest.raises(D.DataError, match=r"bad\.train:3: not UTF-8"):
-        D.read_corpus(tmp_path)
+    with pytest.raises(DataError, match=r"bad\.train:3: not UTF-8"):
+        read_corpus(tmp_path)
 
 
 def test_vocab_too_small_names_parameter():
-    with pytest.raises(D.DataError, match="vocab_size=100"):
-        D.train_tokenizer(["a b c"], vocab_size=100)
+    with pytest.raises(DataError, match="vocab_size=100"):
+        train_tokenizer(["a b c"], vocab_size=100)
 
 
 def test_tokenizer_reloads_to_identical_ids(small_corpus, small_tokenizer):
     from transformers import AutoTokenizer
 
-    lines = D.read_corpus(small_corpus, "dev")[:200] + ["The BIG Dog, Café!", "  spaced   out  "]
+    lines = read_corpus(small_corpus, "dev")[:200] + ["The BIG Dog, Café!", "  spaced   out  "]
     reloaded = AutoTokenizer.from_pretrained(str(small_tokenizer), local_files_only=True)
-    fresh = D.train_tokenizer(D.read_corpus(small_corpus, "train"), vocab_size=600)
+    fresh = train_tokenizer(read_corpus(small_corpus, "train"), vocab_size=600)
     for line in lines:
         ids = reloaded(line)["input_ids"]
         assert ids == fresh(line)["input_ids"], line
-        assert ids[0] == D.BOS_ID and ids[-1] == D.EOS_ID
+        assert ids[0] == BOS_ID and ids[-1] == EOS_ID
     # the normaliser travels with the saved tokenizer: lower-casing applies after reloading
     assert reloaded("The Dog")["input_ids"] == reloaded("the dog")["input_ids"]
-    assert [reloaded.convert_tokens_to_ids(t) for t in D.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
-    assert reloaded.mask_token_id == D.MASK_ID and reloaded.pad_token_id == D.PAD_ID
+    assert [reloaded.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert reloaded.mask_token_id == MASK_ID and reloaded.pad_token_id == PAD_ID
 
 
 def test_token_cache_decodes_to_normalised_corpus(small_corpus, small_tokenizer, tmp_path):
-    tok = D.load_tokenizer(small_tokenizer)
-    files = D.corpus_files(small_corpus, "train")
-    cache = D.build_token_cache(files, tok, tmp_path / "train.bin")
-    lines = D.read_corpus(small_corpus, "train")
-    assert D.decode_cache(cache, tok) == [D.normalize(tok, l) for l in lines]
+    tok = load_tokenizer(small_tokenizer)
+    files = corpus_files(small_corpus, "train")
+    cache = build_token_cache(files, tok, tmp_path / "train.bin")
+    lines = read_corpus(small_corpus, "train")
+    assert decode_cache(cache, tok) == [normalize(tok, l) for l in lines]
     # its length equals the tokenizer's own count (+1 separator per line)
     expected = sum(len(tok(l, add_special_tokens=False)["input_ids"]) + 1 for l in lines)
     assert len(cache) == expected == cache.meta["n_tokens"]
@@ -84,42 +91,51 @@ def test_token_cache_decodes_to_normalised_corpus(small_corpus, small_tokenizer,
 
 
 def test_token_cache_reused_rebuilt_on_change_and_on_bad_size(small_tokenizer, tmp_path):
-    tok = D.load_tokenizer(small_tokenizer)
+    tok = load_tokenizer(small_tokenizer)
     src = tmp_path / "c.train"
     src.write_text("the dog sleeps\nthe cats run\n")
-    cache = D.build_token_cache([src], tok, tmp_path / "c.bin")
+    cache = build_token_cache([src], tok, tmp_path / "c.bin")
     mtime = (tmp_path / "c.bin").stat().st_mtime_ns
-    assert D.build_token_cache([src], tok, tmp_path / "c.bin").meta == cache.meta
+    assert build_token_cache([src], tok, tmp_path / "c.bin").meta == cache.meta
     assert (tmp_path / "c.bin").stat().st_mtime_ns == mtime  # reused, not rewritten
     src.write_text("the dog sleeps\nthe cats run\nthe bird sings\n")
-    grown = D.build_token_cache([src], tok, tmp_path / "c.bin")
+    grown = build_token_cache([src], tok, tmp_path / "c.bin")
     assert grown.meta["n_lines"] == 3 and len(grown) > len(cache)
     with open(tmp_path / "c.bin", "ab") as fh:  # corrupt: size disagrees with the sidecar
         fh.write(b"\x00\x00")
     with pytest.warns(UserWarning, match="rebuilding"):
-        fixed = D.build_token_cache([src], tok, tmp_path / "c.bin")
+        fixed = build_token_cache([src], tok, tmp_path / "c.bin")
     assert (tmp_path / "c.bin").stat().st_size == len(fixed) * 2
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_sources_meta_is_each_files_path_hash_and_size(tmp_path):
+    files = [tmp_path / "a.train", tmp_path / "b.train"]
+    files[0].write_bytes(b"the dog\n")
+    files[1].write_bytes("caf\u00e9\n".encode())
+    assert sources_meta(files) == [{"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                                    "bytes": len(f.read_bytes())} for f in files]
+    assert sources_meta(files)[1]["bytes"] == 6
+
+
 def test_token_dtype():
-    assert D.token_dtype(8192) == np.uint16 and D.token_dtype(65536) == np.uint16
-    assert D.token_dtype(65537) == np.uint32
+    assert token_dtype(8192) == np.uint16 and token_dtype(65536) == np.uint16
+    assert token_dtype(65537) == np.uint32
 
 
 def test_masking_rates_over_1e5_tokens():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (100, 1000), generator=g)
-    ids[:, 0], ids[:, -1], ids[:, 500] = D.BOS_ID, D.EOS_ID, D.EOS_ID
-    masked, labels = D.mask_tokens(ids, 1000, g)
-    selected = labels != D.IGNORE_INDEX
+    ids[:, 0], ids[:, -1], ids[:, 500] = BOS_ID, EOS_ID, EOS_ID
+    masked, labels = mask_tokens(ids, 1000, g)
+    selected = labels != IGNORE_INDEX
     special = ids < 5
     assert not selected[special].any(), "a special token was selected"
     assert torch.equal(masked[special], ids[special]), "a special token was changed"
     rate = selected.sum().item() / (~special).sum().item()
     assert abs(rate - 0.15) < 0.01, rate
     n = selected.sum().item()
-    to_mask = (masked == D.MASK_ID) & selected
+    to_mask = (masked == MASK_ID) & selected
     kept = (masked == ids) & selected
     random = selected & ~to_mask & ~kept
     assert abs(to_mask.sum().item() / n - 0.8) < 0.01
@@ -132,10 +148,10 @@ def test_masking_rates_over_1e5_tokens():
 
 def test_batcher_shapes_determinism_and_resume():
     tokens = np.arange(5, 2005, dtype=np.uint16)
-    b = D.MLMBatcher(tokens, vocab_size=3000, block_size=32, batch_size=4, seed=7)
+    b = MLMBatcher(tokens, vocab_size=3000, block_size=32, batch_size=4, seed=7)
     first = b.next_batch()
     assert first["input_ids"].shape == (4, 32) and first["labels"].shape == (4, 32)
-    assert (first["input_ids"][:, 0] == D.BOS_ID).all() and (first["input_ids"][:, -1] == D.EOS_ID).all()
+    assert (first["input_ids"][:, 0] == BOS_ID).all() and (first["input_ids"][:, -1] == EOS_ID).all()
     assert (first["attention_mask"] == 1).all()
     # unmasked positions are a contiguous slice of the stream
     row = first["input_ids"][0, 1:-1]
@@ -153,39 +169,40 @@ def test_batcher_shapes_determinism_and_resume():
 
 
 def test_block_larger_than_corpus_names_parameter():
-    with pytest.raises(D.DataError, match="block_size=600 is larger than the corpus"):
-        D.MLMBatcher(np.arange(5, 100, dtype=np.uint16), vocab_size=200, block_size=600)
+    with pytest.raises(DataError, match="block_size=600 is larger than the corpus"):
+        MLMBatcher(np.arange(5, 100, dtype=np.uint16), vocab_size=200, block_size=600)
 
 
 def test_prepare_corpus_caches_and_errors(small_corpus, tmp_path):
     cfg = DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=64, cache_dir=str(tmp_path / "cache"))
-    prep = D.prepare_corpus(cfg, progress=False)
+    prep = prepare_corpus(cfg, progress=False)
     assert len(prep.train) > 10 * len(prep.dev) / 2 > 0
     assert (prep.tokenizer_dir / "tokenizer.json").is_file()
-    again = D.prepare_corpus(cfg, progress=False)
+    again = prepare_corpus(cfg, progress=False)
     assert again.tokenizer_dir == prep.tokenizer_dir and again.train.meta == prep.train.meta
     batch = prep.batcher("train", cfg, batch_size=2, seed=0).next_batch()
     assert batch["input_ids"].shape == (2, 64)
-    with pytest.raises(D.DataError, match="data.corpus"):
-        D.prepare_corpus(DataConfig(corpus=str(tmp_path / "missing")))
-    with pytest.raises(D.DataError, match="data.block_size=100000"):
-        D.prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=100_000,
+    with pytest.raises(DataError, match="data.corpus"):
+        prepare_corpus(DataConfig(corpus=str(tmp_path / "missing")))
+    with pytest.raises(DataError, match="data.block_size=100000"):
+        prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=100_000,
                                     cache_dir=str(tmp_path / "cache")), progress=False)
 
 
 @pytest.mark.data
 def test_shared_corpus_reads_and_tokenizes(shared_data, tmp_path):
     corpus = shared_data / "corpus"
-    stats = D.corpus_stats(corpus, "train").set_index("file")
+    stats = corpus_stats(corpus, "train").set_index("file")
     assert stats.loc["total", "lines"] > 190_000
     cfg = DataConfig(corpus=str(corpus), vocab_size=8192, block_size=128, cache_dir=str(tmp_path))
-    prep = D.prepare_corpus(cfg, progress=False)
-    lines = D.read_corpus(corpus, "dev")
-    assert D.decode_cache(prep.dev, prep.tokenizer) == [D.normalize(prep.tokenizer, l) for l in lines]
+    prep = prepare_corpus(cfg, progress=False)
+    lines = read_corpus(corpus, "dev")
+    assert decode_cache(prep.dev, prep.tokenizer) == [normalize(prep.tokenizer, l) for l in lines]
 
 
 def test_lines_packing_gives_one_padded_utterance_per_sequence():
-    from dwml.data import BOS_ID, EOS_ID, PAD_ID, MLMBatcher
+    from dwml.batches import MLMBatcher
+    from dwml.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
     # stream: three utterances of lengths 3, 1, 5, each followed by </s>
     stream = np.array([10, 11, 12, EOS_ID, 13, EOS_ID, 14, 15, 16, 17, 18, EOS_ID], dtype=np.uint16)
@@ -211,7 +228,8 @@ def test_lines_packing_gives_one_padded_utterance_per_sequence():
 
 
 def test_length_grouping_cuts_padding_keeps_the_draw_and_resumes_mid_group():
-    from dwml.data import EOS_ID, MLMBatcher
+    from dwml.batches import MLMBatcher
+    from dwml.tokenizer import EOS_ID
 
     rng = np.random.default_rng(0)
     stream = []

@@ -20,7 +20,7 @@ SENTENCES = ["the dog sees the cat .", "a bird sings", "the dogs runs", "she saw
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from dwml.data import train_tokenizer
+    from dwml.tokenizer import train_tokenizer
 
     return train_tokenizer(LINES, vocab_size=300, out_dir=tmp_path_factory.mktemp("tok") / "tok", min_frequency=1)
 

@@ -10,7 +10,7 @@ import torch
 
 from dwml import train
 from dwml.config import Config
-from dwml.data import merge_batches, pack_lines
+from dwml.batches import merge_batches, pack_lines
 from dwml.losses import fused_ce_kl, masked_ce, masked_kl
 from dwml.model import predicted_logits, prediction_targets
 from conftest import SyncCounter, flat_params, tiny_roberta, tiny_train_config

@@ -68,7 +68,8 @@ def test_finetuning_a_small_peer_beats_the_majority_on_sst2(shared_data, tmp_pat
     import torch
     from transformers import AutoModelForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
-    from dwml.data import read_corpus, train_tokenizer
+    from dwml.corpus import read_corpus
+    from dwml.tokenizer import train_tokenizer
 
     root = shared_data / "glue_filtered"
     if not (root / "glue_original" / "SST-2" / "train.tsv").is_file():

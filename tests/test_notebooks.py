@@ -78,6 +78,31 @@ def test_every_committed_ipynb_has_its_source():
     assert ignored.returncode == 1, ".gitignore ignores notebooks/*.ipynb: the executed notebooks are committed"
 
 
+def test_pair_check_on_a_pair_it_writes(tmp_path):
+    """runner.pair_differences, the check of every committed pair, on a .py / .ipynb pair written here
+    (jupytext, no kernel), so it is tested where no executed notebook is committed: in sync it passes; a
+    changed cell on either side fails, the cell named; a cell more is counted."""
+    import jupytext
+    from nbformat.v4 import new_output
+
+    src = tmp_path / "95_pair.py"
+    src.write_text('# %% [markdown]\n# # A pair\n\n# %% tags=["parameters"]\nprofile = "default"\n\n'
+                   "# %%\nfor i in range(3):\n    print(i)\n")
+    ipynb = tmp_path / "95_pair.ipynb"
+    nb = jupytext.read(src)
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="0\n1\n2\n")]  # outputs are no cell
+    jupytext.write(nb, ipynb)
+    assert runner.pair_differences(src, ipynb) == []
+    src.write_text(src.read_text().replace("range(3)", "range(4)"))
+    assert runner.pair_differences(src, ipynb) == ["cell 3: -for i in range(4):"]
+    nb.cells[0].source = "# A changed pair"
+    jupytext.write(nb, ipynb)
+    problems = runner.pair_differences(src, ipynb)
+    assert problems == ["cell 1: -# A pair", "cell 3: -for i in range(4):"]
+    src.write_text(src.read_text() + "\n# %%\nprint(1)\n")
+    assert runner.pair_differences(src, ipynb)[0] == "95_pair.py has 4 cells, 95_pair.ipynb 3"
+
+
 def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
     """A notebook with a long log, a table, a figure and a transformers model saved and loaded (once before
     anything of dwml is imported), its parameters cell holding ``params``."""
@@ -92,7 +117,7 @@ def _tiny_notebook(folder: Path, params: dict, name: str = "97_tiny") -> Path:
         "                    intermediate_size=16, max_position_embeddings=20)\n"
         "tmp = tempfile.mkdtemp()\nRobertaForMaskedLM(cfg).save_pretrained(tmp)\n"
         "AutoModelForMaskedLM.from_pretrained(tmp)\nprint('bare transformers: saved and loaded')\n\n"
-        "# %%\nfrom dwml.evaluate import load_masked_lm\nfrom dwml.data import save_tokenizer_files, train_tokenizer\n"
+        "# %%\nfrom dwml.evaluate import load_masked_lm\nfrom dwml.tokenizer import save_tokenizer_files, train_tokenizer\n"
         "save_tokenizer_files(train_tokenizer(['the dog is here', 'a cat was there'] * 50, 300), tmp)\n"
         "model, tok = load_masked_lm(tmp)\nmodel.save_pretrained(tmp)\nprint('dwml: saved and loaded')\n\n"
         "# %% [markdown]\n# A table and a figure.\n\n"
@@ -225,11 +250,29 @@ def ci_root(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_on_ci_profile(path, ci_root):
     params = {**runner.load_profile("ci"), "run_root": str(ci_root / "runs"), "figures_dir": str(ci_root / "figures")}
+    figures = Path(params["figures_dir"])
+    before = {p: p.stat().st_mtime_ns for p in figures.glob("*.csv")}
     out = runner.run_notebook(path, "ci", params)
-    assert out.is_file()
     import nbformat
 
-    text = _output_text(nbformat.read(out, as_version=4))  # the project's progress only, no library bars
+    nb = nbformat.read(out, as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{out}: no cell has an output"
+    # every table the notebook wrote labels its rows as the committed (default profile's) table does
+    written = [p for p in sorted(figures.glob("*.csv")) if before.get(p) != p.stat().st_mtime_ns]
+    for table in written:
+        committed = ROOT / "figures" / table.name
+        if committed.is_file():
+            first = pd.read_csv(table).columns[0]
+            assert first == pd.read_csv(committed).columns[0], f"{table.name}: first column {first!r}"
+    if path.stem == "00_data":  # on ci it writes the n-gram baselines' table only: every paradigm, in percent
+        from dwml.synthetic_pairs import PARADIGMS
+
+        ngram = pd.read_csv(figures / "table_ngram_baselines.csv")
+        assert list(ngram.columns) == ["paradigm", "1-gram", "2-gram", "3-gram"]
+        assert ngram["paradigm"].tolist() == sorted(PARADIGMS) + ["macro average"]
+        assert ngram.iloc[:, 1:].stack().between(0, 100).all()
+        assert ngram.iloc[-1, 1:].tolist() == pytest.approx(ngram.iloc[:-1, 1:].mean().tolist())
+    text = _output_text(nb)  # the project's progress only, no library bars
     assert not [b for b in BAR_TEXT if b in text], [line for line in text.splitlines() if any(b in line for b in BAR_TEXT)][:5]
     if path.stem == "03_baselines":  # ci runs Zorro's loader and table on the synthetic pairs in Zorro's format
         zorro = pd.read_csv(ci_root / "figures" / "table_zorro_paradigms.csv")
@@ -274,12 +317,11 @@ def test_each_notebook_gets_only_its_parameters_and_the_console_shows_progress(t
     assert "still in cell 3/4" in console.out  # the heartbeat while the long cell runs
 
 
-@pytest.mark.parametrize("module", ["dwml.runner", "dwml.notebooks"])
-def test_the_runner_answers_to_its_name_and_its_former_one(module):
+def test_the_runner_answers_to_its_name():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "dwml.runner", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "--profile" in out.stdout, out.stderr
 
 

@@ -1,7 +1,7 @@
 """dwml.profiling: counted FLOPs agree with the closed form, the sampler samples and stops, MFU arithmetic.
 
 Models are tiny RobertaForMaskedLM built here (hidden 32 to 64, 1 to 3 layers): each test takes well under
-a few seconds on a CPU, the sampler tests a few seconds of wall time.
+a few seconds on a CPU; the sampler's timing is driven by a fake clock, the busy-process test takes 2 s.
 """
 from __future__ import annotations
 
@@ -224,22 +224,58 @@ def _sampler_threads():
     return [t for t in threading.enumerate() if t.name == "dwml-utilization-sampler" and t.is_alive()]
 
 
+class FakeClock:
+    """Time for the sampler that moves only when the sampler waits: ``wait(timeout)`` jumps to the deadline
+    (plus any stall queued for that wait) and says stop once ``stop_at`` seconds have passed."""
+
+    def __init__(self, stop_at: float, stalls: dict[int, float] | None = None):
+        self.now, self.stop_at, self.stalls, self.waits = 0.0, stop_at, stalls or {}, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        self.now += timeout + self.stalls.get(len(self.waits), 0.0)
+        return self.now >= self.stop_at
+
+
 def test_sampler_records_at_its_interval_and_stops(tmp_path):
-    with profiling.UtilizationSampler(interval_s=0.2, device="cpu") as s:
-        time.sleep(2.0)
+    clock = FakeClock(stop_at=2.0)  # binary fractions: every time below is exact
+    with profiling.UtilizationSampler(interval_s=0.25, device="cpu", clock=clock, wait=clock.wait) as s:
+        s._thread.join(timeout=30)  # the thread ends by itself once the fake clock says stop
     df = s.to_frame()
     assert not _sampler_threads()
-    assert 3 <= len(df) <= 11, len(df)
-    gaps = df["t"].diff().dropna()
-    assert (gaps > 0).all()
-    assert 0.1 <= gaps.median() <= 0.6, gaps.median()
+    assert df["t"].tolist() == [0.25 * k for k in range(1, 8)]  # deadlines 0.25 .. 1.75; at 2.0 it stops
+    assert clock.waits == [0.25] * 8
     assert list(df.columns) == ["t", "cpu_percent", "cpu_system_percent", "rss_mb"]
     assert (df["rss_mb"] > 10).all() and df["cpu_percent"].between(0, 100.5).all()
     summary = s.summary()
-    assert summary["samples"] == len(df) and summary["utilization_column"] == "cpu_percent"
+    assert summary["samples"] == 7 and summary["utilization_column"] == "cpu_percent"
     assert summary["mean_utilization"] == pytest.approx(df["cpu_percent"].mean())
-    assert 1.9 < summary["duration_s"] < 4.0
+    assert summary["duration_s"] == 2.0
     assert pd.read_csv(s.save_csv(tmp_path / "trace.csv")).shape == df.shape
+
+
+def test_sampler_skips_the_deadlines_a_stall_missed():
+    """A stall of 0.375 s in the 3rd wait (a loaded machine): that sample comes late (1.125 s), the missed
+    deadline 1.0 is skipped instead of sampled at once in a burst, and the sampler goes on at the next
+    deadline of the grid start + k x interval (1.25)."""
+    clock = FakeClock(stop_at=2.0, stalls={3: 0.375})
+    s = profiling.UtilizationSampler(interval_s=0.25, device="cpu", t_offset=10.0, clock=clock, wait=clock.wait)
+    s.start()
+    s._thread.join(timeout=30)
+    s.stop()
+    assert s.to_frame()["t"].tolist() == [10.25, 10.5, 11.125, 11.25, 11.5, 11.75]
+    assert clock.waits == [0.25, 0.25, 0.25, 0.125, 0.25, 0.25, 0.25]
+
+
+def test_utilization_column_is_gpu_only_when_every_table_has_it():
+    cpu, gpu = ["t", "cpu_percent"], ["t", "cpu_percent", "gpu_util"]
+    assert profiling.utilization_column([gpu, gpu]) == "gpu_util"
+    assert profiling.utilization_column([gpu, cpu]) == "cpu_percent"
+    assert profiling.utilization_column([]) == "cpu_percent"
+    assert profiling.utilization_column(pd.DataFrame(columns=c).columns for c in (gpu,)) == "gpu_util"
 
 
 def test_sampler_sees_a_busy_process():
@@ -263,10 +299,11 @@ def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkey
             1 / 0
     assert not _sampler_threads()
 
-    s = profiling.UtilizationSampler(interval_s=0.05, device="cpu")
+    clock = FakeClock(stop_at=1.0)
+    s = profiling.UtilizationSampler(interval_s=0.05, device="cpu", clock=clock, wait=clock.wait)
     monkeypatch.setattr(s, "_sample", lambda: (_ for _ in ()).throw(OSError("sensor gone")))
     s.start()
-    time.sleep(0.2)
+    s._thread.join(timeout=30)
     with pytest.raises(RuntimeError, match="sensor gone"):
         s.stop()
     assert not _sampler_threads()

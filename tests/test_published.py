@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dwml import data as D
+from dwml.corpus import DataError
+from dwml.data import prepare_corpus
+from dwml.tokenizer import SPECIAL_TOKENS
+from dwml.tokens import PUBLISHED_CHARS, published_ids_in_vocab, published_pair_values, published_token_stream
 from dwml.config import Config, ConfigError, DataConfig, TrainConfig
 
 from test_methods import V, batch, peers
@@ -31,7 +34,7 @@ def test_published_token_stream_is_the_printed_list_read_back_as_uint16(tmp_path
     raw = path.read_bytes()
     want_np = np.fromfile(path, dtype="<u2", count=len(raw) // 2)
     want_struct = struct.unpack(f"<{len(raw) // 2}H", raw[: len(raw) // 2 * 2])
-    got = D.published_token_stream(ids)
+    got = published_token_stream(ids)
     assert got.tolist() == want_np.tolist() == list(want_struct)
     # '[0' -> 0x30 * 256 + 0x5B: the first "token" is two characters of the text, not the id 0
     assert got[0] == ord("0") * 256 + ord("[") == 12379
@@ -39,15 +42,15 @@ def test_published_token_stream_is_the_printed_list_read_back_as_uint16(tmp_path
 
 
 def test_published_ids_in_vocab_is_a_one_to_one_relabelling():
-    raw = D.published_token_stream(list(range(0, 3000, 7)))
-    ids = D.published_ids_in_vocab(raw)
-    values = D.published_pair_values()
-    assert len(values) == len(D.PUBLISHED_CHARS) ** 2
-    assert ids.min() >= len(D.SPECIAL_TOKENS) and ids.max() < len(D.SPECIAL_TOKENS) + len(values)
+    raw = published_token_stream(list(range(0, 3000, 7)))
+    ids = published_ids_in_vocab(raw)
+    values = published_pair_values()
+    assert len(values) == len(PUBLISHED_CHARS) ** 2
+    assert ids.min() >= len(SPECIAL_TOKENS) and ids.max() < len(SPECIAL_TOKENS) + len(values)
     # one-to-one: the relabelling maps back to the raw values
-    assert (values[ids.astype(np.int64) - len(D.SPECIAL_TOKENS)] == raw).all()
-    with pytest.raises(D.DataError, match="not a pair"):
-        D.published_ids_in_vocab(np.array([ord("a") + 256 * ord("b")]))
+    assert (values[ids.astype(np.int64) - len(SPECIAL_TOKENS)] == raw).all()
+    with pytest.raises(DataError, match="not a pair"):
+        published_ids_in_vocab(np.array([ord("a") + 256 * ord("b")]))
 
 
 def test_published_token_file_option_replaces_the_caches(tmp_path):
@@ -57,12 +60,12 @@ def test_published_token_file_option_replaces_the_caches(tmp_path):
     (corpus / "a.train").write_text(text)
     (corpus / "a.dev").write_text(text)
     base = dict(corpus=str(corpus), vocab_size=300, block_size=16, packing="blocks", cache_dir=str(tmp_path / "c"))
-    right = D.prepare_corpus(DataConfig(**base), progress=False)
-    wrong = D.prepare_corpus(DataConfig(**base, published_token_file=True), progress=False)
+    right = prepare_corpus(DataConfig(**base), progress=False)
+    wrong = prepare_corpus(DataConfig(**base, published_token_file=True), progress=False)
     for a, b in ((right.train, wrong.train), (right.dev, wrong.dev)):
-        want = D.published_ids_in_vocab(D.published_token_stream(np.asarray(a.tokens).tolist()))
+        want = published_ids_in_vocab(published_token_stream(np.asarray(a.tokens).tolist()))
         assert np.asarray(b.tokens).tolist() == want.tolist()
-    again = D.prepare_corpus(DataConfig(**base, published_token_file=True), progress=False)  # reused
+    again = prepare_corpus(DataConfig(**base, published_token_file=True), progress=False)  # reused
     assert again.train.meta["sha256"] == wrong.train.meta["sha256"]
     with pytest.raises(ConfigError, match="data.published_token_file"):
         Config.from_dict(data={"published_token_file": True, "packing": "lines"})
@@ -172,7 +175,7 @@ def test_published_kl_needs_one_micro_batch_a_chunk():
 def corpus(small_corpus, tmp_path_factory):
     from test_train import BLOCK
 
-    return D.prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=BLOCK,
+    return prepare_corpus(DataConfig(corpus=str(small_corpus), vocab_size=600, block_size=BLOCK,
                                        cache_dir=str(tmp_path_factory.mktemp("cache"))), progress=False)
 
 

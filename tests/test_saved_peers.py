@@ -25,7 +25,8 @@ SENTENCES = ["Rebecca was here.", "the dog is here", "What do you want?", "Mommy
 
 @pytest.fixture(scope="module")
 def saved_tokenizer(small_corpus, tmp_path_factory):
-    from dwml.data import read_corpus, train_tokenizer
+    from dwml.corpus import read_corpus
+    from dwml.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
     train_tokenizer(read_corpus(small_corpus, "train"), vocab_size=600, out_dir=out, model_max_length=130)
@@ -33,7 +34,7 @@ def saved_tokenizer(small_corpus, tmp_path_factory):
 
 
 def test_saved_tokenizer_config_names_a_class_both_transformers_know(saved_tokenizer):
-    from dwml.data import PORTABLE_TOKENIZER_CLASS, SPECIAL_TOKENS
+    from dwml.tokenizer import PORTABLE_TOKENIZER_CLASS, SPECIAL_TOKENS
 
     cfg = json.loads((saved_tokenizer / "tokenizer_config.json").read_text())
     assert cfg["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS == "PreTrainedTokenizerFast"  # not TokenizersBackend
@@ -67,7 +68,8 @@ def test_autotokenizer_gives_the_ids_of_the_tokenizers_library(saved_tokenizer):
 
 
 def test_portable_config_errors_and_prefix_space_lookup(tmp_path, saved_tokenizer):
-    from dwml.data import DataError, byte_level_prefix_space, write_portable_tokenizer_config
+    from dwml.corpus import DataError
+    from dwml.tokenizer import byte_level_prefix_space, write_portable_tokenizer_config
 
     with pytest.raises(DataError, match=f"{tmp_path} holds no tokenizer_config.json"):
         write_portable_tokenizer_config(tmp_path)

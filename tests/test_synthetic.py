@@ -1,13 +1,15 @@
-"""dwml.synthetic: determinism, the corpus's coverage, and well-formed minimal pairs."""
+"""dwml.synthetic, dwml.grammar, dwml.synthetic_pairs: determinism (golden bytes), the corpus's coverage, and
+well-formed minimal pairs."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 
 import pytest
 
-from dwml import synthetic
+from dwml import grammar, lexicon, synthetic, synthetic_pairs
 
 
 def test_generator_is_deterministic_and_sized():
@@ -19,13 +21,33 @@ def test_generator_is_deterministic_and_sized():
     assert 5000 <= words < 5000 + 40
 
 
+def _folder_digest(folder) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("settings,digest", [
+    (dict(words=3000, seed=1, n_pairs=5), "60ec127d1c957d85b353b07eefc6dc73a73e575e7a6f20458ca83240256bd3e7"),
+    (dict(words=2000, seed=3, n_pairs=4, lexicon=8), "dddd1024dc62c5548062c09332a8c70b707ed8beb52842dd5d925ca955a3a260"),
+])
+def test_corpus_and_pairs_are_the_golden_bytes(tmp_path, settings, digest):
+    """Golden digests of a small corpus folder (train, dev, pairs, meta.json), computed on the single-module
+    dwml/synthetic.py (main at 781e75b) before it was split into lexicon/grammar/synthetic_pairs/synthetic:
+    the split, and any later change that is not meant to change the grammar, writes the same bytes."""
+    assert _folder_digest(synthetic.write_corpus(tmp_path / "c", **settings)) == digest
+
+
 def test_write_corpus_layout_and_bytes(tmp_path):
     one = synthetic.write_corpus(tmp_path / "a", words=3000, seed=1, n_pairs=5)
     two = synthetic.write_corpus(tmp_path / "b", words=3000, seed=1, n_pairs=5)
     for rel in ["train/synthetic.train", "dev/synthetic.dev", "pairs/npi_scope.jsonl", "meta.json"]:
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert len((one / "pairs").glob("*.jsonl").__iter__().__next__().read_text().splitlines()) == 5
-    assert synthetic.ensure_corpus(tmp_path / "root", words=3000, seed=1, n_pairs=5).name == f"v{synthetic.GRAMMAR_VERSION}-w3000-s1-p5"
+    assert synthetic.ensure_corpus(tmp_path / "root", words=3000, seed=1, n_pairs=5).name == f"v{grammar.GRAMMAR_VERSION}-w3000-s1-p5"
     with pytest.raises(ValueError, match="words=0"):
         synthetic.write_corpus(tmp_path / "c", words=0)
 
@@ -39,7 +61,7 @@ def test_corpus_covers_the_phenomena():
     assert any(l.startswith(("is ", "are ", "does ", "do ")) for l in lines)
     assert any(l.startswith(("look at", "give the")) for l in lines)
     # a Zipfian lexicon: the most frequent noun is far more frequent than the median one
-    nouns = [text[sg] + text[pl] for sg, pl, *_ in synthetic.PEOPLE + synthetic.ANIMALS + synthetic.THINGS + synthetic.FOODS]
+    nouns = [text[sg] + text[pl] for sg, pl, *_ in lexicon.PEOPLE + lexicon.ANIMALS + lexicon.THINGS + lexicon.FOODS]
     nouns.sort(reverse=True)
     assert nouns[0] > 10 * nouns[len(nouns) // 2]
     # 'any' never appears without a licensor in its own clause: 'not' right before its verb, or a question
@@ -47,13 +69,13 @@ def test_corpus_covers_the_phenomena():
         w = l.split()
         for i, word in enumerate(w):
             if word == "any":
-                assert w[i - 2] in synthetic.LICENSORS or w[0] in ("do", "does"), l
+                assert w[i - 2] in lexicon.LICENSORS or w[0] in ("do", "does"), l
     # the npi_scope evidence: a licensor inside a relative clause, followed by an unlicensed main clause
-    lic = "|".join(synthetic.LICENSORS)
+    lic = "|".join(lexicon.LICENSORS)
     assert any(re.search(rf"(who|that) (has|have) ({lic}) \w+ the \w+ (has|have) \w+ some", l) for l in lines)
     # every licensor and non-licensor stands in the has/have/had slot
     slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("has", "have", "had"))
-    assert all(slot[w] > 0 for w in synthetic.LICENSORS + synthetic.NON_LICENSORS), slot
+    assert all(slot[w] > 0 for w in lexicon.LICENSORS + lexicon.NON_LICENSORS), slot
 
 
 def test_npi_words_are_frequency_matched():
@@ -62,15 +84,15 @@ def test_npi_words_are_frequency_matched():
     than 'not' over the whole corpus (so a frequency counter prefers the bad member of most NPI pairs)."""
     lines = list(synthetic.generate_lines(200_000, "0-train"))
     slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("has", "have", "had"))
-    rare_licensors = [w for w in synthetic.LICENSORS if w != "not"]
-    assert min(slot[w] for w in synthetic.NON_LICENSORS) > max(slot[w] for w in rare_licensors), slot
+    rare_licensors = [w for w in lexicon.LICENSORS if w != "not"]
+    assert min(slot[w] for w in lexicon.NON_LICENSORS) > max(slot[w] for w in rare_licensors), slot
     do_slot = collections.Counter(b for l in lines for a, b in zip(l.split(), l.split()[1:]) if a in ("do", "does"))
-    assert 0.85 < do_slot[synthetic.EMPHATIC] / do_slot["not"] < 1.15, (do_slot[synthetic.EMPHATIC], do_slot["not"])
+    assert 0.85 < do_slot[lexicon.EMPHATIC] / do_slot["not"] < 1.15, (do_slot[lexicon.EMPHATIC], do_slot["not"])
     words = collections.Counter(w for l in lines for w in l.split())
-    assert 1.0 < words[synthetic.EMPHATIC] / words["not"] < 1.6, (words[synthetic.EMPHATIC], words["not"])
+    assert 1.0 < words[lexicon.EMPHATIC] / words["not"] < 1.6, (words[lexicon.EMPHATIC], words["not"])
     # and each kind of adverb stands after has/have as often inside relative clauses as outside them (npi_scope)
     rc, main = collections.Counter(), collections.Counter()
-    kind = {**{w: "licensor" for w in synthetic.LICENSORS}, **{w: "other" for w in synthetic.NON_LICENSORS}}
+    kind = {**{w: "licensor" for w in lexicon.LICENSORS}, **{w: "other" for w in lexicon.NON_LICENSORS}}
     adv = "|".join(kind)
     for l in lines:
         m = re.search(rf"(?:who|that) (?:has|have) (?:({adv}) )?\w+ the \w+ (?:has|have) (?:({adv}) )?\w+ (?:any|some|the) ", l)
@@ -88,7 +110,7 @@ def test_npi_pairs_are_not_decided_by_word_frequency():
 
     lines = list(synthetic.generate_lines(200_000, "0-train"))
     pairs = [MinimalPair(suite="synthetic", task=p["UID"], pair_id=p["pair_id"], good=p["sentence_good"],
-                         bad=p["sentence_bad"]) for p in synthetic.minimal_pairs(100, seed=0)
+                         bad=p["sentence_bad"]) for p in synthetic_pairs.minimal_pairs(100, seed=0)
              if p["UID"] in ("npi_licensing", "npi_scope")]
     table = ngram_accuracy_table(ngram_pair_scores(lines, pairs, orders=(1,)))
     assert table.loc["npi_licensing", "1-gram"] < 50 and table.loc["npi_scope", "1-gram"] < 50, table
@@ -96,13 +118,13 @@ def test_npi_pairs_are_not_decided_by_word_frequency():
 
 @pytest.fixture(scope="module")
 def pairs():
-    return synthetic.minimal_pairs(100, seed=0)
+    return synthetic_pairs.minimal_pairs(100, seed=0)
 
 
 def test_pairs_schema_and_counts(pairs):
-    assert len(synthetic.PARADIGMS) >= 8
+    assert len(synthetic_pairs.PARADIGMS) >= 8
     by_uid = collections.Counter(p["UID"] for p in pairs)
-    assert by_uid == {uid: 100 for uid in synthetic.PARADIGMS}
+    assert by_uid == {uid: 100 for uid in synthetic_pairs.PARADIGMS}
     for p in pairs:
         assert set(p) == {"sentence_good", "sentence_bad", "UID", "field", "linguistics_term", "pair_id"}
         json.dumps(p)
@@ -111,10 +133,10 @@ def test_pairs_schema_and_counts(pairs):
 def test_pairs_are_token_length_matched_at_the_default_vocabulary():
     """With the default profile's vocabulary (2,048) every word of the grammar is one BPE token, so the two
     members of a pair have the same number of tokens too: a summed PLL cannot prefer the shorter one."""
-    from dwml.data import train_tokenizer
+    from dwml.tokenizer import train_tokenizer
 
     tok = train_tokenizer(synthetic.generate_lines(300_000, "0-train"), vocab_size=2048)
-    for p in synthetic.minimal_pairs(50, seed=0):
+    for p in synthetic_pairs.minimal_pairs(50, seed=0):
         good, bad = tok(p["sentence_good"])["input_ids"], tok(p["sentence_bad"])["input_ids"]
         assert len(good) == len(bad), p
 
@@ -132,16 +154,16 @@ def test_every_paradigm_turns_on_many_contrasts(pairs):
     measurements, not one contrast that a model gets right or wrong as a whole."""
     by = collections.defaultdict(set)
     for p in pairs:
-        by[p["UID"]].add(synthetic.deciding_words(p["sentence_good"], p["sentence_bad"]))
-    assert set(by) == set(synthetic.PARADIGMS)
+        by[p["UID"]].add(synthetic_pairs.deciding_words(p["sentence_good"], p["sentence_bad"]))
+    assert set(by) == set(synthetic_pairs.PARADIGMS)
     for uid, contrasts in by.items():
         assert len(contrasts) >= 20, (uid, sorted(contrasts))
 
 
 def test_deciding_words():
-    assert synthetic.deciding_words("the boy has never eaten any", "the boy has already eaten any") == ("never", "already")
-    assert synthetic.deciding_words("a b c", "a x y") == ("b c", "x y")
-    assert synthetic.deciding_words("a b", "a b") == ("", "")
+    assert synthetic_pairs.deciding_words("the boy has never eaten any", "the boy has already eaten any") == ("never", "already")
+    assert synthetic_pairs.deciding_words("a b c", "a x y") == ("b c", "x y")
+    assert synthetic_pairs.deciding_words("a b", "a b") == ("", "")
 
 
 def test_no_sentence_is_both_good_and_bad(pairs):
@@ -159,14 +181,14 @@ def test_bad_forms_are_words_of_the_corpus(pairs):
 
 
 def test_pairs_deterministic():
-    assert synthetic.minimal_pairs(10, seed=4) == synthetic.minimal_pairs(10, seed=4)
-    assert synthetic.minimal_pairs(10, seed=4) != synthetic.minimal_pairs(10, seed=5)
+    assert synthetic_pairs.minimal_pairs(10, seed=4) == synthetic_pairs.minimal_pairs(10, seed=4)
+    assert synthetic_pairs.minimal_pairs(10, seed=4) != synthetic_pairs.minimal_pairs(10, seed=5)
 
 
 def test_grammar_agreement_in_pairs(pairs):
     """Independent check of the grammar's answers: re-derive the head's number from the words."""
-    plural_nouns = {pl for _, pl, *_ in synthetic.PEOPLE + synthetic.ANIMALS + synthetic.THINGS + synthetic.FOODS}
-    singular_nouns = {sg for sg, *_ in synthetic.PEOPLE + synthetic.ANIMALS + synthetic.THINGS + synthetic.FOODS}
+    plural_nouns = {pl for _, pl, *_ in lexicon.PEOPLE + lexicon.ANIMALS + lexicon.THINGS + lexicon.FOODS}
+    singular_nouns = {sg for sg, *_ in lexicon.PEOPLE + lexicon.ANIMALS + lexicon.THINGS + lexicon.FOODS}
     for p in pairs:
         if p["UID"] != "sva_simple":
             continue
@@ -184,16 +206,16 @@ def test_small_lexicon_keeps_corpus_and_pairs_consistent():
     vocab = {w for line in lines for w in line.split()}
     full = {w for line in synthetic.generate_lines(100_000, "0-train") for w in line.split()}
     assert len(vocab) < 0.6 * len(full)
-    assert not {pl for _, pl, *_ in synthetic.PEOPLE[8:]} & vocab  # nouns past the cut never occur
-    pairs = synthetic.minimal_pairs(20, seed=1, lexicon=8)
-    assert {p["UID"] for p in pairs} == set(synthetic.PARADIGMS)
+    assert not {pl for _, pl, *_ in lexicon.PEOPLE[8:]} & vocab  # nouns past the cut never occur
+    pairs = synthetic_pairs.minimal_pairs(20, seed=1, lexicon=8)
+    assert {p["UID"] for p in pairs} == set(synthetic_pairs.PARADIGMS)
     for p in pairs:
         for word in p["sentence_bad"].split() + p["sentence_good"].split():
             assert word in vocab, (word, p)
     with pytest.raises(ValueError, match="synthetic_lexicon"):
-        synthetic.Grammar(0, lexicon=2)  # keeps no irregular verb
+        grammar.Grammar(0, lexicon=2)  # keeps no irregular verb
     with pytest.raises(ValueError, match="synthetic_lexicon"):
-        synthetic.Grammar(0, lexicon=-1)
+        grammar.Grammar(0, lexicon=-1)
 
 
 def test_ensure_corpus_names_the_lexicon(tmp_path):

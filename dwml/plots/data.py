@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dwml.data import EOS_ID
+from dwml.tokenizer import EOS_ID
 
 
 def plot_token_lengths(tokens: np.ndarray, tokenizer, max_len: int = 40):

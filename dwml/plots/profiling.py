@@ -12,16 +12,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from dwml.plots import PAPER_COLOR
+from dwml.profiling import utilization_column
 
 LABELS = {"gpu_util": "GPU utilisation (%, NVML)", "cpu_percent": "CPU utilisation (% of the process's cores)",
           "mem_util": "GPU memory-controller utilisation (%)", "power_w": "GPU power (W)"}
-
-
-def utilisation_column(traces: Mapping[str, pd.DataFrame]) -> str:
-    """``gpu_util`` if every trace has it (all ran on CUDA with NVML), else ``cpu_percent``."""
-    if traces and all("gpu_util" in df.columns for df in traces.values()):
-        return "gpu_util"
-    return "cpu_percent"
 
 
 def plot_utilisation(traces: Mapping[str, pd.DataFrame], column: str | None = None,
@@ -31,7 +25,7 @@ def plot_utilisation(traces: Mapping[str, pd.DataFrame], column: str | None = No
     given and the traces are GPU traces, as grey dotted lines."""
     if not traces:
         raise ValueError("plot_utilisation: no traces given (a mapping of method -> sampler table)")
-    column = column or utilisation_column(traces)
+    column = column or utilization_column(df.columns for df in traces.values())
     for method, df in traces.items():
         if column not in df.columns or "t" not in df.columns:
             raise KeyError(f"plot_utilisation: the trace of {method!r} lacks 't' or {column!r} "
