@@ -125,3 +125,33 @@ def test_over_seeds_is_the_t_interval_of_the_seeds():
     # dml peer 2: macro 25 in seed 0, 62.5 in seed 1
     assert (row["accuracy"], row["ci_low"], row["ci_high"]) == pytest.approx(t_interval([25.0, 62.5]))
     assert row["seeds"] == 2 and row["suite"] == "synthetic"
+
+
+def test_bootstrap_over_pairs_by_hand():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for method, p_right in (("mlm", 0.7), ("dwml", 0.5)):
+        for seed in (0, 1):
+            for peer in ((1,) if method == "mlm" else (1, 2)):
+                for task in ("a", "b", "c"):
+                    for i in range(40):
+                        right = rng.random() < (p_right if peer == 1 else 0.2)
+                        rows.append({"method": method, "seed": seed, "peer": peer, "suite": "blimp", "task": task,
+                                     "pair_id": i, "correct": right, "tie": False})
+    scores = pd.DataFrame(rows)
+    d = compare.bootstrap_over_pairs(scores, "mlm", n_boot=400).set_index("method")
+    kept = scores[scores["peer"] == 1]  # dwml's peer 1 is its best in both seeds
+    by_task = kept.groupby(["method", "seed", "task"])["correct"].mean().unstack("method")
+    assert d.loc["dwml", "difference"] == pytest.approx(100 * (by_task["dwml"] - by_task["mlm"]).mean())
+    assert d.loc["dwml", "pairs"] == 240 and d.loc["dwml", "seeds"] == 2
+    assert d.loc["dwml", "ci_low"] < d.loc["dwml", "difference"] < d.loc["dwml", "ci_high"] < 0
+    assert d.loc["dwml", "verdict"].startswith("mlm beats dwml on blimp")
+    same = pd.concat([kept[kept["method"] == "mlm"], kept[kept["method"] == "mlm"].assign(method="twin")])
+    t = compare.bootstrap_over_pairs(same, "mlm", n_boot=100).iloc[0]
+    assert t["difference"] == 0 and t["ci_low"] == 0 and t["ci_high"] == 0
+    with pytest.raises(ValueError, match="same pairs"):
+        compare.bootstrap_over_pairs(pd.concat([kept[kept["method"] == "mlm"], kept[kept["method"] == "dwml"].iloc[:-1]]), "mlm")
+    with pytest.raises(ValueError, match="reference 'kd'"):
+        compare.bootstrap_over_pairs(kept, "kd")
