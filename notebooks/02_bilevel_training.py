@@ -45,16 +45,12 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
+from dwml import runs
 from dwml.config import Config
 from dwml.data import prepare_corpus
-from dwml.io import project_path
-from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.training import peer_dev_table, plot_dev_ce, plot_kl, plot_weights
-from dwml.search import ensure_peers
-from dwml.train import train as train_peers
 
 PUBLISHED_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
 
@@ -69,8 +65,7 @@ print("corpus:", prep.corpus_dir, "| vocab:", len(prep.tokenizer), "| train toke
 # runs here with the profile's settings.
 
 # %%
-archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2,
-                           data_vocab_size=cfg.data.vocab_size)
+archs, meta = runs.peers_for(cfg, prep, run_root)
 names = [f"peer {i + 1} ({a.params / 1e6:.2f}M)" for i, a in enumerate(archs)]
 pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden": a.hidden_size,
                "params": a.params} for n, a in zip(names, archs)])
@@ -84,13 +79,10 @@ pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden"
 
 # %%
 seed = seeds[0]
-run_dir = f"{run_root}/dwml_seed{seed}"
-run_cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml", "seed": seed})
-torch.manual_seed(seed)
-models = build_peers(archs, meta)
-# A finished run in run_dir is reused only when its configuration, corpus and peers are these ones
-# (dwml.train checks them and names what differs); an interrupted one resumes from its checkpoint.
-result = train_peers(run_cfg, prep, models, run_dir)
+# The run in <run_root>/dwml_seed<seed> (dwml.runs.run_folder), the one 03_baselines scores. A finished run is
+# reused only when its configuration, corpus and peers are these ones (dwml.train checks them and names what
+# differs); an interrupted one resumes from its checkpoint.
+result = runs.train_run({"data": data, "search": search, "train": train}, prep, archs, meta, "dwml", seed, run_root)
 history = result.history
 s = result.summary
 print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} min"

@@ -333,3 +333,36 @@ def test_costs_setup_gives_every_method_the_same_budget(monkeypatch):
     assert (t.num_epochs, t.eval_interval, t.checkpoint_interval, t.enable_early_stopping, t.seed, t.max_tokens) == (
         12, 12, 12, False, 3, 0)
     assert st.device_name == "CPU" and st.archs == ["a"] and st.teacher_arch.params == 99 and seen["root"] == "root"
+
+
+def _overlapping_labels(ax) -> list[tuple[str, str]]:
+    """Neighbouring x tick labels whose drawn boxes intersect (after an Agg draw)."""
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    return [(a.get_text(), b.get_text()) for (a, ba), (b, bb) in zip(zip(labels, boxes), zip(labels[1:], boxes[1:]))
+            if ba.overlaps(bb)]
+
+
+def test_figure_methods_tick_labels_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dwml.plots import set_style
+    from dwml.plots.experiments import plot_methods
+
+    set_style()  # the notebooks' style and size
+    methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
+    seeded = pd.DataFrame([{"method": m, "seed": s, "suite": "synthetic", "accuracy": 50.0 + s} for m in methods
+                           for s in range(3)])
+    summary = pd.DataFrame([{"method": m, "suite": "synthetic", "accuracy": 51.0, "ci_low": 49.0, "ci_high": 53.0}
+                            for m in methods])
+    fig = plot_methods(seeded, summary, methods)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == methods
+    assert _overlapping_labels(ax) == []
+    # the check itself: the same labels level and close together do overlap
+    ax.set_xticks(range(len(methods)), methods, rotation=0, ha="center")
+    ax.set_xlim(-0.5, len(methods) + 8)
+    assert ("kd_dwml", "dwml") in _overlapping_labels(ax)

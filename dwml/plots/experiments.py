@@ -13,7 +13,9 @@ def plot_methods(seeded_best: pd.DataFrame, over_seeds: pd.DataFrame, methods: S
     paper's 'Best' (x) where it has one. ``seeded_best``: method, seed, suite, accuracy; ``over_seeds``:
     method, suite, accuracy, ci_low, ci_high; ``paper_best``: method, suite, paper."""
     suites = list(dict.fromkeys(over_seeds["suite"]))
-    fig, axes = plt.subplots(1, len(suites), figsize=(4.5 * len(suites), 3.6), squeeze=False)
+    # about an inch a method, so that level names side by side (kd_dwml beside dwml) keep apart
+    width = max(4.5, 0.95 * len(methods))
+    fig, axes = plt.subplots(1, len(suites), figsize=(width * len(suites), 3.6), squeeze=False)
     for ax, suite in zip(axes[0], suites):
         part = seeded_best[seeded_best["suite"] == suite]
         summary = over_seeds[over_seeds["suite"] == suite].set_index("method")
@@ -37,6 +39,7 @@ def plot_methods(seeded_best: pd.DataFrame, over_seeds: pd.DataFrame, methods: S
         ax.set_xticks(x, order)
         ax.set_title(suite)
         ax.set_ylabel("accuracy (%)")
+    fig.tight_layout()
     return fig
 
 
