@@ -3,7 +3,7 @@
 Two checks: no code outside ``dwml/methods.py`` (in the package, the notebooks and the benchmarks; tests may
 name the methods they test) compares a value with a method's name (callers read the class's traits instead),
 and a method registered here, in a test file, is taken up by the config check, ``make_method`` and the
-experiments without a line changed anywhere else.
+runs and studies without a line changed anywhere else.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ its title, how its tasks group into table columns, its tables), and what every s
 Each suite is one module of this package that calls :func:`register` once; ``dwml/suites/__init__.py``
 imports the modules, so a new suite is one file and one line there. Everything that lists suites (the
 command line ``python -m dwml.evaluate``, the notebooks' ``suites`` key, the group tables of
-``dwml.reports`` and ``dwml.experiments``) reads this map.
+``dwml.reports`` and ``dwml.studies``) reads this map.
 """
 from __future__ import annotations
 
