@@ -52,7 +52,7 @@ from dwml.data import prepare_corpus
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.training import peer_dev_table, plot_dev_ce, plot_kl, plot_weights
 
-PUBLISHED_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
+PAPER_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
 
 set_style()
 cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml"})
@@ -92,13 +92,13 @@ print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} mi
 # ## The peer weights over training (the paper's Figure 3)
 
 # %%
-fig = plot_weights(history, names, published=PUBLISHED_WEIGHTS)
+fig = plot_weights(history, names, published=PAPER_WEIGHTS)
 save_figure(fig, figures_dir, "figure_weights")
 w_hist = np.array([w for w in history.loc[history["kind"] == "train", "w"]])
 print("final weights, ours:     ", np.round(w_hist[-1], 4).tolist())
-print("final weights, published:", PUBLISHED_WEIGHTS)
+print("final weights, published:", PAPER_WEIGHTS)
 print(f"range over training: min {w_hist.min():.4f}, max {w_hist.max():.4f}; "
-      f"final spread (max - min) {np.ptp(w_hist[-1]):.4f} (published: {max(PUBLISHED_WEIGHTS) - min(PUBLISHED_WEIGHTS):.4f})")
+      f"final spread (max - min) {np.ptp(w_hist[-1]):.4f} (published: {max(PAPER_WEIGHTS) - min(PAPER_WEIGHTS):.4f})")
 
 # %% [markdown]
 # ## Dev cross-entropy of each peer, and the KL term
@@ -116,7 +116,7 @@ save_figure(fig, figures_dir, "figure_kl")
 
 # %%
 table = peer_dev_table(history, names, extra={"params": [a.params for a in archs]})
-table["published_weight"] = PUBLISHED_WEIGHTS[: len(table)] + [float("nan")] * max(0, len(table) - len(PUBLISHED_WEIGHTS))
+table["published_weight"] = PAPER_WEIGHTS[: len(table)] + [float("nan")] * max(0, len(table) - len(PAPER_WEIGHTS))
 save_table(table, figures_dir, "table_bilevel_peers", floatfmt=".4f")
 # Every peer must have learned: its dev CE well below its value at initialisation (ln V is chance).
 assert (table["final_dev_ce"] < table["initial_dev_ce"] - 0.5).all(), table
