@@ -366,3 +366,18 @@ def test_figure_methods_tick_labels_do_not_overlap():
     ax.set_xticks(range(len(methods)), methods, rotation=0, ha="center")
     ax.set_xlim(-0.5, len(methods) + 8)
     assert ("kd_dwml", "dwml") in _overlapping_labels(ax)
+
+
+def test_study_setup_reads_config_corpus_peers_and_suites(monkeypatch):
+    seen = []
+    monkeypatch.setattr(study, "prepare_corpus", lambda data_cfg: types.SimpleNamespace(corpus_dir="C"))
+    monkeypatch.setattr(study, "peers_for", lambda cfg, prep, root: (["a"], {"m": root}))
+    monkeypatch.setattr(study, "suite_folders", lambda names, corpus_dir, suite_dirs: seen.append(
+        (names, corpus_dir, suite_dirs)) or {"zorro": "Z"})
+    monkeypatch.setattr(study, "load_suites_for", lambda names, corpus_dir, max_pairs_per_task, suite_dirs: seen.append(
+        (max_pairs_per_task, suite_dirs)) or {"zorro": ["pair"]})
+    st = study.setup({"corpus": "synthetic"}, {}, {"learning_rate": 0.01}, "root", ["zorro"], 5, {"zorro": "synthetic"})
+    assert st.sections == {"data": {"corpus": "synthetic"}, "search": {}, "train": {"learning_rate": 0.01}}
+    assert st.cfg.train.learning_rate == 0.01 and st.archs == ["a"] and st.meta == {"m": "root"}
+    assert st.pairs == {"zorro": ["pair"]} and st.suite_dirs == {"zorro": "Z"}
+    assert seen == [(["zorro"], "C", {"zorro": "synthetic"}), (5, {"zorro": "Z"})]

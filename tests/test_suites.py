@@ -449,3 +449,11 @@ def test_ngram_rows_on_zorro_pairs():
         part = sc[sc["order"] == n]
         assert rows.loc[f"word {n}-gram (same corpus)", "zorro"] == pytest.approx(
             100 * part.groupby("task")["correct"].mean().mean())
+
+
+def test_check_known_names_every_unknown_suite_once():
+    suites.check_known(["blimp", "zorro"])  # known: no error
+    with pytest.raises(EvalDataError, match=r"^--suites: unknown suites \['glue', 'cola'\]; known: blimp, "):
+        suites.check_known(["blimp", "glue", "cola"], "--suites")
+    with pytest.raises(EvalDataError, match=r"^unknown suite 'glue'; known: blimp, supplement"):
+        suites.check_known(["glue"])
