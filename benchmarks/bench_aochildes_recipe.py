@@ -30,7 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dwml import experiments, stats  # noqa: E402
+from dwml import runs, scoring, stats  # noqa: E402
+from dwml.studies import study as studies  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
 from dwml.corpus import read_corpus  # noqa: E402
 from dwml.ngrams import ngram_pair_scores  # noqa: E402
@@ -85,7 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "aochildes_recipe.md"))
     args = ap.parse_args(argv)
     prof = yaml.safe_load((ROOT / "profiles" / "aochildes.yaml").read_text())
-    study = experiments.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, ["blimp"],
+    study = studies.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, ["blimp"],
                               args.pairs)
     pairs = study.pairs["blimp"]
     plateau = unigram_plateau(study.prep)
@@ -107,12 +108,12 @@ def main(argv=None) -> None:
     for name in args.recipes.split(","):
         train_o, data_o = RECIPES[name]
         sections = {**study.sections, "data": {**study.sections["data"], **data_o}}
-        res = experiments.train_run(sections, study.prep, study.archs, study.meta, "mlm", args.seed,
+        res = runs.train_run(sections, study.prep, study.archs, study.meta, "mlm", args.seed,
                                     ROOT / args.run_root, tag=name, train_overrides=train_o, progress=True)
         curve = dev_curve(Path(res.run_dir))
         t0 = time.perf_counter()
-        cached = (Path(res.run_dir) / experiments.SCORES).is_file()
-        df = experiments.score_run(res, {"blimp": pairs}, EvalConfig(dtype="float32"))  # cached in the run folder
+        cached = (Path(res.run_dir) / runs.SCORES).is_file()
+        df = scoring.score_run(res, {"blimp": pairs}, EvalConfig(dtype="float32"))  # cached in the run folder
         score_min = math.nan if cached else (time.perf_counter() - t0) / 60
         p, lo, hi = macro_with_ci(df["correct"].to_numpy(), df["task"].to_numpy())
         tie = 100 * float(df["tie"].mean())

@@ -1,7 +1,7 @@
 """What the default profile's budget buys: accuracy, seed spread and paired-interval width against minutes.
 
 Trains the default profile's runs (its corpus, peers, batch and schedule; ``--steps`` optimizer steps, the
-learning-rate decay stretched to match) for each method and seed through ``dwml.experiments``, scores every
+learning-rate decay stretched to match) for each method and seed through ``dwml.runs``, scores every
 peer on the synthetic pairs (``max_pairs_per_task`` of the profile) and reports, per number of steps:
 
 - the minutes of training and of scoring per run (the notebooks' hour is spent on these);
@@ -32,7 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dwml import experiments  # noqa: E402
+from dwml import compare, runs  # noqa: E402
+from dwml.studies import study as studies  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
 from dwml.evaluate import evaluate_model  # noqa: E402
 from dwml.methods import dwml_method, single_model_method, teacher_method, training_order, with_traits  # noqa: E402
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     if args.peers and (ROOT / args.peers).is_file() and not (ROOT / args.run_root / "peers.json").is_file():
         (ROOT / args.run_root).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / args.peers, ROOT / args.run_root / "peers.json")
-    study = experiments.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, prof["suites"],
+    study = studies.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, prof["suites"],
                               prof["max_pairs_per_task"])
     lines = [f"# Default budget: {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}", "",
              f"`{' '.join(['benchmarks/bench_default_budget.py'] + (argv or sys.argv[1:]))}`", "",
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
         for seed in seeds:
             teacher = None
             for method in training_order(methods):
-                res = experiments.train_run(study.sections, study.prep, study.archs, study.meta, method, seed,
+                res = runs.train_run(study.sections, study.prep, study.archs, study.meta, method, seed,
                                             ROOT / args.run_root, tag=f"s{steps}", train_overrides=overrides,
                                             teacher_dir=teacher.peer_dirs[0] if teacher else "", progress=False)
                 if method == teacher_method(methods):
@@ -98,14 +99,14 @@ def main(argv=None) -> None:
 def report(steps: int, scores: pd.DataFrame, minutes: pd.DataFrame, methods) -> list[str]:
     out = [f"## {steps} steps", "", "Minutes per run (median over seeds):", "",
            minutes.groupby("method").median(numeric_only=True).drop(columns="seed").to_markdown(floatfmt=".3f"), ""]
-    seeded = experiments.per_seed(scores)
+    seeded = compare.per_seed(scores)
     single = single_model_method(methods)
     if single:
         task = (scores[scores["method"] == single].groupby(["seed", "task"])["correct"].mean().mul(100).unstack("task"))
         out += [f"Single model, macro accuracy per seed: {task.mean(axis=1).round(1).to_dict()}", "",
                 "Per paradigm, mean and standard deviation over seeds (points):", "",
                 pd.DataFrame({"mean": task.mean(), "sd": task.std(ddof=1)}).to_markdown(floatfmt=".1f"), ""]
-    best = experiments.best_peer(seeded)
+    best = compare.best_peer(seeded)
     means = best.groupby("method")["accuracy"].mean()
     peers = seeded[~seeded["method"].isin(with_traits(methods, single_model=True))]["peer"].max()
     smallest = seeded[seeded["peer"] == peers].groupby("method")["accuracy"].mean()
@@ -116,7 +117,7 @@ def report(steps: int, scores: pd.DataFrame, minutes: pd.DataFrame, methods) -> 
         seeds = sorted(best["seed"].unique())
         for k in range(3, len(seeds) + 1):
             for subset in itertools.combinations(seeds, k):
-                d = experiments.paired_differences(best[best["seed"].isin(subset)], reference)
+                d = compare.t_over_seeds(best[best["seed"].isin(subset)], reference)
                 for _, r in d.iterrows():
                     rows.append({"method": r["method"], "seeds": k, "half_width": (r["ci_high"] - r["ci_low"]) / 2,
                                  "difference": r["difference"]})

@@ -2,7 +2,7 @@
 
 Counts ``dwml.ngrams`` models (orders 1, 2, 3) on the training text the ``aochildes`` profile trains on
 (``data.corpus``, split ``train``, ``data.drop_markers`` as the profile sets it: the lines
-``03_baselines`` gives ``dwml.experiments.ngram_rows``), scores every Zorro pair (a tie counts as wrong,
+``03_baselines`` gives ``dwml.scoring.ngram_rows``), scores every Zorro pair (a tie counts as wrong,
 as for the models), and writes the macro accuracy over the 23 paradigms, on all 2,000 pairs a paradigm
 and on the seeded subsamples of ``--subsamples`` pairs a paradigm, with the per-paradigm table.
 
@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dwml import experiments, suites  # noqa: E402
+from dwml import scoring, suites  # noqa: E402
 from dwml.corpus import read_corpus  # noqa: E402
 from dwml.evaluate import data_root, subsample  # noqa: E402
 from dwml.io import atomic_write_text, project_path  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             frame = pd.DataFrame(macro)
             rows.append((f"{n} pairs a paradigm, min over seeds 0-{args.seeds - 1}", frame.min()))
             rows.append((f"{n} pairs a paradigm, max over seeds 0-{args.seeds - 1}", frame.max()))
-    check = experiments.ngram_rows(lines, {"zorro": pairs}).set_index("model")["zorro"]  # the notebook's function
+    check = scoring.ngram_rows(lines, {"zorro": pairs}).set_index("model")["zorro"]  # the notebook's function
     ties = scores.groupby("order")["tie"].mean().mul(100)
     seconds = time.perf_counter() - t0
     for label, r in rows:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                 f"discounting over whitespace words), sentences scored as written; a tie counts as wrong "
                 f"(tie rates, all pairs: " + ", ".join(f"{n}-gram {v:.1f}%" for n, v in ties.items()) + ").\n\n"
                 "Macro accuracy over the paradigms (%):\n\n" + head + body +
-                "\n`dwml.experiments.ngram_rows` (Table 1's rows) on all pairs gives: " +
+                "\n`dwml.scoring.ngram_rows` (Table 1's rows) on all pairs gives: " +
                 ", ".join(f"{k.split(' (')[0]} {v:.2f}" for k, v in check.items()) + ".\n\n"
                 "Per paradigm, all pairs (%):\n\n" + table.to_markdown(floatfmt=".1f") + "\n")
         atomic_write_text(project_path(args.out), text)

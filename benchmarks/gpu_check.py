@@ -89,7 +89,8 @@ def _ci_sections(dry: bool, **train) -> dict:
 
 
 def stage_baselines(out: Path, dry: bool) -> dict:
-    from dwml import experiments
+    from dwml import runs
+    from dwml.studies import study as studies
 
     prof = _profile("ci")
     methods = prof["baseline_methods"]
@@ -97,10 +98,10 @@ def stage_baselines(out: Path, dry: bool) -> dict:
     for compiled in ([False] if dry else [False, True]):  # compile on 2 CPU cores: tests/test_compile.py
         label = "compiled" if compiled else "eager"
         sec = _ci_sections(dry, compile=compiled)
-        study = experiments.setup(sec["data"], sec["search"], sec["train"], out / "runs" / "ci", [], 0)  # ci's peers
+        study = studies.setup(sec["data"], sec["search"], sec["train"], out / "runs" / "ci", [], 0)  # ci's peers
         t0 = time.perf_counter()
-        res = experiments.train_methods(study, methods, [0], out / "runs" / label, progress=False)
-        table = experiments.runs_table(res)
+        res = runs.train_methods(study, methods, [0], out / "runs" / label, progress=False)
+        table = runs.runs_table(res)
         rows[label] = {"seconds": time.perf_counter() - t0, "runs": json.loads(table.to_json(orient="records"))}
         print(f"baselines {label}: {len(res)} runs in {rows[label]['seconds']:.0f} s", flush=True)
     if dry:
@@ -263,27 +264,28 @@ def stage_mfu(out: Path, dry: bool) -> dict:
 
 
 def _study_suites(corpus_dir, dry: bool) -> tuple[dict, str]:
-    from dwml import experiments
+    from dwml import scoring
 
     if dry:
-        return experiments.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=5), "synthetic (dry run)"
+        return scoring.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=5), "synthetic (dry run)"
     try:
-        return experiments.load_suites_for(["zorro"], corpus_dir=corpus_dir), "zorro"
+        return scoring.load_suites_for(["zorro"], corpus_dir=corpus_dir), "zorro"
     except Exception as err:  # the suite lands with another issue; until then a BLiMP subsample
         print(f"study: no Zorro suite ({type(err).__name__}: {err}); BLiMP, 50 pairs a paradigm", flush=True)
         try:
-            return experiments.load_suites_for(["blimp"], max_pairs_per_task=50), "blimp (50 pairs a paradigm)"
+            return scoring.load_suites_for(["blimp"], max_pairs_per_task=50), "blimp (50 pairs a paradigm)"
         except Exception as err2:
             print(f"study: no BLiMP either ({err2}); the corpus's synthetic pairs, if it has them", flush=True)
             try:
-                return experiments.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=20), "synthetic"
+                return scoring.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=20), "synthetic"
             except Exception as err3:
                 print(f"study: no suite to score ({err3})", flush=True)
                 return {}, "none"
 
 
 def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
-    from dwml import experiments
+    from dwml import runs, scoring
+    from dwml.studies import study as studies
 
     prof = _profile("aochildes")
     corpus_ok = (ROOT / prof["data"]["corpus"]).is_dir() if not Path(prof["data"]["corpus"]).is_absolute() else \
@@ -298,13 +300,13 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
     methods, seeds = ["mlm", "dwml"], [0, 1, 2]
     fast = dict(device=_device(dry), mixed_precision="auto", prefetch=0 if dry else 2, tf32=not dry)
     root = out / "runs" / ("ci" if (dry or not corpus_ok) else "aochildes")  # where the searched peers are kept
-    study = experiments.setup(base["data"], base["search"], {**base["train"], **fast}, root, [], 0)
+    study = studies.setup(base["data"], base["search"], {**base["train"], **fast}, root, [], 0)
     # the passes the budget holds: time a few steps of each method first (throwaway folders)
     probe = 40
     per_step = {}
     for m in ([] if dry else methods):  # a dry run takes 2 steps a run, no probe
         t0 = time.perf_counter()
-        experiments.train_run(study.sections, study.prep, study.archs, study.meta, m, 0, out / "runs" / "probe",
+        runs.train_run(study.sections, study.prep, study.archs, study.meta, m, 0, out / "runs" / "probe",
                               progress=False, max_steps=probe, train_overrides={"eval_interval": 10_000}, tag="probe",
                               teacher_dir="")
         per_step[m] = (time.perf_counter() - t0) / probe
@@ -318,13 +320,13 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
                                                                 max(1, steps // 10))}}
     study = type(study)(sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
     t0 = time.perf_counter()
-    res = experiments.train_methods(study, methods, seeds, out / "runs" / "study", progress=False)
+    res = runs.train_methods(study, methods, seeds, out / "runs" / "study", progress=False)
     train_s = time.perf_counter() - t0
     suites, suite_name = _study_suites(study.prep.corpus_dir, dry)
     if not suites:
         return {"corpus": note, "suite": suite_name, "passes": passes, "steps": steps, "probe_step_s": per_step,
-                "train_s": train_s, "by_method": [], "runs": json.loads(experiments.runs_table(res).to_json(orient="records"))}
-    scores = experiments.score_runs(res, suites, study.cfg.eval)
+                "train_s": train_s, "by_method": [], "runs": json.loads(runs.runs_table(res).to_json(orient="records"))}
+    scores = scoring.score_runs(res, suites, study.cfg.eval)
     acc = (scores.groupby(["method", "seed", "peer"])["correct"].mean() * 100).reset_index()
     best = acc.groupby(["method", "seed"])["correct"].max().reset_index()
     table = best.groupby("method")["correct"].agg(["mean", "std", "count"]).reset_index()

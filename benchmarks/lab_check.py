@@ -66,7 +66,7 @@ with sync_playwright() as p:
         out["url"]["output_tables"] = page.locator(f"{outputs} table").count()
         out["url"]["output_png_images"] = page.locator(f"{outputs} img[src^='data:image/png']").count()
         # Table 2: the output of the cell that computes it; the methods figure: that of the cell that draws it
-        table2 = page.locator(f"{main} .jp-Notebook .jp-CodeCell").filter(has_text="table2_with_paper(").first
+        table2 = page.locator(f"{main} .jp-Notebook .jp-CodeCell").filter(has_text="baselines.table2(").first
         figure = page.locator(f"{main} .jp-Notebook .jp-CodeCell").filter(has_text="plot_methods(seeded").first
         out["url"]["table2_tables"] = table2.locator(".jp-OutputArea-output table").count()
         out["url"]["table2_kd_dwml_rows"] = table2.locator(".jp-OutputArea-output table").filter(has_text="kd_dwml").count()

@@ -262,7 +262,7 @@ class TrainConfig:
     ``block_size`` times the CE's scale with blocks of 512). Needs ``chunk_size=1``."""
     nproc: int = 1
     """Processes (GPUs) of the run, data parallel (``dwml.distributed``); ``batch_size`` is each one's
-    micro-batch, so a step holds ``nproc`` times the tokens. > 1: ``dwml.experiments`` starts the run with
+    micro-batch, so a step holds ``nproc`` times the tokens. > 1: ``dwml.runs`` starts the run with
     torchrun; ``python -m dwml.train`` under torchrun sets it to the launch's world size."""
 
 

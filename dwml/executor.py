@@ -1,7 +1,7 @@
 """A study as data, and the executors that run it: one after another, on a local process pool, or on Ray.
 
 A study is a list of :class:`RunSpec` (method, seed, tag, train overrides, the spec it waits for, what to
-score). One spec's work is :func:`run_spec`: it trains the run through ``dwml.experiments.train_run`` (a
+score). One spec's work is :func:`run_spec`: it trains the run through ``dwml.runs.train_run`` (a
 finished run is reused, an interrupted one resumes from its checkpoint) and scores its peers; it is a
 module-level function, so a worker process or a Ray task can run it from a pickle. :func:`run_study` hands
 the specs to an executor (:class:`ExecutorConfig`), in dependency order:
@@ -63,7 +63,7 @@ class StudyError(RuntimeError):
 
 @dataclass(frozen=True)
 class StudySource:
-    """What a worker needs to rebuild the study (``dwml.experiments.setup``'s arguments): the profile's
+    """What a worker needs to rebuild the study (``dwml.studies.study.setup``'s arguments): the profile's
     sections, the run root and the suites. Plain data, so it pickles to any worker."""
 
     data: Mapping
@@ -82,14 +82,14 @@ class StudySource:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
     def load(self):
-        """The study (``dwml.experiments.Study``), built once per process: the corpus and the peers come from
+        """The study (``dwml.runs.Study``), built once per process: the corpus and the peers come from
         their caches after the first build (:func:`run_study` builds it before any worker starts)."""
-        from dwml import experiments
+        from dwml.studies.study import setup
 
         key = self.key()
         if key not in _STUDIES:
-            _STUDIES[key] = experiments.setup(self.data, self.search, self.train, self.run_root, list(self.suites),
-                                              self.max_pairs_per_task, dict(self.suite_dirs or {}) or None)
+            _STUDIES[key] = setup(self.data, self.search, self.train, self.run_root, list(self.suites),
+                            self.max_pairs_per_task, dict(self.suite_dirs or {}) or None)
         return _STUDIES[key]
 
 
@@ -131,8 +131,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """The run's folder name under the run root (``dwml.experiments.run_name``)."""
-        from dwml.experiments import run_name
+        """The run's folder name under the run root (``dwml.runs.run_name``)."""
+        from dwml.runs import run_name
 
         return run_name(self.method, self.seed, self.tag)
 
@@ -142,7 +142,7 @@ class RunSpec:
 
 
 def baseline_specs(methods: Sequence[str], seeds: Sequence[int], tag: str = "", **fields) -> list[RunSpec]:
-    """The specs of ``dwml.experiments.train_methods``: for every seed the teacher's run first (the
+    """The specs of ``dwml.runs.train_methods``: for every seed the teacher's run first (the
     single-model method, added when only its students are listed), then the others; the methods that use a
     teacher wait for that seed's teacher run. ``fields``: more :class:`RunSpec` fields for every spec."""
     from dwml.methods import method_class, teacher_method, training_order
@@ -207,7 +207,7 @@ class RunResult:
 
 def run_spec(source: StudySource, spec: RunSpec, teacher_dir: str = "") -> RunResult:
     """Train (or reuse, or resume) the run of ``spec`` and score it: the work of one spec, in any process."""
-    from dwml import experiments
+    from dwml import runs, scoring
     from dwml.io import project_path
 
     threads = os.environ.get("DWML_THREADS")
@@ -219,17 +219,17 @@ def run_spec(source: StudySource, spec: RunSpec, teacher_dir: str = "") -> RunRe
     study = source.load()
     run_dir = project_path(source.run_root) / spec.name
     reused = (run_dir / "DONE").is_file()
-    curve_pairs = (experiments.subsample_suites(study.pairs, spec.curve_pairs_per_task)
+    curve_pairs = (scoring.subsample_suites(study.pairs, spec.curve_pairs_per_task)
                    if spec.curve_steps else None)
-    res = experiments.train_run(study.sections, study.prep, study.archs, study.meta, spec.method, spec.seed,
+    res = runs.train_run(study.sections, study.prep, study.archs, study.meta, spec.method, spec.seed,
                                 source.run_root, teacher_dir=teacher_dir, tag=spec.tag, num_peers=spec.num_peers,
                                 train_overrides=spec.overrides or None, progress=True,
                                 curve_steps=spec.curve_steps, curve_pairs=curve_pairs, eval_cfg=study.cfg.eval,
                                 max_steps=spec.max_steps)
     scores = ""
     if spec.score and res.done and study.pairs:
-        experiments.score_run(res, study.pairs, study.cfg.eval, peers=spec.score_peers)
-        scores = str(Path(res.run_dir) / experiments.SCORES)
+        scoring.score_run(res, study.pairs, study.cfg.eval, peers=spec.score_peers)
+        scores = str(Path(res.run_dir) / runs.SCORES)
     return RunResult(spec.name, str(res.run_dir), dict(res.summary), tuple(str(p) for p in res.peer_dirs), scores,
                      time.perf_counter() - t0, reused, bool(res.done))
 
@@ -639,7 +639,7 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
 
 
 def train_results(results: Mapping[str, RunResult]) -> dict:
-    """(method, seed) -> ``dwml.train.TrainResult`` of finished runs (what ``experiments.train_methods``
+    """(method, seed) -> ``dwml.train.TrainResult`` of finished runs (what ``runs.train_methods``
     returns; tagged runs under (method, seed, tag))."""
     from dwml.train import load_result
 
@@ -653,7 +653,7 @@ def train_results(results: Mapping[str, RunResult]) -> dict:
 
 
 def read_scores(results: Mapping[str, RunResult]):
-    """The per-pair scores of every scored run, concatenated (``experiments.score_runs``' table)."""
+    """The per-pair scores of every scored run, concatenated (``scoring.score_runs``' table)."""
     import pandas as pd
 
     frames = [pd.read_csv(r.scores) for r in results.values() if r.scores]

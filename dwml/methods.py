@@ -37,7 +37,7 @@ from dwml.model import predicted_logits, prediction_index, prediction_targets
 
 def register(cls: type) -> type:
     """Class decorator: enter a :class:`Method` subclass in :data:`METHODS` under its ``name``, the one list
-    of method names (``Config`` validates ``train.method`` against it, the experiments read its traits)."""
+    of method names (``Config`` validates ``train.method`` against it, the runs and studies read its traits)."""
     if cls.name in METHODS and METHODS[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} is taken by {METHODS[cls.name].__qualname__}")
     twin = [n for n, c in METHODS.items() if cls.paper_name and c.paper_name == cls.paper_name and n != cls.name]
@@ -105,7 +105,7 @@ class Method:
     name = "mlm"
     learns_weights = False  # has an outer step on the peer weights w (the loop calls outer_step)
     uses_teacher = False  # needs a fixed teacher (train.teacher_dir: a finished single-model run's peer_0)
-    single_model = False  # trains one teacher-sized model instead of the searched peers (the experiments)
+    single_model = False  # trains one teacher-sized model instead of the searched peers (dwml.runs)
     paper_name = ""  # the method's label in the paper's tables ("" for a method the paper does not have)
 
     def __init__(self, models: Sequence[nn.Module], cfg: TrainConfig, teacher: nn.Module | None = None):

@@ -21,11 +21,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dwml.stats import bootstrap_ci, macro_bootstrap, mcnemar_exact  # noqa: F401 (re-exported)
-
-# The paper's column names live with their suites (dwml.suites); re-exported here.
-from dwml.suites import (EWOK_COLUMNS, EWOK_DOMAINS, PHENOMENA, PHENOMENON_COLUMNS,  # noqa: F401
-                         SUPPLEMENT_COLUMNS)
+from dwml import suites
+from dwml.plots import save_table
+from dwml.stats import bootstrap_ci, macro_bootstrap, mcnemar_exact
+from dwml.suites import PHENOMENA
 
 
 def _require(results: pd.DataFrame, cols: Sequence[str]) -> None:
@@ -40,8 +39,6 @@ def with_groups(results: pd.DataFrame) -> pd.DataFrame:
     Table 6 phenomenon for BLiMP and the synthetic pairs, the Table 8 acronym for EWoK, the task for the
     supplement, the paradigm for Zorro); a suite not in the registry groups by BLiMP's phenomena, an
     unknown term keeping its own name."""
-    from dwml import suites
-
     _require(results, ["suite", "task", "phenomenon"])
     df = results.copy()
     df["group"] = df["phenomenon"].map(PHENOMENA).fillna(df["phenomenon"])
@@ -99,8 +96,6 @@ def wide_table(results_by_model: Mapping[str, pd.DataFrame], suite: str = "blimp
                columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Models as rows and the groups of one suite as columns (accuracy, %), plus ``Avg.`` (macro over the
     suite's tasks): the layout of the paper's Tables 6 (BLiMP phenomena), 7 (supplement) and 8 (EWoK)."""
-    from dwml import suites
-
     default = list(suites.get(suite).columns) if suite in suites.SUITES else []
     rows = []
     for model, res in results_by_model.items():
@@ -170,8 +165,6 @@ def compare_models(results_a: pd.DataFrame, results_b: pd.DataFrame, n_boot: int
 
 def save_tables(tables: Mapping[str, pd.DataFrame], figures_dir: str | Path) -> list[Path]:
     """Write each table as ``<name>.csv`` and ``<name>.md`` under ``figures_dir`` (atomically)."""
-    from dwml.plots import save_table
-
     paths = []
     for name, df in tables.items():
         paths.extend(save_table(df, figures_dir, name))

@@ -1,7 +1,7 @@
 """Intervals and tests, one module for the whole package: over seeds (t, Fisher z) and over pairs (bootstrap,
 exact McNemar).
 
-``dwml.experiments`` summarises runs over seeds with :func:`t_interval` / :func:`r_interval`;
+``dwml.compare`` summarises runs over seeds with :func:`t_interval` / :func:`r_interval`;
 ``dwml.reports`` summarises one model's per-pair results with :func:`bootstrap_ci` /
 :func:`macro_bootstrap` and compares two models with :func:`paired_bootstrap` and :func:`mcnemar_exact`.
 Every interval is a two-sided 95% one unless ``level`` says otherwise; bootstraps take a fixed seed.

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dwml.config import Config, ConfigError
     from dwml.distributed import barrier, env_ranks, setup
-    from dwml.experiments import train_run
+    from dwml.runs import train_run
     from dwml.io import project_path, read_utf8
     from dwml.train import resolve_device
 

@@ -45,18 +45,14 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
+from dwml import runs
 from dwml.config import Config
 from dwml.data import prepare_corpus
-from dwml.io import project_path
-from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.training import peer_dev_table, plot_dev_ce, plot_kl, plot_weights
-from dwml.search import ensure_peers
-from dwml.train import train as train_peers
 
-PUBLISHED_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
+PAPER_WEIGHTS = [0.2511, 0.2504, 0.2484, 0.2501]  # arXiv 2411.16487, Figure 3 (final weights)
 
 set_style()
 cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml"})
@@ -69,8 +65,7 @@ print("corpus:", prep.corpus_dir, "| vocab:", len(prep.tokenizer), "| train toke
 # runs here with the profile's settings.
 
 # %%
-archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, len(prep.tokenizer), cfg.data.block_size + 2,
-                           data_vocab_size=cfg.data.vocab_size)
+archs, meta = runs.peers_for(cfg, prep, run_root)
 names = [f"peer {i + 1} ({a.params / 1e6:.2f}M)" for i, a in enumerate(archs)]
 pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden": a.hidden_size,
                "params": a.params} for n, a in zip(names, archs)])
@@ -84,13 +79,10 @@ pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden"
 
 # %%
 seed = seeds[0]
-run_dir = f"{run_root}/dwml_seed{seed}"
-run_cfg = Config.from_dict(data=data, search=search, train={**train, "method": "dwml", "seed": seed})
-torch.manual_seed(seed)
-models = build_peers(archs, meta)
-# A finished run in run_dir is reused only when its configuration, corpus and peers are these ones
-# (dwml.train checks them and names what differs); an interrupted one resumes from its checkpoint.
-result = train_peers(run_cfg, prep, models, run_dir)
+# The run in <run_root>/dwml_seed<seed> (dwml.runs.run_folder), the one 03_baselines scores. A finished run is
+# reused only when its configuration, corpus and peers are these ones (dwml.train checks them and names what
+# differs); an interrupted one resumes from its checkpoint.
+result = runs.train_run({"data": data, "search": search, "train": train}, prep, archs, meta, "dwml", seed, run_root)
 history = result.history
 s = result.summary
 print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} min"
@@ -100,13 +92,13 @@ print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} mi
 # ## The peer weights over training (the paper's Figure 3)
 
 # %%
-fig = plot_weights(history, names, published=PUBLISHED_WEIGHTS)
+fig = plot_weights(history, names, published=PAPER_WEIGHTS)
 save_figure(fig, figures_dir, "figure_weights")
 w_hist = np.array([w for w in history.loc[history["kind"] == "train", "w"]])
 print("final weights, ours:     ", np.round(w_hist[-1], 4).tolist())
-print("final weights, published:", PUBLISHED_WEIGHTS)
+print("final weights, published:", PAPER_WEIGHTS)
 print(f"range over training: min {w_hist.min():.4f}, max {w_hist.max():.4f}; "
-      f"final spread (max - min) {np.ptp(w_hist[-1]):.4f} (published: {max(PUBLISHED_WEIGHTS) - min(PUBLISHED_WEIGHTS):.4f})")
+      f"final spread (max - min) {np.ptp(w_hist[-1]):.4f} (published: {max(PAPER_WEIGHTS) - min(PAPER_WEIGHTS):.4f})")
 
 # %% [markdown]
 # ## Dev cross-entropy of each peer, and the KL term
@@ -124,7 +116,7 @@ save_figure(fig, figures_dir, "figure_kl")
 
 # %%
 table = peer_dev_table(history, names, extra={"params": [a.params for a in archs]})
-table["published_weight"] = PUBLISHED_WEIGHTS[: len(table)] + [float("nan")] * max(0, len(table) - len(PUBLISHED_WEIGHTS))
+table["published_weight"] = PAPER_WEIGHTS[: len(table)] + [float("nan")] * max(0, len(table) - len(PAPER_WEIGHTS))
 save_table(table, figures_dir, "table_bilevel_peers", floatfmt=".4f")
 # Every peer must have learned: its dev CE well below its value at initialisation (ln V is chance).
 assert (table["final_dev_ce"] < table["initial_dev_ce"] - 0.5).all(), table

@@ -10,7 +10,7 @@
 #
 # The teacher of `kd` and `kd_dwml` is this project's own `mlm` run of the same seed (the teacher-sized
 # model trained on the same corpus), never a downloaded checkpoint. Runs are reused when their folder is
-# finished (`dwml.experiments`), so the DWML run of `02_bilevel_training` is the one scored here.
+# finished (`dwml.runs`), so the DWML run of `02_bilevel_training` is the one scored here.
 #
 # On the `default` profile the suite is the embedded corpus's synthetic minimal pairs, for which the
 # paper has no numbers; the `aochildes` and `babylm10m` profiles score BLiMP, its supplement and EWoK, and
@@ -47,16 +47,16 @@ bug_seeds = []
 # %%
 from IPython.display import display
 
-from dwml import experiments
-from dwml.methods import single_model_method
+from dwml import compare, runs, scoring
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_methods
+from dwml.studies import baselines, published_bugs, study as studies
 
 set_style()
-study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
+study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
 sections, cfg, archs, meta, pairs = study.sections, study.cfg, study.archs, study.meta, study.pairs
 # the learning curves' points along the way are scored on a fixed subset of the pairs (the final point on all)
-curve_pairs = experiments.subsample_suites(pairs, curve_pairs_per_task)
+curve_pairs = scoring.subsample_suites(pairs, curve_pairs_per_task)
 print({k: len(v) for k, v in pairs.items()}, "pairs;", len(seeds), "seeds;", baseline_methods)
 print({k: str(v) for k, v in study.suite_dirs.items()})
 
@@ -65,16 +65,16 @@ print({k: str(v) for k, v in study.suite_dirs.items()})
 # `mlm` first in each seed: it is the teacher of `kd` and `kd_dwml` (`dwml.methods.training_order`).
 
 # %%
-results = experiments.train_methods(study, baseline_methods, seeds, run_root, curve_steps=curve_steps,
-                                    curve_pairs=curve_pairs, eval_cfg=cfg.eval)
-experiments.runs_table(results)
+results = runs.train_methods(study, baseline_methods, seeds, run_root, curve_steps=curve_steps,
+                             curve_pairs=curve_pairs, eval_cfg=cfg.eval)
+runs.runs_table(results)
 
 # %% [markdown]
 # ## Scoring every peer
 
 # %%
-scores = experiments.score_runs(results, pairs, cfg.eval)
-params = experiments.model_params(baseline_methods, archs, meta)
+scores = scoring.score_runs(results, pairs, cfg.eval)
+params = runs.model_params(baseline_methods, archs, meta)
 print(f"{len(scores):,} scored pairs; tie rate {100 * scores['tie'].mean():.2f}%")
 
 # %% [markdown]
@@ -95,14 +95,14 @@ from dwml.suites import references as suite_references  # (`suites` is the param
 
 all_pairs, table_scores = pairs, scores
 if best_peer_all_pairs and max_pairs_per_task:
-    all_pairs = experiments.subsample_suites(
-        experiments.load_suites_for(suites, corpus_dir=study.prep.corpus_dir, suite_dirs=study.suite_dirs),
+    all_pairs = scoring.subsample_suites(
+        scoring.load_suites_for(suites, corpus_dir=study.prep.corpus_dir, suite_dirs=study.suite_dirs),
         table_pairs_per_task)
-    table_scores = experiments.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
+    table_scores = scoring.rescore_best(results, scores, all_pairs, cfg.eval, progress=True)
 references = suite_references(study.suite_dirs)
-ngram_rows = experiments.ngram_rows(read_corpus(study.prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers),
-                                    all_pairs)
-extra_rows = pd.concat([ngram_rows, experiments.reference_rows(references)], ignore_index=True)
+ngram_rows = scoring.ngram_rows(read_corpus(study.prep.corpus_dir, "train", drop_markers=cfg.data.drop_markers),
+                                all_pairs)
+extra_rows = pd.concat([ngram_rows, baselines.reference_rows(references)], ignore_index=True)
 print({k: len(v) for k, v in all_pairs.items()}, "pairs for Tables 1 and 6-8;", list(references), "with published results")
 extra_rows
 
@@ -116,19 +116,9 @@ extra_rows
 # model per paradigm: which paradigms it learns early, which never within the budget, how far seeds spread.
 
 # %%
-from dwml.plots.experiments import plot_learning_curve, plot_method_curves
-
-curve_table = None
-if curve_steps:
-    curves = experiments.method_learning_curves(results, baseline_methods)
-    method_curve = experiments.method_curves(curves, scores)
-    save_table(experiments.method_curve_table(method_curve), figures_dir, "table_method_curves", floatfmt=".1f")
-    save_figure(plot_method_curves(method_curve, baseline_methods), figures_dir, "figure_method_curves")
-    single = single_model_method(baseline_methods)
-    if single:
-        curve_table = experiments.paradigm_curve_table(curves[single])
-        save_table(curve_table, figures_dir, "table_learning_curve", floatfmt=".1f")
-        save_figure(plot_learning_curve(curves[single]), figures_dir, "figure_learning_curve")
+# the tables and figures go to figures_dir (dwml.studies.baselines.learning_curves)
+curves = baselines.learning_curves(results, scores, baseline_methods, figures_dir) if curve_steps else {}
+curve_table = curves.get("paradigm_table")
 curve_table
 
 # %% [markdown]
@@ -139,22 +129,22 @@ curve_table
 # suite is one the paper reports.
 
 # %%
-t2 = experiments.table2_with_paper(scores, params)
+t2 = baselines.table2(scores, params)
 save_table(t2, figures_dir, "table2_methods", floatfmt=".2f")
 t2
 
 # %% [markdown]
 # ## Which methods differ
 # Every method's best peer against DWML's and against the single model (`mlm`), paired by seed: the mean
-# difference in points with its 95% t-interval (`dwml.experiments.paired_differences`). `differs` is an
+# difference in points with its 95% t-interval (`dwml.compare.t_over_seeds`). `differs` is an
 # interval that excludes 0; with three seeds only large, consistent gaps get there. Chance is 50%: the
 # first table gives each method's weakest peer, whose interval should lie well above it.
 
 # %%
-seeded = experiments.best_peer(experiments.per_seed(scores))
-weakest = experiments.weakest_peers(scores)
+seeded = compare.best_peer(compare.per_seed(scores))
+weakest = compare.weakest_peers(scores)
 save_table(weakest, figures_dir, "table_weakest_peer", floatfmt=".2f")
-diffs = experiments.method_differences(seeded, baseline_methods)
+diffs = compare.method_differences(seeded, baseline_methods)
 save_table(diffs, figures_dir, "table_method_differences", floatfmt=".2f")
 display(weakest)
 diffs
@@ -164,17 +154,15 @@ diffs
 # The organisers' baselines that the paper cites (BabyLlama, LTG-BERT) are printed from its Table 1. With
 # `glue_tasks`, both models' best peers are fine-tuned on them, and one more row gives what always answering
 # the most frequent validation label scores: a model at that number has learnt nothing the labels' balance
-# does not give (`dwml.experiments.table1`).
+# does not give (`dwml.studies.baselines.table1`).
 
 # %%
-glue = experiments.best_peer_glue(table_scores, results, baseline_methods, seeds[0], glue_tasks) if glue_tasks else None
-t1 = experiments.table1(table_scores, baseline_methods, glue, extra_rows=extra_rows)
+glue = baselines.best_peer_glue(table_scores, results, baseline_methods, seeds[0], glue_tasks) if glue_tasks else None
+t1 = baselines.table1(table_scores, baseline_methods, glue, extra_rows=extra_rows)
 save_table(t1, figures_dir, "table1_summary", floatfmt=".2f")
 # the same two models paired pair by pair: an interval over pairs even with one seed (pairs' sampling
 # error only), and with two or more seeds one over seeds too (seed_ci_low / seed_ci_high)
-single = single_model_method(baseline_methods)
-t1_diffs = experiments.pair_differences(table_scores[table_scores["method"].isin(experiments.table1_labels(baseline_methods))],
-                                        single) if single else None
+t1_diffs = baselines.table1_differences(table_scores, baseline_methods)
 if t1_diffs is not None and len(t1_diffs):
     save_table(t1_diffs, figures_dir, "table1_pair_differences", floatfmt=".2f")
 display(t1_diffs)
@@ -185,8 +173,8 @@ t1
 # Each method's best peer per seed (dots) and the mean with its 95% interval (bar), per suite.
 
 # %%
-paper = experiments.published_table2_long()
-fig = plot_methods(seeded, experiments.over_seeds(seeded.assign(peer="best")), baseline_methods,
+paper = studies.paper_table2_long()
+fig = plot_methods(seeded, compare.over_seeds(seeded.assign(peer="best")), baseline_methods,
                    paper[paper["peer"] == "best"])
 save_figure(fig, figures_dir, "figure_methods")
 
@@ -199,9 +187,9 @@ save_figure(fig, figures_dir, "figure_methods")
 # trained on AO-CHILDES and RoBERTa-base as released (30B words), all scored with `mlm` PLL as we score.
 
 # %%
-group_tables = experiments.per_group_tables(table_scores, figures_dir, references=references)
+group_tables = baselines.per_group_tables(table_scores, figures_dir, references=references)
 if group_tables:
-    print(experiments.PAPER_GROUPS_MISSING)
+    print(baselines.PAPER_GROUPS_MISSING)
 for name, table in group_tables.items():
     print(name)
     display(table)
@@ -220,17 +208,16 @@ for name, table in group_tables.items():
 # %%
 bug_table = None
 if baseline_published_bugs:
-    bug_pairs = experiments.subsample_suites(pairs, bug_pairs_per_task)
-    bug_scores = experiments.published_bug_runs(sections, archs, meta, bug_seeds or seeds, run_root, bug_pairs, cfg.eval,
-                                                train_overrides=bug_train_overrides,
-                                                blocks_overrides=bug_blocks_overrides)
-    bug_table = experiments.published_bug_table(bug_scores)
+    bug_pairs = scoring.subsample_suites(pairs, bug_pairs_per_task)
+    bug_scores = published_bugs.bug_runs(sections, archs, meta, bug_seeds or seeds, run_root, bug_pairs, cfg.eval,
+                                         train_overrides=bug_train_overrides, blocks_overrides=bug_blocks_overrides)
+    bug_table = published_bugs.bug_table(bug_scores)
     save_table(bug_table, figures_dir, "table_published_bugs", floatfmt=".2f")
 bug_table
 
 # %% [markdown]
 # ## Verdicts
-# Each paired difference above as a sentence, generated from its interval (`dwml.experiments.verdict`): a
+# Each paired difference above as a sentence, generated from its interval (`dwml.compare.verdict`): a
 # method beats another only when the interval excludes 0; otherwise the sentence bounds the difference by
 # the farther end of the interval: no difference larger than that is consistent with these seeds.
 

@@ -13,7 +13,7 @@
 # 4. peer size against accuracy and against learned weight (Pearson R per seed);
 # 5. the published learning rate (0.05 decaying to 0.005) against the profile's conventional AdamW schedule.
 #
-# Runs are shared with `02` and `03` where they coincide (`dwml.experiments`): the profile's DWML run is
+# Runs are shared with `02` and `03` where they coincide (`dwml.runs`): the profile's DWML run is
 # the 4-peer, a = 0.5, dynamic, conventional-lr point of every study.
 
 # %% tags=["parameters"]
@@ -35,32 +35,28 @@ ablation_alphas = [0.3, 0.5, 0.7]
 ablation_published_lr = {"learning_rate": 0.05, "min_lr": 0.005}
 
 # %%
-import numpy as np
 import pandas as pd
 
-from dwml import experiments
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.experiments import plot_size_weight, plot_study
+from dwml.studies import ablations, study as studies
 
 set_style()
-study = experiments.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
+study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
 cfg, archs = study.cfg, study.archs
-paper = experiments.published("figure2")
+paper = studies.paper_table("figure2")
 p_all = len(archs)
 base_alpha = cfg.train.loss_alpha
 # Every seed's run of a method (trained, or reused when finished), scored: (per-pair scores, seed -> result).
-base_scores, base_results = experiments.run_and_score(study, "dwml", seeds, run_root)
+base_scores, base_results = studies.run_and_score(study, "dwml", seeds, run_root)
 
 # %% [markdown]
 # ## 1 · Number of peers (Figure 2a)
+# The profile's run is the point at all the peers; the others train the largest k peers (`dwml.studies.ablations.sweep`).
 
 # %%
-frames = []
-for k in ablation_peers:
-    sc = base_scores if k == p_all else experiments.run_and_score(study, "dwml", seeds, run_root, tag=f"p{k}", num_peers=k)[0]
-    frames.append(sc.assign(num_peers=k))
-peers_scores = pd.concat(frames, ignore_index=True)
-t_peers = experiments.ablation_table(peers_scores, "num_peers")
+peers_scores = ablations.sweep(study, "num_peers", ablation_peers, seeds, run_root, p_all, base_scores)
+t_peers = ablations.ablation_table(peers_scores, "num_peers")
 save_table(t_peers, figures_dir, "table_ablation_peers", floatfmt=".2f")
 t_peers
 
@@ -71,12 +67,8 @@ save_figure(plot_study(t_peers, "num_peers", "Number of peers (DWML)", paper[pap
 # ## 2 · a, the weight of the peers' KL against the labels (Figure 2b)
 
 # %%
-frames = []
-for a in ablation_alphas:
-    sc = base_scores if a == base_alpha else experiments.run_and_score(study, "dwml", seeds, run_root, tag=f"a{a}", train_overrides={"loss_alpha": a})[0]
-    frames.append(sc.assign(alpha=a))
-alpha_scores = pd.concat(frames, ignore_index=True)
-t_alpha = experiments.ablation_table(alpha_scores, "alpha")
+alpha_scores = ablations.sweep(study, "alpha", ablation_alphas, seeds, run_root, base_alpha, base_scores)
+t_alpha = ablations.ablation_table(alpha_scores, "alpha")
 save_table(t_alpha, figures_dir, "table_ablation_alpha", floatfmt=".2f")
 save_figure(plot_study(t_alpha, "alpha", "a in eq. 2 (DWML)", paper[paper["panel"] == "b_alpha"]), figures_dir, "figure2b_alpha")
 t_alpha
@@ -86,10 +78,10 @@ t_alpha
 # DML is eq. 2 with w fixed at 1/p and no outer loop: the same peers, data and steps as DWML.
 
 # %%
-dml_scores, _ = experiments.run_and_score(study, "dml", seeds, run_root)
+dml_scores, _ = studies.run_and_score(study, "dml", seeds, run_root)
 dyn_scores = pd.concat([base_scores.assign(weights="learned (dwml)"), dml_scores.assign(weights="fixed (dml)")],
                        ignore_index=True)
-t_dyn = experiments.ablation_table(dyn_scores, "weights")
+t_dyn = ablations.ablation_table(dyn_scores, "weights")
 save_table(t_dyn, figures_dir, "table_ablation_weights", floatfmt=".2f")
 save_figure(plot_study(t_dyn, "weights", "Dynamic against fixed weights"), figures_dir, "figure_ablation_weights")
 t_dyn
@@ -97,17 +89,13 @@ t_dyn
 # %% [markdown]
 # ## 4 · Peer size against accuracy and learned weight (Figure 2c)
 # Each seed's four DWML peers give one R; the table gives the R of every seed and their mean with a 95%
-# interval (through Fisher's z, `dwml.experiments.r_interval`). The paper's R = 0.7 comes from one run of
+# interval (through Fisher's z, `dwml.stats.r_interval`). The paper's R = 0.7 comes from one run of
 # four peers, where R has about 2 degrees of freedom.
 
 # %%
 params = {i + 1: a.params for i, a in enumerate(archs)}
-r = experiments.pearson_by_seed(base_scores, {s: res.weights for s, res in base_results.items()}, params)
-summary = pd.DataFrame([{"quantity": c, **dict(zip(["mean", "ci_low", "ci_high"], experiments.r_interval(r[c].dropna()) if r[c].notna().any() else (np.nan,) * 3))}
-                        for c in ("r_size_accuracy", "r_weight_accuracy")])
-save_table(pd.concat([r.astype({"seed": str}), summary.rename(columns={"quantity": "seed"})], ignore_index=True),
-           figures_dir, "table_ablation_size", floatfmt=".3f")
-points = experiments.size_weight_points(base_scores, {s: res.weights for s, res in base_results.items()}, params)
+r, r_table, points = ablations.size_tables(base_scores, base_results, params)
+save_table(r_table, figures_dir, "table_ablation_size", floatfmt=".3f")
 save_figure(plot_size_weight(points, paper[paper["panel"] == "c_size"]), figures_dir, "figure2c_size_weight")
 r
 
@@ -117,15 +105,11 @@ r
 # transformers of this size. Everything else equal, here is what it does.
 
 # %%
-lr_scores, lr_results = experiments.run_and_score(study, "dwml", seeds, run_root, tag="publishedlr", train_overrides=ablation_published_lr)
-base_lr = f"lr {cfg.train.learning_rate:g}"
-lr_all = pd.concat([base_scores.assign(schedule=base_lr),
-                    lr_scores.assign(schedule=f"lr {ablation_published_lr['learning_rate']:g}")], ignore_index=True)
-t_lr = experiments.ablation_table(lr_all, "schedule")
-dev = pd.DataFrame([{"schedule": label, "seed": s, "final_dev_ce": float(np.mean(res.summary["final_dev_ce"]))}
-                    for label, results in ((f"lr {cfg.train.learning_rate:g}", base_results),
-                                           (f"lr {ablation_published_lr['learning_rate']:g}", lr_results))
-                    for s, res in results.items()])
+lr_scores, lr_results = studies.run_and_score(study, "dwml", seeds, run_root, tag="publishedlr", train_overrides=ablation_published_lr)
+base_lr, paper_lr = f"lr {cfg.train.learning_rate:g}", f"lr {ablation_published_lr['learning_rate']:g}"
+lr_all = pd.concat([base_scores.assign(schedule=base_lr), lr_scores.assign(schedule=paper_lr)], ignore_index=True)
+t_lr = ablations.ablation_table(lr_all, "schedule")
+dev = ablations.final_dev_losses({base_lr: base_results, paper_lr: lr_results})
 save_table(t_lr, figures_dir, "table_ablation_lr", floatfmt=".2f")
 save_figure(plot_study(t_lr, "schedule", "Learning rate"), figures_dir, "figure_ablation_lr")
 dev.groupby("schedule")["final_dev_ce"].describe()
@@ -134,27 +118,22 @@ dev.groupby("schedule")["final_dev_ce"].describe()
 # ## Which of the paper's claims survive
 # Every ablated setting against the profile's own (4 peers, a = 0.5, learned weights, the conventional
 # learning rate), paired by seed: the best peer's accuracy difference in points with its 95% t-interval
-# (`dwml.experiments.ablation_differences`). `differs` means the interval excludes 0. Claim (c) is the
+# (`dwml.studies.ablations.ablation_differences`). `differs` means the interval excludes 0. Claim (c) is the
 # Pearson R of section 4 (its mean over seeds and interval are in `table_ablation_size`).
 
 # %%
-claims = pd.concat([
-    experiments.ablation_differences(peers_scores, "num_peers", p_all).assign(claim="(a) the number of peers matters little"),
-    experiments.ablation_differences(alpha_scores, "alpha", base_alpha).assign(claim="(b) a = 0.5 balances labels and peers best"),
-    experiments.ablation_differences(dyn_scores, "weights", "learned (dwml)").assign(claim="learned weights beat fixed equal ones"),
-    experiments.ablation_differences(lr_all, "schedule", base_lr).assign(claim="the published lr against a conventional one"),
-], ignore_index=True)
-claims["value"] = claims["value"].astype(str)
-claims["reference"] = claims["reference"].astype(str)
-claims = claims[["claim", "setting", "value", "reference", "suite", "difference", "ci_low", "ci_high", "seeds", "differs"]]
-claims["verdict"] = experiments.verdicts(claims.assign(value=claims["setting"] + " " + claims["value"],
-                                              reference=claims["setting"] + " " + claims["reference"]), "value")
+claims = ablations.claims_table([
+    ("(a) the number of peers matters little", peers_scores, "num_peers", p_all),
+    ("(b) a = 0.5 balances labels and peers best", alpha_scores, "alpha", base_alpha),
+    ("learned weights beat fixed equal ones", dyn_scores, "weights", "learned (dwml)"),
+    ("the published lr against a conventional one", lr_all, "schedule", base_lr),
+])
 save_table(claims, figures_dir, "table_ablation_claims", floatfmt=".2f")
 claims
 
 # %% [markdown]
 # ## Verdicts
-# Each claim's difference as a sentence generated from its interval (`dwml.experiments.verdict`).
+# Each claim's difference as a sentence generated from its interval (`dwml.compare.verdict`).
 
 # %%
 from IPython.display import Markdown

@@ -51,32 +51,18 @@ profiling_teacher_dir = ""
 import pandas as pd
 import torch
 
-from dwml import experiments
 from dwml import profiling as prof
-from dwml.config import Config
-from dwml.data import prepare_corpus
 from dwml.io import project_path
-from dwml.methods import METHODS, method_class
-from dwml.model import build_peers
 from dwml.plots import save_figure, save_table, set_style
 from dwml.plots.profiling import plot_cost, plot_utilisation
-from dwml.search import ensure_peers
-from dwml.train import load_teacher, resolve_device
+from dwml.studies import costs
 
 set_style()
-# The same budget for every method: profiling_steps optimizer steps, one evaluation at the end, no early
-# stopping (a method that stopped early would look cheap), no checkpoint until the end.
-budget = {**train, "num_epochs": profiling_steps, "max_tokens": 0, "eval_interval": profiling_steps,
-          "checkpoint_interval": profiling_steps, "enable_early_stopping": False, "seed": seeds[0]}
-cfg = Config.from_dict(data=data, search=search, train=budget)
-device = resolve_device(cfg.train.device)
-prep = prepare_corpus(cfg.data)
-vocab = len(prep.tokenizer)
-archs, meta = ensure_peers(project_path(run_root) / "peers.json", cfg.search, vocab, cfg.data.block_size + 2,
-                           data_vocab_size=cfg.data.vocab_size)
-teacher_arch = experiments.teacher_arch(meta)  # the single-model baseline: the teacher-sized mlm model
-on_gpu = device.type == "cuda"
-device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
+# The same budget for every method (dwml.studies.costs.setup): profiling_steps optimizer steps, one evaluation
+# at the end, no early stopping, no checkpoint until the end.
+study = costs.setup(data, search, train, run_root, profiling_steps, seeds[0])
+cfg, device, archs, meta = study.cfg, study.device, study.archs, study.meta
+on_gpu, device_name = device.type == "cuda", study.device_name
 print("device:", device_name, "| peers:", [a.params for a in archs], "| budget:", profiling_steps, "steps of",
       cfg.train.num_batches, "x", cfg.train.batch_size, "x", cfg.data.block_size, "tokens")
 if not on_gpu:
@@ -90,8 +76,8 @@ if not on_gpu:
 
 # %%
 peer_names = [f"peer {i + 1}" for i in range(len(archs))]
-peers_flops = experiments.peer_flops(archs, meta, cfg, peer_names, device)
-teacher_flops = experiments.peer_flops([teacher_arch], meta, cfg, ["baseline"], device)
+peers_flops = costs.peer_flops(archs, meta, cfg, peer_names, device)
+teacher_flops = costs.peer_flops([study.teacher_arch], meta, cfg, ["baseline"], device)
 flops_table = pd.concat([teacher_flops, peers_flops], ignore_index=True)
 assert ((flops_table["ratio"] - 1).abs() < 0.10).all(), flops_table  # counted within 10% of the closed form
 print("counted / analytic:", flops_table["ratio"].round(4).tolist())
@@ -100,24 +86,14 @@ flops_table
 # %% [markdown]
 # ## Every method at the same budget, sampled
 # One sampler per run, started before the loop and stopped after it; the run folders live under
-# `<run_root>/profiling/`, and a finished measurement (its `record.json`) is reused.
+# `<run_root>/profiling/`, and a finished measurement (its `record.json`) is reused. The baseline is the
+# single-model method on the teacher's shape.
 
 # %%
-teacher = None
-if any(method_class(m).uses_teacher for m in profiling_methods):
-    torch.manual_seed(1)
-    teacher = (load_teacher(profiling_teacher_dir, device) if profiling_teacher_dir
-               else build_peers([teacher_arch], meta)[0].to(device).eval().requires_grad_(False))
-single = next(name for name, c in METHODS.items() if c.single_model)  # the baseline's method, on the teacher's shape
-records, traces = [], {}
-for label in ["baseline"] + list(profiling_methods):
-    method, models, flops = (single, [teacher_arch], teacher_flops) if label == "baseline" else (label, archs, peers_flops)
-    record, traces[label] = experiments.profile_method(label, method, models, meta, cfg, prep,
-                                                      project_path(run_root) / "profiling" / label, flops["counted_flops"],
-                                                      teacher=teacher, interval_s=profiling_interval_s)
-    records.append(record)
-    print(f"{label:>8}: {record['train_time_s']:.1f} s, mean utilisation {record['avg_util_pct']:.1f}% "
-          f"({record['utilisation']}, {record['samples']} samples)")
+teacher = costs.make_teacher(study, profiling_methods, profiling_teacher_dir)
+records, traces = costs.measure_methods(study, profiling_methods, peers_flops, teacher_flops,
+                                        project_path(run_root) / "profiling", teacher=teacher,
+                                        interval_s=profiling_interval_s)
 
 # %% [markdown]
 # ## Table 9: average utilisation, FLOPs per peer, training time

@@ -1163,7 +1163,7 @@ def test_peers_json_searched_under_other_settings_is_refused(tmp_path):
 def test_a_scores_cache_is_rescored_under_other_eval_settings(tmp_path, monkeypatch):
     import pandas as pd
 
-    from dwml import evaluate, experiments
+    from dwml import evaluate, scoring
     from dwml.config import EvalConfig
     from dwml.train import TrainResult
 
@@ -1174,22 +1174,22 @@ def test_a_scores_cache_is_rescored_under_other_eval_settings(tmp_path, monkeypa
         calls.append(cfg.reduction)
         return pd.DataFrame({"suite": "synthetic", "task": "agr", "pair_id": range(3), "correct": cfg.reduction == "sum"})
 
-    monkeypatch.setattr(evaluate, "evaluate_model", fake)
+    monkeypatch.setattr(scoring, "evaluate_model", fake)
     run = tmp_path / "dml_seed0"
     run.mkdir()
     result = TrainResult(run, None, None, [run / "peer_0"], {"method": "dml"}, done=True)
-    experiments.score_run(result, pairs, EvalConfig())
-    experiments.score_run(result, pairs, EvalConfig(batch_size=7, bootstrap=10))  # the same scores: reused
+    scoring.score_run(result, pairs, EvalConfig())
+    scoring.score_run(result, pairs, EvalConfig(batch_size=7, bootstrap=10))  # the same scores: reused
     assert calls == ["sum"]
     with pytest.warns(UserWarning, match=rf"{run / 'scores.csv'} was scored under other settings \(eval.reduction: cached 'sum', now 'mean'"):
-        again = experiments.score_run(result, pairs, EvalConfig(reduction="mean"))
+        again = scoring.score_run(result, pairs, EvalConfig(reduction="mean"))
     assert calls == ["sum", "mean"] and not again["correct"].any()
     other = {"synthetic": [evaluate.MinimalPair("synthetic", "agr", i, "a b", "a c") for i in range(3)]}
     with pytest.warns(UserWarning, match=r"\(pairs differ"):  # other pairs of the same count
-        experiments.score_run(result, other, EvalConfig(reduction="mean"))
+        scoring.score_run(result, other, EvalConfig(reduction="mean"))
     assert calls == ["sum", "mean", "mean"]
     (run / "scores.csv.json").unlink()  # a cache written before the record: the counts decide, as before
-    experiments.score_run(result, pairs, EvalConfig())
+    scoring.score_run(result, pairs, EvalConfig())
     assert calls == ["sum", "mean", "mean"]
 
 

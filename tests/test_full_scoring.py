@@ -1,5 +1,5 @@
 """Table 1's inputs on real-data profiles: the kept peer of each run scored again on all the pairs
-(dwml.experiments.rescore_best, score_run's peers and cache), and the word n-gram rows beside it."""
+(dwml.scoring.rescore_best, score_run's peers and cache), and the word n-gram rows beside it."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from dwml import experiments
+from dwml import runs, scoring
 from dwml.evaluate import MinimalPair
 from dwml.ngrams import ngram_pair_scores
 
@@ -23,7 +23,7 @@ def test_ngram_rows_are_macro_accuracies_and_read_the_prefix():
                         pair("blimp", "agr", 1, "the dog barks", "the dog bark"),
                         pair("blimp", "order", 0, "the dog barks", "dog the barks")],
               "ewok": [pair("ewok", "animals", 0, "sleeps", "barks", prefix="the cat")]}
-    rows = experiments.ngram_rows(lines, suites, orders=(1, 2)).set_index("model")
+    rows = scoring.ngram_rows(lines, suites, orders=(1, 2)).set_index("model")
     by_hand = ngram_pair_scores(lines, [p for v in suites.values() for p in v], (1, 2))
     for n in (1, 2):
         sc = by_hand[by_hand["order"] == n]
@@ -44,8 +44,6 @@ def fake_run(tmp_path, method, seed, peers):
 
 
 def test_rescore_best_scores_only_the_kept_peer_and_caches_it(tmp_path, monkeypatch):
-    import dwml.evaluate
-
     calls = []
 
     def fake_evaluate(model_dir, suites=None, cfg=None, progress=False):
@@ -54,52 +52,22 @@ def test_rescore_best_scores_only_the_kept_peer_and_caches_it(tmp_path, monkeypa
         return pd.DataFrame([{"suite": s, "task": p.task, "pair_id": p.pair_id, "correct": peer == 1, "tie": False}
                              for s, v in suites.items() for p in v])
 
-    monkeypatch.setattr(dwml.evaluate, "evaluate_model", fake_evaluate)
+    monkeypatch.setattr(scoring, "evaluate_model", fake_evaluate)
     results = {("mlm", 0): fake_run(tmp_path, "mlm", 0, 1), ("dwml", 0): fake_run(tmp_path, "dwml", 0, 3)}
     few = {"blimp": [pair("blimp", "t", i, "a", "b") for i in range(2)]}
     every = {"blimp": [pair("blimp", "t", i, "a", "b") for i in range(5)]}
-    scores = pd.concat([experiments.score_run(r, few) for r in results.values()], ignore_index=True)
+    scores = pd.concat([scoring.score_run(r, few) for r in results.values()], ignore_index=True)
     assert len(calls) == 4  # every peer on the subsample
     calls.clear()
-    full = experiments.rescore_best(results, scores, every)
+    full = scoring.rescore_best(results, scores, every)
     # dwml's peer 2 (index 1) is its best on the subsample: only it is scored again, on all 5 pairs
     assert sorted(calls) == [("peer_0", {"blimp": 5}), ("peer_1", {"blimp": 5})]
     assert set(map(tuple, full[["method", "peer"]].drop_duplicates().values)) == {("mlm", 1), ("dwml", 2)}
     assert len(full) == 10 and full.groupby("method")["correct"].all().to_dict() == {"dwml": True, "mlm": False}
-    assert (results["dwml", 0].run_dir / experiments.FULL_SCORES).is_file()
-    assert len(pd.read_csv(results["dwml", 0].run_dir / experiments.SCORES)) == 6  # the subsample's cache is kept
+    assert (results["dwml", 0].run_dir / scoring.FULL_SCORES).is_file()
+    assert len(pd.read_csv(results["dwml", 0].run_dir / runs.SCORES)) == 6  # the subsample's cache is kept
     calls.clear()
-    experiments.rescore_best(results, scores, every)
+    scoring.rescore_best(results, scores, every)
     assert calls == []  # reused from the cache
     with pytest.raises(ValueError, match="peers 1..3"):
-        experiments.score_run(results["dwml", 0], few, peers=[4])
-
-
-def test_pair_differences_by_hand():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for method, p_right in (("mlm", 0.7), ("dwml", 0.5)):
-        for seed in (0, 1):
-            for peer in ((1,) if method == "mlm" else (1, 2)):
-                for task in ("a", "b", "c"):
-                    for i in range(40):
-                        right = rng.random() < (p_right if peer == 1 else 0.2)
-                        rows.append({"method": method, "seed": seed, "peer": peer, "suite": "blimp", "task": task,
-                                     "pair_id": i, "correct": right, "tie": False})
-    scores = pd.DataFrame(rows)
-    d = experiments.pair_differences(scores, "mlm", n_boot=400).set_index("method")
-    kept = scores[scores["peer"] == 1]  # dwml's peer 1 is its best in both seeds
-    by_task = kept.groupby(["method", "seed", "task"])["correct"].mean().unstack("method")
-    assert d.loc["dwml", "difference"] == pytest.approx(100 * (by_task["dwml"] - by_task["mlm"]).mean())
-    assert d.loc["dwml", "pairs"] == 240 and d.loc["dwml", "seeds"] == 2
-    assert d.loc["dwml", "ci_low"] < d.loc["dwml", "difference"] < d.loc["dwml", "ci_high"] < 0
-    assert d.loc["dwml", "verdict"].startswith("mlm beats dwml on blimp")
-    same = pd.concat([kept[kept["method"] == "mlm"], kept[kept["method"] == "mlm"].assign(method="twin")])
-    t = experiments.pair_differences(same, "mlm", n_boot=100).iloc[0]
-    assert t["difference"] == 0 and t["ci_low"] == 0 and t["ci_high"] == 0
-    with pytest.raises(ValueError, match="same pairs"):
-        experiments.pair_differences(pd.concat([kept[kept["method"] == "mlm"], kept[kept["method"] == "dwml"].iloc[:-1]]), "mlm")
-    with pytest.raises(ValueError, match="reference 'kd'"):
-        experiments.pair_differences(kept, "kd")
+        scoring.score_run(results["dwml", 0], few, peers=[4])

@@ -1,5 +1,5 @@
-"""The paper's Tables 6-8 (dwml.experiments.per_group_tables) and the published-bug table
-(dwml.experiments.published_bug_table): every paradigm, task and domain grouped exactly once, cells equal
+"""The paper's Tables 6-8 (dwml.studies.baselines.per_group_tables) and the published-bug table
+(dwml.studies.published_bugs.bug_table): every paradigm, task and domain grouped exactly once, cells equal
 to macro averages computed by hand, on synthetic score frames and on the real file lists."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dwml import experiments
-from dwml import reports
+from dwml import compare, reports, suites
+from dwml.studies import baselines, published_bugs, study as studies_study
 
 
 def fake_scores(tasks: dict[str, list[tuple[str, str]]], methods=("mlm", "dwml"), seeds=(0, 1), peers=(1, 2),
@@ -39,8 +39,8 @@ SYNTH = {
 
 def test_tables_6_to_8_on_a_synthetic_case(tmp_path):
     scores = fake_scores(SYNTH)
-    out = experiments.per_group_tables(scores, tmp_path, n_boot=200)
-    assert set(out) == {f"{n}{s}" for n, _ in experiments.GROUP_TABLES.values() for s in ("", "_intervals")}
+    out = baselines.per_group_tables(scores, tmp_path, n_boot=200)
+    assert set(out) == {f"{n}{s}" for n, _ in baselines.GROUP_TABLES.values() for s in ("", "_intervals")}
     t6, t6i = out["table6_blimp_phenomena"], out["table6_blimp_phenomena_intervals"]
     assert list(t6.columns) == ["method", "AA", "AS", "IFS", "Avg.", "ties", "paper (Table 2)"]
     # every paradigm exactly once: the groups' paradigm counts add up to the suite's
@@ -48,7 +48,7 @@ def test_tables_6_to_8_on_a_synthetic_case(tmp_path):
     assert (per_method == 5).all()
     assert (t6i[t6i["group"] == "Avg."]["n_tasks"] == 5).all()
     # a cell by hand: dwml's best peer per seed (best on average over the suites), AS = macro of p4, p5
-    seeded = experiments.per_seed(scores)
+    seeded = compare.per_seed(scores)
     avg = seeded.groupby(["method", "seed", "peer"])["accuracy"].mean()
     best = {s: avg.loc["dwml", s].idxmax() for s in (0, 1)}
     mine = pd.concat([scores[(scores["method"] == "dwml") & (scores["seed"] == s) & (scores["peer"] == p)]
@@ -59,7 +59,7 @@ def test_tables_6_to_8_on_a_synthetic_case(tmp_path):
     row = t6.set_index("method").loc["dwml"]
     assert row["AS"] == pytest.approx(want_as) and row["Avg."] == pytest.approx(want_avg)
     assert row["ties"] == pytest.approx(100 * b["tie"].mean())
-    paper = pd.read_csv(experiments.PAPER_DIR / "table2.csv")
+    paper = pd.read_csv(studies_study.PAPER_DIR / "table2.csv")
     want_paper = paper[(paper["benchmark"] == "blimp_filtered") & (paper["method"] == "DWML")]["best_reported"].item()
     assert row["paper (Table 2)"] == pytest.approx(want_paper)
     cell = t6i[(t6i["method"] == "dwml") & (t6i["group"] == "AS")].iloc[0]
@@ -70,7 +70,7 @@ def test_tables_6_to_8_on_a_synthetic_case(tmp_path):
 
 def test_tables_6_to_8_are_skipped_for_the_synthetic_suite():
     scores = fake_scores({"synthetic": [("agreement", "agreement")]})
-    assert experiments.per_group_tables(scores) == {}
+    assert baselines.per_group_tables(scores) == {}
 
 
 @pytest.mark.data
@@ -78,7 +78,7 @@ def test_real_suites_group_every_paradigm_task_and_domain_exactly_once(shared_da
     from dwml.evaluate import load_suites
 
     suites = load_suites(shared_data)
-    columns = {"blimp": reports.PHENOMENON_COLUMNS, "supplement": reports.SUPPLEMENT_COLUMNS, "ewok": reports.EWOK_COLUMNS}
+    columns = {"blimp": suites.PHENOMENON_COLUMNS, "supplement": suites.SUPPLEMENT_COLUMNS, "ewok": suites.EWOK_COLUMNS}
     files = {"blimp": sorted(p.stem for p in (shared_data / "blimp_filtered").glob("*.jsonl")),
              "supplement": sorted(p.stem for p in (shared_data / "supplement_filtered").glob("*.jsonl"))}
     frame = pd.DataFrame([{"suite": p.suite, "task": p.task, "phenomenon": p.phenomenon, "pair_id": p.pair_id}
@@ -90,12 +90,12 @@ def test_real_suites_group_every_paradigm_task_and_domain_exactly_once(shared_da
         assert set(part["group"]) <= set(columns[suite]), f"{suite}: groups outside the paper's columns"
         if suite in files:
             assert sorted(part["task"].unique()) == files[suite]
-    assert grouped[grouped["suite"] == "ewok"]["task"].nunique() == len(reports.EWOK_COLUMNS)
-    assert set(grouped[grouped["suite"] == "blimp"]["group"]) == set(reports.PHENOMENON_COLUMNS)
+    assert grouped[grouped["suite"] == "ewok"]["task"].nunique() == len(suites.EWOK_COLUMNS)
+    assert set(grouped[grouped["suite"] == "blimp"]["group"]) == set(suites.PHENOMENON_COLUMNS)
     # through the tables: each task counted once, each pair once
     scores = frame.assign(method="dwml", seed=0, peer=1, correct=frame["pair_id"] % 2 == 0, tie=False)
-    out = experiments.per_group_tables(scores, n_boot=10)
-    for suite, (name, _) in experiments.GROUP_TABLES.items():
+    out = baselines.per_group_tables(scores, n_boot=10)
+    for suite, (name, _) in baselines.GROUP_TABLES.items():
         cells = out[f"{name}_intervals"]
         groups = cells[cells["group"] != "Avg."]
         n_tasks = grouped[grouped["suite"] == suite]["task"].nunique()
@@ -109,7 +109,7 @@ def test_real_suites_group_every_paradigm_task_and_domain_exactly_once(shared_da
 
 def test_published_bug_settings_switch_each_bug_alone_and_all_together():
     sections = {"data": {"packing": "packed"}, "train": {"learning_rate": 1e-3}}
-    s = experiments.published_bug_settings(sections)
+    s = published_bugs.bug_settings(sections)
     assert list(s) == ["corrected", "corrected_blocks", "token_file", "hypergradient", "kl", "all"]
     assert s["corrected"] == sections and s["corrected_blocks"]["data"]["packing"] == "blocks"
     assert s["hypergradient"]["train"] == {"learning_rate": 1e-3, "published_hypergradient": True}
@@ -117,10 +117,10 @@ def test_published_bug_settings_switch_each_bug_alone_and_all_together():
     assert s["all"]["train"]["published_kl"] and s["all"]["train"]["published_hypergradient"]
     assert s["all"]["data"]["published_token_file"]
     assert sections == {"data": {"packing": "packed"}, "train": {"learning_rate": 1e-3}}  # not modified
-    assert "corrected_blocks" not in experiments.published_bug_settings({"data": {"packing": "blocks"}})
-    assert list(experiments.published_bug_settings(sections, ["kl"])) == ["corrected", "kl"]
+    assert "corrected_blocks" not in published_bugs.bug_settings({"data": {"packing": "blocks"}})
+    assert list(published_bugs.bug_settings(sections, ["kl"])) == ["corrected", "kl"]
     with pytest.raises(ValueError, match="unknown published bug"):
-        experiments.published_bug_settings(sections, ["nope"])
+        published_bugs.bug_settings(sections, ["nope"])
 
 
 def test_published_bug_table_on_fake_score_frames():
@@ -128,7 +128,7 @@ def test_published_bug_table_on_fake_score_frames():
     frames = [fake_scores(tasks, methods=("dwml",), seed=k, n=40).assign(setting=name)
               for k, name in enumerate(["corrected", "corrected_blocks", "token_file", "kl"])]
     scores = pd.concat(frames, ignore_index=True)
-    t = experiments.published_bug_table(scores, n_boot=500).set_index("setting")
+    t = published_bugs.bug_table(scores, n_boot=500).set_index("setting")
     assert list(t.index) == ["corrected", "corrected_blocks", "token_file", "kl"]
     assert t.loc["token_file", "reference"] == "corrected_blocks" and t.loc["kl", "reference"] == "corrected"
     # the difference by hand: best peer per seed (the higher macro accuracy), macro over tasks, mean over seeds
@@ -144,7 +144,7 @@ def test_published_bug_table_on_fake_score_frames():
     assert row["seed_ci_low"] < row["difference"] < row["seed_ci_high"]
     assert np.isnan(t.loc["corrected"].get("difference", np.nan))
     with pytest.raises(ValueError, match="no 'corrected'"):
-        experiments.published_bug_table(scores[scores["setting"] == "kl"])
+        published_bugs.bug_table(scores[scores["setting"] == "kl"])
 
 
 @pytest.mark.slow
@@ -154,13 +154,13 @@ def test_published_bug_runs_on_the_ci_profile(tmp_path):
     from dwml import runner
 
     prof = runner.load_profile("ci")
-    study = experiments.setup(prof["data"], prof["search"], prof["train"], tmp_path / "runs", prof["suites"],
-                    prof["max_pairs_per_task"])
-    scores = experiments.published_bug_runs(study.sections, study.archs, study.meta, [0], tmp_path / "runs", study.pairs,
+    study = studies_study.setup(prof["data"], prof["search"], prof["train"], tmp_path / "runs", prof["suites"],
+                                prof["max_pairs_per_task"], prof.get("suite_dirs"))
+    scores = published_bugs.bug_runs(study.sections, study.archs, study.meta, [0], tmp_path / "runs", study.pairs,
                                   study.cfg.eval, progress=False)
     assert set(scores["setting"]) == {"corrected", "corrected_blocks", "token_file", "hypergradient", "kl", "all"}
     assert (tmp_path / "runs" / "dwml_seed0").is_dir() and (tmp_path / "runs" / "dwml_bug-all_seed0").is_dir()
-    t = experiments.published_bug_table(scores, n_boot=100)
+    t = published_bugs.bug_table(scores, n_boot=100)
     assert set(t["setting"]) == set(scores["setting"])
     assert t.set_index("setting").loc["token_file", "reference"] == "corrected_blocks"
 
@@ -168,22 +168,20 @@ def test_published_bug_runs_on_the_ci_profile(tmp_path):
 def test_published_bug_runs_budget_of_its_own(monkeypatch):
     """With train_overrides every setting, 'corrected' included, trains under them in a folder of its own;
     blocks_overrides reach only the settings that cut blocks. Without, 'corrected' is the profile's run."""
-    import dwml.data
-
     calls = []
 
     def fake_train(secs, prep, archs, meta, method, seed, run_root, tag="", progress=True, train_overrides=None):
         calls.append((tag, secs["data"].get("packing"), dict(train_overrides or {})))
         return None
 
-    monkeypatch.setattr(experiments, "train_run", fake_train)
-    monkeypatch.setattr(experiments, "score_run", lambda res, pairs, eval_cfg: pd.DataFrame({"correct": [True]}))
-    monkeypatch.setattr(dwml.data, "prepare_corpus", lambda cfg, progress=True: None)
+    monkeypatch.setattr(published_bugs, "train_run", fake_train)
+    monkeypatch.setattr(published_bugs, "score_run", lambda res, pairs, eval_cfg: pd.DataFrame({"correct": [True]}))
+    monkeypatch.setattr(published_bugs, "prepare_corpus", lambda cfg, progress=True: None)
     sections = {"data": {"packing": "packed"}, "search": {}, "train": {}}
-    experiments.published_bug_runs(sections, [], {}, [0], "runs", {}, progress=False)
+    published_bugs.bug_runs(sections, [], {}, [0], "runs", {}, progress=False)
     assert ("", "packed", {}) in calls and all(tag != "bug-corrected" for tag, _, _ in calls)
     calls.clear()
-    scores = experiments.published_bug_runs(sections, [], {}, [0], "runs", {}, progress=False,
+    scores = published_bugs.bug_runs(sections, [], {}, [0], "runs", {}, progress=False,
                                   train_overrides={"num_epochs": 5}, blocks_overrides={"batch_size": 2})
     got = {tag: (packing, o) for tag, packing, o in calls}
     assert got == {"bug-corrected": ("packed", {"num_epochs": 5}),

@@ -3,7 +3,7 @@
 Two checks: no code outside ``dwml/methods.py`` (in the package, the notebooks and the benchmarks; tests may
 name the methods they test) compares a value with a method's name (callers read the class's traits instead),
 and a method registered here, in a test file, is taken up by the config check, ``make_method`` and the
-experiments without a line changed anywhere else.
+runs and studies without a line changed anywhere else.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import ast
 import pytest
 
 from conftest import ROOT
-from dwml import experiments
+from dwml import runs
+from dwml.studies import study
 from dwml import methods
 from dwml.config import METHODS, Config, ConfigError, TrainConfig
 
@@ -118,19 +119,19 @@ def test_a_seventh_method_registered_in_a_test_file_is_taken_up_everywhere(seven
     assert methods.method_class("tutored_test") is Tutored and methods.method_class("solo_test") is Solo
     with pytest.raises(ConfigError, match="teacher_dir"):
         methods.make_method(TrainConfig(method="tutored_test"), [object()])
-    # The experiments: the teacher check and the choice of models follow the traits.
+    # The runs: the teacher check and the choice of models follow the traits.
     with pytest.raises(ValueError, match="teacher_dir"):
-        experiments.train_run({}, None, [], {}, "tutored_test", 0, tmp_path)
+        runs.train_run({}, None, [], {}, "tutored_test", 0, tmp_path)
     meta = {"teacher": {"layers": 4, "hidden": 192, "heads": 4, "params": 2237696}}
     archs = ["peer 1", "peer 2", "peer 3"]
-    assert [a.params for a in experiments.run_archs("solo_test", archs, meta)] == [2237696]
-    assert experiments.run_archs("tutored_test", archs, meta, num_peers=2) == ["peer 1", "peer 2"]
+    assert [a.params for a in runs.run_archs("solo_test", archs, meta)] == [2237696]
+    assert runs.run_archs("tutored_test", archs, meta, num_peers=2) == ["peer 1", "peer 2"]
     # The roles and the order of runs read the traits: a listed single model teaches, else the first registered.
     assert methods.single_model_method(["sd", "solo_test", "mlm"]) == "solo_test"
     assert methods.training_order(["tutored_test", "solo_test"]) == ["solo_test", "tutored_test"]
     assert methods.training_order(["tutored_test"]) == ["mlm", "tutored_test"]
     # A paper_name is what puts a method in the published table's mapping: these have none.
-    assert set(experiments.published_table2_long()["method"]) == BUILT_IN
+    assert set(study.paper_table2_long()["method"]) == BUILT_IN
 
 
 def test_a_name_and_a_paper_name_can_be_registered_once():

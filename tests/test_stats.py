@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 from scipy import stats as ss
 
-from dwml import experiments
-from dwml import reports
 from dwml import stats
 
 
@@ -57,12 +55,6 @@ def test_mcnemar_exact_equals_scipy_binomtest():
     for b, c in [(3, 11), (10, 10), (0, 6), (25, 12)]:
         assert stats.mcnemar_exact(b, c) == pytest.approx(ss.binomtest(b, b + c, 0.5).pvalue)
     assert stats.mcnemar_exact(0, 0) == 1.0
-
-
-def test_experiments_and_reports_use_the_one_module():
-    assert experiments.t_interval is stats.t_interval and experiments.r_interval is stats.r_interval
-    assert reports.bootstrap_ci is stats.bootstrap_ci and reports.macro_bootstrap is stats.macro_bootstrap
-    assert reports.mcnemar_exact is stats.mcnemar_exact
 
 
 def test_paired_macro_bootstrap_matches_explicit_joint_resampling():

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import saved_tiny_roberta
-from dwml import evaluate_cli, experiments, reports, suites
+from dwml import compare, evaluate_cli, reports, scoring, suites
+from dwml.studies import baselines, published_bugs
 from dwml.suites import EvalDataError, MinimalPair, Suite
 
 WORDS = ["the", "a", "dog", "dogs", "cat", "cats", "sees", "see", "runs", "run", "bird", "birds", "sings", "sing",
@@ -63,7 +64,7 @@ def test_registry_lists_every_suite_with_its_folder_and_grouping(tmp_path):
     assert suites.get("ewok").path(tmp_path) == tmp_path / "ewok_filtered.zip"
     (tmp_path / "ewok_filtered").mkdir()  # only an unzipped folder there: that is read
     assert suites.get("ewok").path(tmp_path) == tmp_path / "ewok_filtered"
-    assert experiments.GROUP_TABLES == {"blimp": ("table6_blimp_phenomena", "Table 6"),
+    assert baselines.GROUP_TABLES == {"blimp": ("table6_blimp_phenomena", "Table 6"),
                                         "supplement": ("table7_supplement", "Table 7"),
                                         "ewok": ("table8_ewok", "Table 8")}
     with pytest.raises(EvalDataError, match="unknown suite 'glue'; known: blimp, supplement"):
@@ -363,9 +364,9 @@ def test_compare_models_refuses_a_repeated_pair():
 
 
 @pytest.mark.parametrize("dup", ["mlm", "dwml"])
-def test_pair_differences_refuses_a_repeated_pair(dup):
+def test_bootstrap_over_pairs_refuses_a_repeated_pair(dup):
     with pytest.raises(ValueError, match=r"key \(seed=1, suite='blimp', task='b', pair_id=7\) is on 2 rows"):
-        experiments.pair_differences(kept_scores(dup), "mlm", n_boot=10)
+        compare.bootstrap_over_pairs(kept_scores(dup), "mlm", n_boot=10)
 
 
 def test_the_bug_table_refuses_a_repeated_pair():
@@ -373,15 +374,15 @@ def test_the_bug_table_refuses_a_repeated_pair():
     df["method"] = "dwml"
     extra = df[(df["setting"] == "kl") & (df["seed"] == 0) & (df["task"] == "a") & (df["pair_id"] == 2)]
     with pytest.raises(ValueError, match=r"setting 'kl' and 'corrected'.*key \(seed=0, suite='blimp', task='a', pair_id=2\)"):
-        experiments.published_bug_table(pd.concat([df, extra], ignore_index=True), n_boot=10)
-    assert "difference" in experiments.published_bug_table(df, n_boot=10).columns
+        published_bugs.bug_table(pd.concat([df, extra], ignore_index=True), n_boot=10)
+    assert "difference" in published_bugs.bug_table(df, n_boot=10).columns
 
 
-def test_pair_differences_gives_the_interval_over_seeds_by_hand():
+def test_bootstrap_over_pairs_gives_the_interval_over_seeds_by_hand():
     from scipy import stats
 
     scores = kept_scores()
-    d = experiments.pair_differences(scores, "mlm", n_boot=200).set_index("method").loc["dwml"]
+    d = compare.bootstrap_over_pairs(scores, "mlm", n_boot=200).set_index("method").loc["dwml"]
     per_seed = []
     for s in (0, 1, 2):
         part = scores[scores["seed"] == s]
@@ -390,26 +391,26 @@ def test_pair_differences_gives_the_interval_over_seeds_by_hand():
     half = stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / math.sqrt(3)
     assert d["difference"] == pytest.approx(np.mean(per_seed))
     assert (d["seed_ci_low"], d["seed_ci_high"]) == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half))
-    one = experiments.pair_differences(scores[scores["seed"] == 0], "mlm", n_boot=50).iloc[0]
+    one = compare.bootstrap_over_pairs(scores[scores["seed"] == 0], "mlm", n_boot=50).iloc[0]
     assert np.isnan(one["seed_ci_low"]) and np.isnan(one["seed_ci_high"])
 
 
 # ----------------------------------------------------------------------------------------------- notebooks' Zorro path
 
 def test_suite_folders_write_the_synthetic_pairs_in_zorros_format(small_corpus):
-    dirs = experiments.suite_folders(["synthetic", "zorro"], corpus_dir=small_corpus, suite_dirs={"zorro": "synthetic"})
+    dirs = scoring.suite_folders(["synthetic", "zorro"], corpus_dir=small_corpus, suite_dirs={"zorro": "synthetic"})
     assert dirs == {"synthetic": small_corpus, "zorro": small_corpus / "as_zorro"}
-    loaded = experiments.load_suites_for(["synthetic", "zorro"], corpus_dir=small_corpus,
+    loaded = scoring.load_suites_for(["synthetic", "zorro"], corpus_dir=small_corpus,
                                          suite_dirs={"zorro": "synthetic"})
     syn, zor = loaded["synthetic"], loaded["zorro"]
     assert [(p.task, p.pair_id, p.good, p.bad) for p in zor] == [(p.task, p.pair_id, p.good, p.bad) for p in
                                                                   sorted(syn, key=lambda p: (p.task, p.pair_id))]
     assert {p.suite for p in zor} == {"zorro"}
     with pytest.raises(EvalDataError, match="unknown suite"):
-        experiments.suite_folders(["zorro"], suite_dirs={"zoro": "x"})
+        scoring.suite_folders(["zorro"], suite_dirs={"zoro": "x"})
     with pytest.raises(EvalDataError, match="suite 'blimp' cannot be written from the synthetic pairs"):
-        experiments.suite_folders(["blimp"], corpus_dir=small_corpus, suite_dirs={"blimp": "synthetic"})
-    sub = experiments.subsample_suites(loaded, {"zorro": 2})
+        scoring.suite_folders(["blimp"], corpus_dir=small_corpus, suite_dirs={"blimp": "synthetic"})
+    sub = scoring.subsample_suites(loaded, {"zorro": 2})
     assert sub["synthetic"] == syn and max(pd.Series([p.task for p in sub["zorro"]]).value_counts()) == 2
 
 
@@ -422,7 +423,7 @@ def test_zorro_group_table_with_the_reference_rows(tmp_path):
                             "pair_id": i, "correct": bool(rng.random() < 0.7), "tie": False}
                            for m in ("mlm", "dwml") for s in (0, 1) for p in ((1,) if m == "mlm" else (1, 2))
                            for t in ("p-one", "p-two") for i in range(20)])
-    out = experiments.per_group_tables(scores, tmp_path / "fig", n_boot=50, references=refs)
+    out = baselines.per_group_tables(scores, tmp_path / "fig", n_boot=50, references=refs)
     assert set(out) == {"table_zorro_paradigms", "table_zorro_paradigms_intervals"}
     t = out["table_zorro_paradigms"].set_index("method")
     assert list(t.columns) == ["p-one", "p-two", "Avg.", "ties", "paper (Table 2)"]
@@ -431,9 +432,9 @@ def test_zorro_group_table_with_the_reference_rows(tmp_path):
     assert t.loc["mlm", "p-one"] == pytest.approx(100 * mlm[mlm["task"] == "p-one"]["correct"].mean())
     assert t.loc["mlm", "Avg."] == pytest.approx(100 * mlm.groupby("task")["correct"].mean().mean())
     assert (tmp_path / "fig" / "table_zorro_paradigms.md").is_file()
-    rows = experiments.reference_rows(refs).set_index("model")
+    rows = baselines.reference_rows(refs).set_index("model")
     assert rows.loc["reference: BabyBERTa, AO-CHILDES (mean of 3 seeds)", "zorro"] == pytest.approx(72.5)
-    t1 = experiments.table1(scores, ["mlm", "dwml"], extra_rows=rows.reset_index())
+    t1 = baselines.table1(scores, ["mlm", "dwml"], extra_rows=rows.reset_index())
     assert "zorro" in t1.columns and t1["model"].str.startswith("reference: ").sum() == 5
 
 
@@ -442,9 +443,17 @@ def test_ngram_rows_on_zorro_pairs():
 
     lines = ["where are the dogs", "are the cats here", "what did she see", "the dogs are here"] * 3
     pairs = [MinimalPair("zorro", t, k, good, bad) for t, items in ZORRO.items() for k, (bad, good) in enumerate(items)]
-    rows = experiments.ngram_rows(lines, {"zorro": pairs}, orders=(1, 2)).set_index("model")
+    rows = scoring.ngram_rows(lines, {"zorro": pairs}, orders=(1, 2)).set_index("model")
     sc = ngram_pair_scores(lines, pairs, (1, 2))
     for n in (1, 2):
         part = sc[sc["order"] == n]
         assert rows.loc[f"word {n}-gram (same corpus)", "zorro"] == pytest.approx(
             100 * part.groupby("task")["correct"].mean().mean())
+
+
+def test_check_known_names_every_unknown_suite_once():
+    suites.check_known(["blimp", "zorro"])  # known: no error
+    with pytest.raises(EvalDataError, match=r"^--suites: unknown suites \['glue', 'cola'\]; known: blimp, "):
+        suites.check_known(["blimp", "glue", "cola"], "--suites")
+    with pytest.raises(EvalDataError, match=r"^unknown suite 'glue'; known: blimp, supplement"):
+        suites.check_known(["glue"])

@@ -13,7 +13,9 @@ def plot_methods(seeded_best: pd.DataFrame, over_seeds: pd.DataFrame, methods: S
     paper's 'Best' (x) where it has one. ``seeded_best``: method, seed, suite, accuracy; ``over_seeds``:
     method, suite, accuracy, ci_low, ci_high; ``paper_best``: method, suite, paper."""
     suites = list(dict.fromkeys(over_seeds["suite"]))
-    fig, axes = plt.subplots(1, len(suites), figsize=(4.5 * len(suites), 3.6), squeeze=False)
+    # about an inch a method, so that level names side by side (kd_dwml beside dwml) keep apart
+    width = max(4.5, 0.95 * len(methods))
+    fig, axes = plt.subplots(1, len(suites), figsize=(width * len(suites), 3.6), squeeze=False)
     for ax, suite in zip(axes[0], suites):
         part = seeded_best[seeded_best["suite"] == suite]
         summary = over_seeds[over_seeds["suite"] == suite].set_index("method")
@@ -37,11 +39,12 @@ def plot_methods(seeded_best: pd.DataFrame, over_seeds: pd.DataFrame, methods: S
         ax.set_xticks(x, order)
         ax.set_title(suite)
         ax.set_ylabel("accuracy (%)")
+    fig.tight_layout()
     return fig
 
 
 def plot_study(table: pd.DataFrame, setting: str, title: str, paper: pd.DataFrame | None = None):
-    """Accuracy against one ablated ``setting`` (``dwml.experiments.ablation_table``), a line per suite with
+    """Accuracy against one ablated ``setting`` (``dwml.studies.ablations.ablation_table``), a line per suite with
     its intervals; ``paper``: rows of the paper's figure2.csv for this panel (setting, metric, value)."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for suite, part in table.groupby("suite"):
@@ -62,7 +65,7 @@ def plot_study(table: pd.DataFrame, setting: str, title: str, paper: pd.DataFram
 
 def plot_learning_curve(curve: pd.DataFrame, title: str = "single model (mlm)"):
     """Accuracy per paradigm (thin lines) and their macro average (thick, with the seeds' range as a band)
-    against tokens seen; ``curve``: ``dwml.experiments.learning_curve`` rows of one peer (seed, step,
+    against tokens seen; ``curve``: ``dwml.runs.learning_curve`` rows of one peer (seed, step,
     tokens, task, accuracy)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     # tokens differ slightly between seeds at the same step: plot against the seeds' mean per step
@@ -85,7 +88,7 @@ def plot_learning_curve(curve: pd.DataFrame, title: str = "single model (mlm)"):
 
 def plot_method_curves(curves: pd.DataFrame, methods: Sequence[str] | None = None):
     """Macro accuracy of each method's best peer against tokens seen, one panel per suite: the mean over
-    seeds (line) and the seeds' range (band); ``curves``: ``dwml.experiments.method_curves`` rows."""
+    seeds (line) and the seeds' range (band); ``curves``: ``dwml.studies.baselines.method_curves`` rows."""
     suites = list(dict.fromkeys(curves["suite"]))
     methods = [m for m in (methods or dict.fromkeys(curves["method"])) if m in set(curves["method"])]
     fig, axes = plt.subplots(1, len(suites), figsize=(6.5 * len(suites), 4), squeeze=False)
@@ -106,7 +109,7 @@ def plot_method_curves(curves: pd.DataFrame, methods: Sequence[str] | None = Non
 
 def plot_size_weight(points: pd.DataFrame, paper: pd.DataFrame | None = None):
     """Figure 2c: accuracy against peer size and against the learned weight, a line per seed
-    (``points``: :func:`dwml.experiments.size_weight_points`; ``paper``: the published rows of panel
+    (``points``: :func:`dwml.studies.ablations.size_weight_points`; ``paper``: the published rows of panel
     ``c_size``, whose settings name the paper's peers in the title)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, x, label in ((axes[0], "params", "parameters"), (axes[1], "weight", "learned weight w")):

@@ -2,8 +2,8 @@
 
 A new suite is a module that calls ``register(Suite(...))`` (see ``zorro.py``) and one import line below.
 """
-from dwml.suites.registry import (SUITES, EvalDataError, MinimalPair, Suite, get, load, names, paper_names,  # noqa: F401
-                                  read_jsonl, references, register)
+from dwml.suites.registry import (SUITES, EvalDataError, MinimalPair, Suite, check_known, get, load, names,  # noqa: F401
+                                  paper_names, read_jsonl, references, register)
 from dwml.suites import blimp, supplement, ewok, zorro, synthetic  # noqa: F401,E402  (each registers itself)
 from dwml.suites.blimp import PHENOMENA, PHENOMENON_COLUMNS, load_blimp  # noqa: F401,E402
 from dwml.suites.supplement import SUPPLEMENT_COLUMNS, load_supplement  # noqa: F401,E402

@@ -4,7 +4,7 @@ its title, how its tasks group into table columns, its tables), and what every s
 Each suite is one module of this package that calls :func:`register` once; ``dwml/suites/__init__.py``
 imports the modules, so a new suite is one file and one line there. Everything that lists suites (the
 command line ``python -m dwml.evaluate``, the notebooks' ``suites`` key, the group tables of
-``dwml.reports`` and ``dwml.experiments``) reads this map.
+``dwml.reports`` and ``dwml.studies``) reads this map.
 """
 from __future__ import annotations
 
@@ -90,10 +90,18 @@ def names() -> list[str]:
     return list(SUITES)
 
 
+def check_known(names: Sequence[str], where: str = "") -> None:
+    """Raise :class:`EvalDataError` naming every name of ``names`` that is not a registered suite, and the known
+    ones; ``where`` (a parameter, a file) starts the message. The one check of suite names."""
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        what = f"suite {unknown[0]!r}" if len(unknown) == 1 else f"suites {unknown}"
+        raise EvalDataError(f"{where + ': ' if where else ''}unknown {what}; known: {', '.join(SUITES)}")
+
+
 def get(name: str) -> Suite:
     """The suite called ``name``; an unknown name raises :class:`EvalDataError` listing the known ones."""
-    if name not in SUITES:
-        raise EvalDataError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    check_known([name])
     return SUITES[name]
 
 
