@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's dwml, also when another one is 
 
 import yaml  # noqa: E402
 
-from dwml.executor import ExecutorConfig, StudySource, baseline_specs, run_study  # noqa: E402
+from dwml.executor import ExecutorConfig, RunSpec, baseline_specs, run_study  # noqa: E402
+from dwml.runs import StudySource  # noqa: E402
+from dwml.studies.study import run_spec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "study.md"
 
@@ -81,7 +83,7 @@ def time_study(args, tmp: Path) -> list[tuple[str, float | None, str]]:
             ray.init(num_cpus=args.workers * args.threads, include_dashboard=False, log_to_driver=False)
         t0 = time.perf_counter()
         try:
-            run_study(source_for(prof, root, train, args.pairs), specs, config,
+            run_study(source_for(prof, root, train, args.pairs), specs, config, work=run_spec,
                       progress=lambda line, label=label: print(f"  {label}: {line}", flush=True))
         finally:
             if config.kind == "ray":
@@ -101,7 +103,6 @@ def rate(run_dir: Path, skip: int) -> float:
 
 
 def time_precision(args, tmp: Path) -> list[tuple[str, str, float, float]]:
-    from dwml.executor import RunSpec, run_spec
 
     prof = profile(args.tput_profile)
     peers = ROOT / "runs" / args.tput_profile / "peers.json"

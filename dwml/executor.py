@@ -1,10 +1,11 @@
 """A study as data, and the executors that run it: one after another, on a local process pool, or on Ray.
 
 A study is a list of :class:`RunSpec` (method, seed, tag, train overrides, the spec it waits for, what to
-score). One spec's work is :func:`run_spec`: it trains the run through ``dwml.runs.train_run`` (a
-finished run is reused, an interrupted one resumes from its checkpoint) and scores its peers; it is a
-module-level function, so a worker process or a Ray task can run it from a pickle. :func:`run_study` hands
-the specs to an executor (:class:`ExecutorConfig`), in dependency order:
+score) and a :class:`dwml.runs.StudySource` (the profile's sections it is set up from). One spec's work is a
+module-level function, so a worker process or a Ray task can run it from a pickle: the studies' is
+:func:`dwml.studies.study.run_spec`, which trains the run through ``dwml.runs.train_run`` (a finished run is
+reused, an interrupted one resumes from its checkpoint) and scores its peers. :func:`run_study` hands the
+specs to an executor (:class:`ExecutorConfig`), in dependency order:
 
 - ``serial``: one after another in this process (what the notebooks did before);
 - ``local``: N worker processes (``spawn``), each with T CPU threads (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``
@@ -26,11 +27,12 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dwml.config import ConfigError
+from dwml.runs import StudySource, run_name
 
 KINDS = ("serial", "local", "ray")
 LOG_DIR = "logs"
@@ -60,41 +62,6 @@ class StudyError(RuntimeError):
 # --------------------------------------------------------------------------------------------------
 # The study as data
 # --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StudySource:
-    """What a worker needs to rebuild the study (``dwml.studies.study.setup``'s arguments): the profile's
-    sections, the run root and the suites. Plain data, so it pickles to any worker."""
-
-    data: Mapping
-    search: Mapping
-    train: Mapping
-    run_root: str
-    suites: tuple = ()
-    max_pairs_per_task: int = 0
-    suite_dirs: Mapping | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "run_root", str(self.run_root))
-        object.__setattr__(self, "suites", tuple(self.suites))
-
-    def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
-
-    def load(self):
-        """The study (``dwml.runs.Study``), built once per process: the corpus and the peers come from
-        their caches after the first build (:func:`run_study` builds it before any worker starts)."""
-        from dwml.studies.study import setup
-
-        key = self.key()
-        if key not in _STUDIES:
-            _STUDIES[key] = setup(self.data, self.search, self.train, self.run_root, list(self.suites),
-                            self.max_pairs_per_task, dict(self.suite_dirs or {}) or None)
-        return _STUDIES[key]
-
-
-_STUDIES: dict[str, Any] = {}
-
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -132,8 +99,6 @@ class RunSpec:
     @property
     def name(self) -> str:
         """The run's folder name under the run root (``dwml.runs.run_name``)."""
-        from dwml.runs import run_name
-
         return run_name(self.method, self.seed, self.tag)
 
     @property
@@ -203,35 +168,6 @@ class RunResult:
     seconds: float = 0.0
     reused: bool = False
     done: bool = True
-
-
-def run_spec(source: StudySource, spec: RunSpec, teacher_dir: str = "") -> RunResult:
-    """Train (or reuse, or resume) the run of ``spec`` and score it: the work of one spec, in any process."""
-    from dwml import runs, scoring
-    from dwml.io import project_path
-
-    threads = os.environ.get("DWML_THREADS")
-    if threads:  # a worker's share of the CPU (its env was set before torch was imported)
-        import torch
-
-        torch.set_num_threads(int(threads))
-    t0 = time.perf_counter()
-    study = source.load()
-    run_dir = project_path(source.run_root) / spec.name
-    reused = (run_dir / "DONE").is_file()
-    curve_pairs = (scoring.subsample_suites(study.pairs, spec.curve_pairs_per_task)
-                   if spec.curve_steps else None)
-    res = runs.train_run(study.sections, study.prep, study.archs, study.meta, spec.method, spec.seed,
-                                source.run_root, teacher_dir=teacher_dir, tag=spec.tag, num_peers=spec.num_peers,
-                                train_overrides=spec.overrides or None, progress=True,
-                                curve_steps=spec.curve_steps, curve_pairs=curve_pairs, eval_cfg=study.cfg.eval,
-                                max_steps=spec.max_steps)
-    scores = ""
-    if spec.score and res.done and study.pairs:
-        scoring.score_run(res, study.pairs, study.cfg.eval, peers=spec.score_peers)
-        scores = str(Path(res.run_dir) / runs.SCORES)
-    return RunResult(spec.name, str(res.run_dir), dict(res.summary), tuple(str(p) for p in res.peer_dirs), scores,
-                     time.perf_counter() - t0, reused, bool(res.done))
 
 
 def log_path(run_root: str | Path, name: str) -> Path:
@@ -565,10 +501,12 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorConfig | Mapping | None = None,
-              work: Callable = run_spec, progress: Callable[[str], Any] | None = print) -> dict[str, RunResult]:
-    """Run every spec (``work(source, spec, teacher_dir)``, :func:`run_spec` by default) on the executor of
-    ``config``; name -> :class:`RunResult`, in the specs' order.
+def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorConfig | Mapping | None = None, *,
+              work: Callable, progress: Callable[[str], Any] | None = print) -> dict[str, RunResult]:
+    """Run every spec (``work(source, spec, teacher_dir)``: a module-level function, so that it pickles;
+    :func:`dwml.studies.study.run_spec` trains and scores) on the executor of ``config``; name ->
+    :class:`RunResult`, in the specs' order. ``source`` is passed to ``work`` as it is (its ``run_root``
+    holds the logs).
 
     A spec starts when its teacher finished (the teacher's ``peer_0`` is its ``teacher_dir``). A run that
     fails is reported (``progress``) and the others go on; the specs that wait for it are skipped; at the end
@@ -578,8 +516,6 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
     config = config if isinstance(config, ExecutorConfig) else ExecutorConfig.from_dict(config)
     given, specs = list(specs), ordered(specs)
     say = progress or (lambda line: None)
-    if work is run_spec:
-        source.load()  # the corpus and the peers once, here, before any worker reads their caches
     executor = EXECUTORS[config.kind](config, work)
     by_name = {s.name: s for s in specs}
     waiting = list(specs)

@@ -494,6 +494,22 @@ def _figure_files(folder: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
 
 
+def parse_executor(text: str) -> dict:
+    """``--executor``'s value as a profile's ``executor`` section: ``KIND`` or ``KIND:WORKERSxTHREADS``
+    (``local:2x1``; workers may be ``auto``); the notebooks check the values (``dwml.executor.ExecutorConfig``)."""
+    kind, _, sizes = text.partition(":")
+    out: dict = {"kind": kind}
+    if sizes:
+        workers, sep, threads = sizes.partition("x")
+        try:
+            out["workers"] = workers if workers == "auto" else int(workers)
+            if sep:
+                out["threads"] = int(threads)
+        except ValueError:
+            raise ValueError(f"--executor {text!r}: KIND or KIND:WORKERSxTHREADS, e.g. local:2x1 or local:autox1") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", help="notebook names (e.g. 00_data) or paths; default: all, in order")
@@ -506,9 +522,18 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"also write each executed notebook, as readers get it, to DIR/NN_name.ipynb (default: "
                          f"notebooks/ on the {PUBLISHED_PROFILE!r} profile, nowhere on the others; see publish_notebook)")
     ap.add_argument("--no-publish", action="store_true", help="publish nothing, whatever the profile")
+    ap.add_argument("--executor", default=None, metavar="KIND[:WORKERSxTHREADS]",
+                    help="run the studies' runs with this executor instead of the profile's: serial, local, ray, "
+                         "optionally with workers and threads a run, e.g. local:2x1, local:autox2, ray:8x1")
     args = ap.parse_args(argv)
     params = load_profile(args.profile)
     params.setdefault("profile", args.profile)
+    if args.executor:
+        try:
+            params["executor"] = parse_executor(args.executor)
+        except ValueError as err:
+            print(f"[dwml.runner] {err}", file=sys.stderr)
+            return 2
     try:  # a misspelled key is reported before anything runs
         check_profile(params, profile_file(args.profile))
     except NotebookError as err:

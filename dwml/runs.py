@@ -10,6 +10,8 @@ teacher that ``kd`` and ``kd_dwml`` learn from (never a downloaded checkpoint).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -22,13 +24,13 @@ import pandas as pd
 import torch
 
 from dwml.config import Config, ConfigError
-from dwml.data import tokenizer_fingerprint
 from dwml.distributed import env_ranks
 from dwml.evaluate import evaluate_model
 from dwml.io import atomic_write_json, atomic_write_text, project_path
 from dwml.methods import method_class, teacher_method, training_order
 from dwml.model import build_peers
 from dwml.search import PeerArch, ensure_peers
+from dwml.tokenizer import tokenizer_fingerprint
 from dwml.train import TrainResult, load_result, read_metrics, total_steps, train
 
 SCORES = "scores.csv"
@@ -63,10 +65,33 @@ def peers_for(cfg: Config, prep, run_root: str | Path) -> tuple[list, dict]:
                         tokenizer=tokenizer_fingerprint(prep.tokenizer))
 
 
+@dataclass(frozen=True)
+class StudySource:
+    """What a study is set up from (:func:`dwml.studies.study.setup`'s arguments): the profile's sections, the
+    run root and the suites. Plain data, so it pickles to any worker of ``dwml.executor``."""
+
+    data: Mapping
+    search: Mapping
+    train: Mapping
+    run_root: str
+    suites: tuple = ()
+    max_pairs_per_task: int = 0
+    suite_dirs: Mapping | None = None
+    skip_tasks: Mapping | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "run_root", str(self.run_root))
+        object.__setattr__(self, "suites", tuple(self.suites))
+
+    def key(self) -> str:
+        """A text that equal sources share (a worker builds each study once)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
 @dataclass
 class Study:
     """What a study starts from (:func:`dwml.studies.study.setup`): the profile's sections, config, corpus,
-    peers and pairs, and the folder each suite was read from (``suite_dirs``)."""
+    peers and pairs, the folder each suite was read from (``suite_dirs``), and the source it was built from."""
 
     sections: dict
     cfg: object
@@ -75,6 +100,7 @@ class Study:
     meta: dict
     pairs: dict
     suite_dirs: dict | None = None
+    source: StudySource | None = None
 
 
 def teacher_arch(meta: Mapping):

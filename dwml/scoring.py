@@ -62,12 +62,22 @@ def suite_folders(names: Sequence[str], corpus_dir: str | Path | None = None, da
 
 
 def load_suites_for(names: Sequence[str], corpus_dir: str | Path | None = None, data_root: str | Path | None = None,
-                    max_pairs_per_task: int = 0, seed: int = 0,
-                    suite_dirs: Mapping[str, str | Path] | None = None) -> dict:
+                    max_pairs_per_task: int = 0, seed: int = 0, suite_dirs: Mapping[str, str | Path] | None = None,
+                    skip_tasks: Mapping[str, Sequence[str]] | None = None) -> dict:
     """The minimal-pair suites by name (any of ``dwml.suites.names()``), read from :func:`suite_folders`;
-    each subsampled to ``max_pairs_per_task`` per task when > 0."""
+    each subsampled to ``max_pairs_per_task`` per task when > 0. ``skip_tasks``: suite -> tasks left out (a
+    profile's ``skip_tasks``: paradigms a study does not score); a suite or task not read is an error."""
     dirs = suite_folders(names, corpus_dir, data_root, suite_dirs)
-    return subsample_suites({name: registry.load(name, dirs[name]) for name in names}, max_pairs_per_task, seed)
+    loaded = {name: registry.load(name, dirs[name]) for name in names}
+    for suite, tasks in (skip_tasks or {}).items():
+        if suite not in loaded:
+            raise ValueError(f"skip_tasks: suite {suite!r} is not among the suites scored ({list(names)})")
+        known = sorted({p.task for p in loaded[suite]})
+        unknown = sorted(set(tasks) - set(known))
+        if unknown:
+            raise ValueError(f"skip_tasks.{suite}: unknown task(s) {unknown}; the suite's tasks: {known}")
+        loaded[suite] = [p for p in loaded[suite] if p.task not in set(tasks)]
+    return subsample_suites(loaded, max_pairs_per_task, seed)
 
 
 def subsample_suites(suites: Mapping, per_task: int | Mapping[str, int], seed: int = 0) -> dict:

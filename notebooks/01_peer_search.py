@@ -20,7 +20,8 @@ figures_dir = "figures"
 seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
-search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
+search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
+          "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
 search_paper_vocab_size = 50265
 search_head_dim_multiple = 8
 

@@ -35,10 +35,12 @@ figures_dir = "figures"
 seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
-search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
-train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80, "lr_decay_iters": 250,
-         "num_epochs": 250, "num_batches": 1, "batch_size": 128, "eval_interval": 100, "eval_batches": 8,
-         "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
+search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
+          "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
+train = {"mixed_precision": False, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80,
+         "lr_decay_iters": 500, "num_epochs": 500, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
+         "eval_batches": 8, "patience": 5, "checkpoint_interval": 100, "weight_update_frequency": 5}
+executor = {"kind": "local", "workers": "auto", "threads": 1}
 
 # %%
 import math
@@ -47,6 +49,9 @@ import numpy as np
 import pandas as pd
 
 from dwml import runs
+from dwml.executor import RunSpec
+from dwml.studies import study as studies
+from dwml.train import load_result
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.plots import save_figure, save_table, set_style
@@ -82,7 +87,10 @@ seed = seeds[0]
 # The run in <run_root>/dwml_seed<seed> (dwml.runs.run_folder), the one 03_baselines scores. A finished run is
 # reused only when its configuration, corpus and peers are these ones (dwml.train checks them and names what
 # differs); an interrupted one resumes from its checkpoint.
-result = runs.train_run({"data": data, "search": search, "train": train}, prep, archs, meta, "dwml", seed, run_root)
+# It goes through the profile's executor (dwml.executor) like every study's runs; here it is one run, unscored.
+study = studies.setup(data, search, train, run_root, suites=[])
+done = studies.execute(study, [RunSpec("dwml", seed, score=False)], executor)
+result = load_result(done[runs.run_name("dwml", seed)].run_dir)
 history = result.history
 s = result.summary
 print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} min"

@@ -25,17 +25,19 @@ figures_dir = "figures"
 seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
-search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
-train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80, "lr_decay_iters": 250,
-         "num_epochs": 250, "num_batches": 1, "batch_size": 128, "eval_interval": 100, "eval_batches": 8,
-         "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
+search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
+          "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
+train = {"mixed_precision": False, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80,
+         "lr_decay_iters": 500, "num_epochs": 500, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
+         "eval_batches": 8, "patience": 5, "checkpoint_interval": 100, "weight_update_frequency": 5}
 baseline_methods = ["mlm", "sd", "kd", "dml", "kd_dwml", "dwml"]
 suites = ["synthetic"]
 suite_dirs = {}
 max_pairs_per_task = 100
+skip_tasks = {"synthetic": ["npi_licensing", "npi_scope"]}
 table_pairs_per_task = {}
 glue_tasks = []
-curve_steps = [100, 175]
+curve_steps = [150, 300]
 curve_pairs_per_task = 50
 baseline_published_bugs = False
 best_peer_all_pairs = False
@@ -43,6 +45,7 @@ bug_train_overrides = {}
 bug_blocks_overrides = {}
 bug_pairs_per_task = 0
 bug_seeds = []
+executor = {"kind": "local", "workers": "auto", "threads": 1}
 
 # %%
 from IPython.display import display
@@ -53,7 +56,7 @@ from dwml.plots.experiments import plot_methods
 from dwml.studies import baselines, published_bugs, study as studies
 
 set_style()
-study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
+study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs, skip_tasks)
 sections, cfg, archs, meta, pairs = study.sections, study.cfg, study.archs, study.meta, study.pairs
 # the learning curves' points along the way are scored on a fixed subset of the pairs (the final point on all)
 curve_pairs = scoring.subsample_suites(pairs, curve_pairs_per_task)
@@ -62,11 +65,12 @@ print({k: str(v) for k, v in study.suite_dirs.items()})
 
 # %% [markdown]
 # ## Training every method
-# `mlm` first in each seed: it is the teacher of `kd` and `kd_dwml` (`dwml.methods.training_order`).
+# Every (method, seed) run is independent but for one rule: `mlm` is the teacher of `kd` and `kd_dwml`, which
+# wait for their seed's `mlm` run (`dwml.methods.training_order`). The profile's `executor` runs them one after
+# another, on a pool of local workers, or on Ray (`dwml.executor`); each run is scored as part of its work.
 
 # %%
-results = runs.train_methods(study, baseline_methods, seeds, run_root, curve_steps=curve_steps,
-                             curve_pairs=curve_pairs, eval_cfg=cfg.eval)
+results = studies.run_methods(study, baseline_methods, seeds, executor, curve_steps, curve_pairs_per_task)
 runs.runs_table(results)
 
 # %% [markdown]

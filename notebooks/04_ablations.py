@@ -23,16 +23,19 @@ figures_dir = "figures"
 seeds = [0, 1, 2]
 data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "block_size": 32, "packing": "packed",
         "mlm_probability": 0.3}
-search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30}
-train = {"mixed_precision": "auto", "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80, "lr_decay_iters": 250,
-         "num_epochs": 250, "num_batches": 1, "batch_size": 128, "eval_interval": 100, "eval_batches": 8,
-         "patience": 5, "checkpoint_interval": 50, "weight_update_frequency": 5}
+search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
+          "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
+train = {"mixed_precision": False, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80,
+         "lr_decay_iters": 500, "num_epochs": 500, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
+         "eval_batches": 8, "patience": 5, "checkpoint_interval": 100, "weight_update_frequency": 5}
 suites = ["synthetic"]
 suite_dirs = {}
 max_pairs_per_task = 100
+skip_tasks = {"synthetic": ["npi_licensing", "npi_scope"]}
 ablation_peers = [1, 2, 4]
 ablation_alphas = [0.3, 0.5, 0.7]
 ablation_published_lr = {"learning_rate": 0.05, "min_lr": 0.005}
+executor = {"kind": "local", "workers": "auto", "threads": 1}
 
 # %%
 import pandas as pd
@@ -42,20 +45,22 @@ from dwml.plots.experiments import plot_size_weight, plot_study
 from dwml.studies import ablations, study as studies
 
 set_style()
-study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs)
+study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs, skip_tasks)
 cfg, archs = study.cfg, study.archs
 paper = studies.paper_table("figure2")
 p_all = len(archs)
 base_alpha = cfg.train.loss_alpha
-# Every seed's run of a method (trained, or reused when finished), scored: (per-pair scores, seed -> result).
-base_scores, base_results = studies.run_and_score(study, "dwml", seeds, run_root)
+# Every run of this notebook at once, on the profile's executor (the later cells reuse them), then every seed's
+# run of a method (trained, or reused when finished), scored: (per-pair scores, seed -> result).
+studies.execute(study, ablations.specs(seeds, ablation_peers, ablation_alphas, p_all, base_alpha, ablation_published_lr), executor)
+base_scores, base_results = studies.run_and_score(study, "dwml", seeds, executor=executor)
 
 # %% [markdown]
 # ## 1 · Number of peers (Figure 2a)
 # The profile's run is the point at all the peers; the others train the largest k peers (`dwml.studies.ablations.sweep`).
 
 # %%
-peers_scores = ablations.sweep(study, "num_peers", ablation_peers, seeds, run_root, p_all, base_scores)
+peers_scores = ablations.sweep(study, "num_peers", ablation_peers, seeds, p_all, base_scores, executor=executor)
 t_peers = ablations.ablation_table(peers_scores, "num_peers")
 save_table(t_peers, figures_dir, "table_ablation_peers", floatfmt=".2f")
 t_peers
@@ -67,7 +72,7 @@ save_figure(plot_study(t_peers, "num_peers", "Number of peers (DWML)", paper[pap
 # ## 2 · a, the weight of the peers' KL against the labels (Figure 2b)
 
 # %%
-alpha_scores = ablations.sweep(study, "alpha", ablation_alphas, seeds, run_root, base_alpha, base_scores)
+alpha_scores = ablations.sweep(study, "alpha", ablation_alphas, seeds, base_alpha, base_scores, executor=executor)
 t_alpha = ablations.ablation_table(alpha_scores, "alpha")
 save_table(t_alpha, figures_dir, "table_ablation_alpha", floatfmt=".2f")
 save_figure(plot_study(t_alpha, "alpha", "a in eq. 2 (DWML)", paper[paper["panel"] == "b_alpha"]), figures_dir, "figure2b_alpha")
@@ -78,7 +83,7 @@ t_alpha
 # DML is eq. 2 with w fixed at 1/p and no outer loop: the same peers, data and steps as DWML.
 
 # %%
-dml_scores, _ = studies.run_and_score(study, "dml", seeds, run_root)
+dml_scores, _ = studies.run_and_score(study, "dml", seeds, executor=executor)
 dyn_scores = pd.concat([base_scores.assign(weights="learned (dwml)"), dml_scores.assign(weights="fixed (dml)")],
                        ignore_index=True)
 t_dyn = ablations.ablation_table(dyn_scores, "weights")
@@ -105,7 +110,7 @@ r
 # transformers of this size. Everything else equal, here is what it does.
 
 # %%
-lr_scores, lr_results = studies.run_and_score(study, "dwml", seeds, run_root, tag="publishedlr", train_overrides=ablation_published_lr)
+lr_scores, lr_results = studies.run_and_score(study, "dwml", seeds, "publishedlr", executor, train_overrides=ablation_published_lr)
 base_lr, paper_lr = f"lr {cfg.train.learning_rate:g}", f"lr {ablation_published_lr['learning_rate']:g}"
 lr_all = pd.concat([base_scores.assign(schedule=base_lr), lr_scores.assign(schedule=paper_lr)], ignore_index=True)
 t_lr = ablations.ablation_table(lr_all, "schedule")

@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from dwml.config import ConfigError
-from dwml.executor import (ExecutorConfig, RunResult, RunSpec, StudyError, StudySource, baseline_specs, cpu_count,
+from dwml.executor import (ExecutorConfig, RunResult, RunSpec, StudyError, baseline_specs, cpu_count,
                            folder_differences, log_path, log_tail, ordered, read_scores, run_study, train_results,
                            visible_gpus)
+from dwml.runs import StudySource
+from dwml.studies.study import run_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL2 = ExecutorConfig(kind="local", workers=2, threads=1)
@@ -209,13 +211,13 @@ CI_SPECS = [RunSpec("mlm", 0), RunSpec("kd", 0, teacher="mlm_seed0")]
 @pytest.fixture(scope="module")
 def serial_ci(tmp_path_factory):
     root = tmp_path_factory.mktemp("serial")
-    out = run_study(ci_source(root), CI_SPECS, ExecutorConfig(kind="serial", threads=1), progress=None)
+    out = run_study(ci_source(root), CI_SPECS, ExecutorConfig(kind="serial", threads=1), work=run_spec, progress=None)
     return root, out
 
 
 def test_serial_and_a_local_pool_give_the_same_run_folders(serial_ci, tmp_path):
     root, serial = serial_ci
-    local = run_study(ci_source(tmp_path), CI_SPECS, LOCAL2, progress=None)
+    local = run_study(ci_source(tmp_path), CI_SPECS, LOCAL2, work=run_spec, progress=None)
     for name in ("mlm_seed0", "kd_seed0"):
         assert (root / name / "DONE").is_file() and Path(serial[name].scores).is_file()
         assert serial[name].summary["threads"] == local[name].summary["threads"] == 1
@@ -232,7 +234,7 @@ def test_serial_and_a_local_pool_give_the_same_run_folders(serial_ci, tmp_path):
     assert scores.equals(pd.concat([pd.read_csv(root / n / "scores.csv") for n in serial], ignore_index=True))
     assert sorted(scores["method"].unique()) == ["kd", "mlm"] and len(scores) > 0
     # a rerun reuses the finished runs
-    again = run_study(ci_source(tmp_path), CI_SPECS, LOCAL2, progress=None)
+    again = run_study(ci_source(tmp_path), CI_SPECS, LOCAL2, work=run_spec, progress=None)
     assert all(r.reused for r in again.values())
 
 
@@ -264,8 +266,6 @@ def train_then_die(source, spec, teacher_dir):
     """The first time: 2 steps of the real run (a checkpoint), then the worker dies; then the whole run."""
     from dataclasses import replace
 
-    from dwml.executor import run_spec
-
     marker = Path(source.run_root) / f"{spec.name}.started"
     if not marker.exists():
         marker.write_text("1")
@@ -290,7 +290,7 @@ def test_ray_gives_the_same_run_folders(serial_ci, tmp_path):
     root, _ = serial_ci
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        out = run_study(ci_source(tmp_path), CI_SPECS, ExecutorConfig(kind="ray", threads=1), progress=None)
+        out = run_study(ci_source(tmp_path), CI_SPECS, ExecutorConfig(kind="ray", threads=1), work=run_spec, progress=None)
     finally:
         ray.shutdown()
     for name in ("mlm_seed0", "kd_seed0"):

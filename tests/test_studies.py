@@ -3,14 +3,20 @@ values and the paper's numbers; the study loops through stand-ins for training a
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from dwml import studies
 from dwml.stats import t_interval
 from dwml import compare
+from dwml import runs as runs_mod
+from dwml.executor import RunResult, RunSpec
 from dwml.studies import ablations, baselines, costs, study
+
+ROOT = Path(__file__).resolve().parents[1]
 
 from test_compare import fake_scores, fake_scores_with_mlm
 
@@ -52,27 +58,47 @@ def test_the_papers_tables_and_their_long_form():
         study.paper_table("table9")
 
 
-def test_run_and_score_trains_and_scores_every_seed(monkeypatch):
-    """The loop of notebook 04: one train_run per seed with the study's parts, one score_run each, the
-    scores concatenated in seed order and the results keyed by seed."""
-    calls = []
-    st = study.Study(sections={"train": {}}, cfg=types.SimpleNamespace(eval="E"), prep="P",
-                              archs=["a1"], meta={"m": 1}, pairs={"synthetic": {}})
+def test_run_and_score_runs_every_seed_through_the_executor(monkeypatch, tmp_path):
+    """One spec per seed with the variant's tag, peers and overrides, handed to the executor with the study's
+    source; the scores files concatenated in seed order and the results keyed by seed."""
+    src = runs_mod.StudySource({}, {}, {}, str(tmp_path))
+    st = study.Study(sections={}, cfg=None, prep=None, archs=[], meta={}, pairs={}, source=src)
+    seen = {}
 
-    def train_run(sections, prep, archs, meta, method, seed, run_root, *, tag="", **kw):
-        calls.append((sections, prep, archs, meta, method, seed, run_root, tag, kw))
-        return f"result{seed}"
+    def run_study(source, specs, executor, *, work, progress):
+        seen.update(source=source, specs=specs, executor=executor, work=work)
+        out = {}
+        for s in specs:
+            path = tmp_path / f"{s.name}.csv"
+            pd.DataFrame({"seed": [s.seed]}).to_csv(path, index=False)
+            out[s.name] = RunResult(s.name, str(tmp_path / s.name), {}, (), str(path))
+        return out
 
-    def score_run(res, pairs, eval_cfg):
-        assert pairs is st.pairs and eval_cfg == "E"
-        return pd.DataFrame({"result": [res], "n": [len(calls)]})
+    monkeypatch.setattr(study, "run_study", run_study)
+    monkeypatch.setattr(study, "train_results", lambda done: {(r.name, 0): f"res:{r.name}" for r in done.values()})
+    scores, results = study.run_and_score(st, "dml", [3, 1], "p2", {"kind": "serial"}, num_peers=2,
+                                          train_overrides={"loss_alpha": 0.3})
+    assert seen["source"] is src and seen["executor"] == {"kind": "serial"} and seen["work"] is study.run_spec
+    assert [(s.method, s.seed, s.tag, s.num_peers, s.overrides) for s in seen["specs"]] == \
+        [("dml", k, "p2", 2, {"loss_alpha": 0.3}) for k in (3, 1)]
+    assert list(scores["seed"]) == [3, 1]
+    assert results == {3: "res:dml_p2_seed3", 1: "res:dml_p2_seed1"}
 
-    monkeypatch.setattr(study, "train_run", train_run)
-    monkeypatch.setattr(study, "score_run", score_run)
-    scores, results = study.run_and_score(st, "dml", [3, 1], "root", "p2", num_peers=2)
-    assert calls == [(st.sections, "P", ["a1"], {"m": 1}, "dml", s, "root", "p2", {"num_peers": 2}) for s in (3, 1)]
-    assert scores.to_dict("list") == {"result": ["result3", "result1"], "n": [1, 2]}
-    assert results == {3: "result3", 1: "result1"}
+
+def test_execute_trains_and_scores_a_ci_run_and_reuses_it(tmp_path):
+    """A real run of the ci profile through run_spec (serial): trained, scored into scores.csv, then reused."""
+    prof = yaml.safe_load((ROOT / "profiles" / "ci.yaml").read_text())
+    train = {**prof["train"], "num_epochs": 2, "lr_decay_iters": 2, "warmup_iters": 1, "eval_interval": 1,
+             "eval_batches": 1, "checkpoint_interval": 2, "batch_size": 8}
+    st = study.setup(prof["data"], prof["search"], train, tmp_path, ["synthetic"], 2,
+                     skip_tasks={"synthetic": ["npi_scope"]})
+    assert "npi_scope" not in {p.task for p in st.pairs["synthetic"]}
+    done = study.execute(st, [RunSpec("mlm", 0)], {"kind": "serial"}, progress=None)
+    res = done["mlm_seed0"]
+    assert (tmp_path / "mlm_seed0" / "DONE").is_file() and not res.reused
+    scores = pd.read_csv(res.scores)
+    assert len(scores) == len(st.pairs["synthetic"]) and set(scores["method"]) == {"mlm"}
+    assert study.execute(st, [RunSpec("mlm", 0)], None, progress=None)["mlm_seed0"].reused
 
 
 def test_size_weight_points_by_hand():
@@ -247,20 +273,31 @@ def test_peer_flops_and_measure_cost_with_its_record_cache(small_corpus, tmp_pat
 def test_sweep_trains_each_value_under_its_tag_and_reuses_the_profiles_runs(monkeypatch):
     calls = []
 
-    def run_and_score(st, method, seeds, run_root, **kw):
-        calls.append((method, tuple(seeds), run_root, kw))
+    def run_and_score(st, method, seeds, executor=None, **kw):
+        calls.append((method, tuple(seeds), executor, kw))
         return pd.DataFrame({"v": [kw["tag"]]}), {}
 
     monkeypatch.setattr(ablations, "run_and_score", run_and_score)
     base = pd.DataFrame({"v": ["base"]})
-    out = ablations.sweep("S", "num_peers", [1, 4, 2], [0, 1], "root", 4, base)
+    out = ablations.sweep("S", "num_peers", [1, 4, 2], [0, 1], 4, base, executor="E")
     assert out.to_dict("list") == {"v": ["p1", "base", "p2"], "num_peers": [1, 4, 2]}
-    assert calls == [("dwml", (0, 1), "root", {"tag": "p1", "num_peers": 1}),
-                     ("dwml", (0, 1), "root", {"tag": "p2", "num_peers": 2})]
-    out = ablations.sweep("S", "alpha", [0.3, 0.5], [0], "root", 0.5, base)
+    assert calls == [("dwml", (0, 1), "E", {"tag": "p1", "num_peers": 1}),
+                     ("dwml", (0, 1), "E", {"tag": "p2", "num_peers": 2})]
+    out = ablations.sweep("S", "alpha", [0.3, 0.5], [0], 0.5, base)
     assert calls[-1][3] == {"tag": "a0.3", "train_overrides": {"loss_alpha": 0.3}} and list(out["alpha"]) == [0.3, 0.5]
     with pytest.raises(ValueError, match="unknown setting 'lr'"):
-        ablations.sweep("S", "lr", [1], [0], "root", 1, base)
+        ablations.sweep("S", "lr", [1], [0], 1, base)
+
+
+def test_ablation_specs_list_every_run_of_the_notebook_once():
+    specs = ablations.specs([0, 1], [1, 2, 4], [0.3, 0.5, 0.7], 4, 0.5, {"learning_rate": 0.05})
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names)) == 2 * 7
+    per_seed = sorted(n for n in names if n.endswith("seed0"))
+    assert per_seed == sorted(["dwml_seed0", "dml_seed0", "dwml_p1_seed0", "dwml_p2_seed0", "dwml_a0.3_seed0",
+                               "dwml_a0.7_seed0", "dwml_publishedlr_seed0"])
+    lr = next(s for s in specs if s.tag == "publishedlr")
+    assert lr.overrides == {"learning_rate": 0.05}
 
 
 def test_size_tables_give_r_per_seed_and_its_fisher_interval():
@@ -374,10 +411,15 @@ def test_study_setup_reads_config_corpus_peers_and_suites(monkeypatch):
     monkeypatch.setattr(study, "peers_for", lambda cfg, prep, root: (["a"], {"m": root}))
     monkeypatch.setattr(study, "suite_folders", lambda names, corpus_dir, suite_dirs: seen.append(
         (names, corpus_dir, suite_dirs)) or {"zorro": "Z"})
-    monkeypatch.setattr(study, "load_suites_for", lambda names, corpus_dir, max_pairs_per_task, suite_dirs: seen.append(
-        (max_pairs_per_task, suite_dirs)) or {"zorro": ["pair"]})
-    st = study.setup({"corpus": "synthetic"}, {}, {"learning_rate": 0.01}, "root", ["zorro"], 5, {"zorro": "synthetic"})
+    monkeypatch.setattr(study, "load_suites_for", lambda names, corpus_dir, max_pairs_per_task, suite_dirs, skip_tasks:
+                        seen.append((max_pairs_per_task, suite_dirs, skip_tasks)) or {"zorro": ["pair"]})
+    st = study.setup({"corpus": "synthetic"}, {}, {"learning_rate": 0.01}, "root", ["zorro"], 5, {"zorro": "synthetic"},
+                     {"zorro": ["t1"]})
     assert st.sections == {"data": {"corpus": "synthetic"}, "search": {}, "train": {"learning_rate": 0.01}}
     assert st.cfg.train.learning_rate == 0.01 and st.archs == ["a"] and st.meta == {"m": "root"}
     assert st.pairs == {"zorro": ["pair"]} and st.suite_dirs == {"zorro": "Z"}
-    assert seen == [(["zorro"], "C", {"zorro": "synthetic"}), (5, {"zorro": "Z"})]
+    assert seen == [(["zorro"], "C", {"zorro": "synthetic"}), (5, {"zorro": "Z"}, {"zorro": ["t1"]})]
+    # the source a worker sets the same study up from, and this process's study kept under its key
+    assert st.source == runs_mod.StudySource({"corpus": "synthetic"}, {}, {"learning_rate": 0.01}, "root", ("zorro",), 5,
+                                             {"zorro": "synthetic"}, {"zorro": ["t1"]})
+    assert study.load(st.source) is st

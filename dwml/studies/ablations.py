@@ -4,7 +4,6 @@ setting against the profile's own, and which of the paper's claims survive."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -14,7 +13,8 @@ from scipy import stats as scipy_stats
 from dwml.compare import best_peer, over_seeds, per_seed, t_over_seeds, verdicts
 from dwml.runs import Study
 from dwml.stats import r_interval
-from dwml.studies.study import run_and_score
+from dwml.executor import RunSpec
+from dwml.studies.study import run_and_score, variant_specs
 
 SWEEPS = {
     "num_peers": lambda k: {"tag": f"p{k}", "num_peers": k},  # DWML with the k largest peers
@@ -23,18 +23,29 @@ SWEEPS = {
 """Setting -> the run of one of its values (its folder tag and what differs from the profile's run)."""
 
 
-def sweep(study: Study, setting: str, values: Sequence, seeds: Sequence[int], run_root: str | Path,
-          base_value, base_scores: pd.DataFrame, method: str = "dwml") -> pd.DataFrame:
+def sweep(study: Study, setting: str, values: Sequence, seeds: Sequence[int], base_value, base_scores: pd.DataFrame,
+          method: str = "dwml", executor=None) -> pd.DataFrame:
     """The per-pair scores of ``method``'s runs at every value of ``setting`` (a key of :data:`SWEEPS`), over
     ``seeds``, in a column named ``setting``; ``base_value``'s are ``base_scores`` (the profile's own runs,
-    shared with notebooks 02 and 03), the others trained (or reused) under their own tag."""
+    shared with notebooks 02 and 03), the others trained (or reused) under their own tag on ``executor``."""
     if setting not in SWEEPS:
         raise ValueError(f"sweep: unknown setting {setting!r}; known: {sorted(SWEEPS)}")
     frames = []
     for v in values:
-        sc = base_scores if v == base_value else run_and_score(study, method, seeds, run_root, **SWEEPS[setting](v))[0]
+        sc = base_scores if v == base_value else run_and_score(study, method, seeds, executor=executor,
+                                                               **SWEEPS[setting](v))[0]
         frames.append(sc.assign(**{setting: v}))
     return pd.concat(frames, ignore_index=True)
+
+
+def specs(seeds: Sequence[int], peers: Sequence[int], alphas: Sequence[float], all_peers: int, base_alpha: float,
+          published_lr: Mapping, method: str = "dwml") -> list[RunSpec]:
+    """Every run of the notebook, so that one executor call trains them all at once (the later calls reuse
+    them): the profile's DWML and DML runs, each swept value but the profile's own, the published learning rate."""
+    out = variant_specs(method, seeds) + variant_specs("dml", seeds)
+    for setting, values, base in (("num_peers", peers, all_peers), ("alpha", alphas, base_alpha)):
+        out += [s for v in values if v != base for s in variant_specs(method, seeds, **SWEEPS[setting](v))]
+    return out + variant_specs(method, seeds, "publishedlr", train_overrides=published_lr)
 
 
 def ablation_table(scores: pd.DataFrame, setting: str) -> pd.DataFrame:
