@@ -739,7 +739,7 @@ EVAL_CLI_BAD = [(["--bootstrap", "0"], "--bootstrap"), (["--batch-size", "-8"], 
 
 @pytest.mark.parametrize("args,option", TRAIN_CLI_BAD, ids=[" ".join(a) for a, _ in TRAIN_CLI_BAD])
 def test_train_cli_options_are_range_checked(args, option, capsys):
-    from dwml.train_cli import build_parser
+    from dwml.train.__main__ import build_parser
 
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(["--profile", "ci", "--method", "dml", "--seed", "0", *args])
@@ -748,7 +748,7 @@ def test_train_cli_options_are_range_checked(args, option, capsys):
 
 @pytest.mark.parametrize("args,option", EVAL_CLI_BAD, ids=[" ".join(a) for a, _ in EVAL_CLI_BAD])
 def test_evaluate_cli_options_are_range_checked(args, option, capsys, tmp_path):
-    from dwml.evaluate_cli import main
+    from dwml.evaluate.__main__ import main
 
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "model"), "--out", str(tmp_path / "out"), *args])

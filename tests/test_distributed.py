@@ -307,7 +307,7 @@ def test_nproc_without_torchrun_is_refused_naming_the_setting(small_corpus, tmp_
 
 def test_command_line_overrides():
     from dwml.config import ConfigError
-    from dwml.train_cli import apply_overrides
+    from dwml.train.__main__ import apply_overrides
 
     out = apply_overrides({"train": {"num_epochs": 3}, "data": {"packing": "lines"}},
                           ["train.num_epochs=50", "train.dropout=null", "data.packing=packed"])

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import saved_tiny_roberta
-from dwml import evaluate_cli, experiments, reports, suites
+from dwml import experiments, reports, suites
+from dwml.evaluate import __main__ as evaluate_cli
 from dwml.suites import EvalDataError, MinimalPair, Suite
 
 WORDS = ["the", "a", "dog", "dogs", "cat", "cats", "sees", "see", "runs", "run", "bird", "birds", "sings", "sing",

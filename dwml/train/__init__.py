@@ -808,11 +808,3 @@ def load_result(run_dir: str | Path) -> TrainResult:
         raise CheckpointError(f"{run_dir / SUMMARY}: not a run summary (a JSON object with 'weights' and 'peer_dirs')")
     return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
                        [Path(d) for d in summary["peer_dirs"]], summary, done=True)
-
-
-if __name__ == "__main__":  # python -m dwml.train ... (the command line lives in dwml.train_cli)
-    import sys
-
-    from dwml.train_cli import main
-
-    sys.exit(main())

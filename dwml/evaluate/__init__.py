@@ -490,11 +490,3 @@ def evaluate_model(model_or_dir, tokenizer=None, suites: dict[str, Sequence[Mini
         df["suite"] = name
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-if __name__ == "__main__":  # python -m dwml.evaluate MODEL_DIR ... (the command line lives in dwml.evaluate_cli)
-    import sys
-
-    from dwml.evaluate_cli import main
-
-    sys.exit(main())
