@@ -352,7 +352,7 @@ GOOD_PAIR = {"sentence_good": "the cat runs", "sentence_bad": "the cat run", "UI
 
 @pytest.mark.parametrize("loader", ["load_blimp", "load_supplement"])
 def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
-    from dwml import evaluate
+    from dwml import evaluate, suites
 
     folder = tmp_path / "pairs"
     folder.mkdir()
@@ -360,18 +360,18 @@ def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
     path.write_bytes((json.dumps(GOOD_PAIR) + "\n").encode() * 2 + b'{"sentence_good": "caf\xe9"}\n')
     before = snapshot(folder)
     with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:3: not UTF-8"):
-        getattr(evaluate, loader)(folder)
+        getattr(suites, loader)(folder)
     assert_unchanged(before, folder)
 
 
 def test_malformed_pair_line_names_file_and_line(tmp_path):
-    from dwml import evaluate
+    from dwml import evaluate, suites
 
     folder = tmp_path / "pairs"
     folder.mkdir()
     (folder / "agr.jsonl").write_text(json.dumps(GOOD_PAIR) + "\n{not json\n")
     with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:2"):
-        evaluate.load_blimp(folder)
+        suites.load_blimp(folder)
 
 
 # --------------------------------------------------------------------------------------------------
