@@ -3,8 +3,8 @@
 A run folder holds ``config.json``, ``metrics.jsonl`` (one line per logged step and per evaluation),
 ``checkpoint.pt`` (``dwml.checkpoint``), and at the end ``peer_<i>/`` (``save_pretrained`` beside the
 tokenizer), ``summary.json`` and ``DONE``: :func:`write_finished_run` writes those three,
-:func:`load_result` reads a finished folder back as the :class:`TrainResult` the loop returned, and
-:func:`read_metrics` reads the metrics. This is all that code outside the loop needs of a run.
+:func:`load_result` reads a finished folder back as the :class:`TrainResult` the loop returned;
+:class:`MetricsLog` writes the metrics and :func:`read_metrics` reads them. This is all that code outside the loop needs of a run.
 """
 from __future__ import annotations
 
@@ -46,6 +46,30 @@ def read_metrics(run_dir: str | Path):
                 raise ValueError(f"{path}:{k}: not a JSON line ({err}); the file was damaged after it was "
                                  "written") from None
     return pd.DataFrame(rows)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` as the loop writes it: append-only JSON lines, flushed one by one; the checkpoint records
+    its length (:meth:`size`) so that a resumed run drops the lines after it."""
+
+    def __init__(self, path: Path, write: bool = True):
+        self.path = path
+        self.fh = open(path, "a", encoding="utf-8") if write else None  # ranks other than 0 write nothing
+
+    def write(self, row: dict) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps(row) + "\n")
+            self.fh.flush()
+
+    def size(self) -> int:
+        if self.fh is None:
+            return 0
+        self.fh.flush()
+        return self.path.stat().st_size
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
 
 
 def weights_list(weights) -> list[float] | None:

@@ -114,6 +114,29 @@ def test_a_resume_under_another_thread_count_warns_on_the_cpu_only():
         checkpoint.warn_threads({}, {"threads": 2}, "ck.pt", cpu)  # written before threads were recorded
 
 
+def test_the_metrics_log_appends_lines_and_counts_bytes(tmp_path):
+    path = tmp_path / runfolder.METRICS
+    log = runfolder.MetricsLog(path)
+    log.write({"kind": "eval", "step": 0, "dev_ensemble": 6.5})
+    size = log.size()
+    log.write({"kind": "train", "step": 1, "loss": 6.25})
+    log.close()
+    text = path.read_bytes()
+    assert size == len(text.split(b"\n")[0]) + 1  # the first line and its newline
+    assert list(runfolder.read_metrics(tmp_path)["step"]) == [0, 1]
+    with open(path, "r+b") as fh:  # what a resume does with the recorded size
+        fh.truncate(size)
+    log = runfolder.MetricsLog(path)
+    log.write({"kind": "train", "step": 1, "loss": 6.0})
+    assert log.size() == len(text) - len(b"6.25") + len(b"6.0")
+    log.close()
+    assert list(runfolder.read_metrics(tmp_path)["loss"].iloc[1:]) == [6.0]
+    other_rank = runfolder.MetricsLog(tmp_path / "unwritten.jsonl", write=False)
+    other_rank.write({"step": 2})
+    assert other_rank.size() == 0 and not (tmp_path / "unwritten.jsonl").exists()
+    other_rank.close()
+
+
 def test_weights_list():
     assert runfolder.weights_list(None) is None
     w = torch.tensor([0.25, 0.75], requires_grad=True) * 1.0

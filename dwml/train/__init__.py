@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 import warnings
@@ -47,8 +46,8 @@ from dwml.model import restore_attention, use_bf16, use_fast_attention
 from dwml.optim import cosine_schedule, make_optimizer, use_fused
 from dwml.precision import matmul_precision
 from dwml.prefetch import Prefetcher
-from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, SUMMARY, TrainResult, load_result, read_metrics,
-                            weights_list, write_finished_run)
+from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, SUMMARY, MetricsLog, TrainResult, load_result,
+                            read_metrics, weights_list, write_finished_run)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,29 +165,6 @@ def check_teacher_vocab(teacher: nn.Module, models: Sequence[nn.Module], teacher
         where = f"train.teacher_dir={teacher_dir!r}" if teacher_dir else "the teacher given"
         raise ConfigError(f"{where}: the teacher has vocab_size {t_vocab}, the peers {p_vocab}; a teacher must "
                           "share the peers' tokenizer and vocabulary")
-
-
-class _Metrics:
-    """Append-only JSONL; the checkpoint records its length so a resumed run drops the lines after it."""
-
-    def __init__(self, path: Path, write: bool = True):
-        self.path = path
-        self.fh = open(path, "a", encoding="utf-8") if write else None  # ranks other than 0 write nothing
-
-    def write(self, row: dict) -> None:
-        if self.fh is not None:
-            self.fh.write(json.dumps(row) + "\n")
-            self.fh.flush()
-
-    def size(self) -> int:
-        if self.fh is None:
-            return 0
-        self.fh.flush()
-        return self.path.stat().st_size
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,7 +356,7 @@ class Trainer:
             for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
                 (self.run_dir / name).unlink(missing_ok=True)
             atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)
-        self.metrics = _Metrics(self.metrics_path, write=self.main)
+        self.metrics = MetricsLog(self.metrics_path, write=self.main)
         self.evaluate()
 
     # ---- checkpoints (the format and its writing: dwml.checkpoint) ---------------------------------
@@ -399,7 +375,7 @@ class Trainer:
         if self.main:
             with open(self.metrics_path, "r+b") as fh:
                 fh.truncate(ck["metrics_bytes"])
-        self.metrics = _Metrics(self.metrics_path, write=self.main)
+        self.metrics = MetricsLog(self.metrics_path, write=self.main)
 
     def save_checkpoint(self) -> None:
         """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream).
