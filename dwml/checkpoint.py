@@ -52,7 +52,7 @@ LENGTH_FIELDS = ("train.num_epochs", "train.max_tokens")
 COMPARED_SECTIONS = ("data", "train")
 REQUIRED_KEYS = ("config", "architecture", "models", "optimizers", "method", "batchers", "rng", "state",
                  "metrics_bytes")
-"""What ``dwml.train`` writes into a checkpoint; one that lacks any of them is not a checkpoint of it."""
+"""What :func:`write_checkpoint` puts into a checkpoint; one that lacks any of them is not a checkpoint of it."""
 
 
 class CheckpointError(ConfigError):
@@ -66,7 +66,7 @@ class CheckpointMismatchError(ConfigError):
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load`` of a checkpoint on the CPU (``weights_only=True``), with an error naming ``path``.
 
-    A 0-byte, truncated or otherwise unreadable file, or one without the keys ``dwml.train`` writes,
+    A 0-byte, truncated or otherwise unreadable file, or one without the keys :func:`write_checkpoint` writes,
     raises :class:`CheckpointError` saying what is wrong and what to do; the file is left as it was."""
     import torch
 
