@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from dwml.evaluate import encode_for_pll, load_blimp, pll_scores, subsample
+    from dwml.evaluate import encode_for_pll, pll_scores, subsample
+    from dwml.suites import load_blimp
     from dwml.profiling import analytic_step_flops, measure_matmul_peak
 
     data = Path(args.data)

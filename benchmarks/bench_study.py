@@ -95,7 +95,7 @@ def time_study(args, tmp: Path) -> list[tuple[str, float | None, str]]:
 
 def rate(run_dir: Path, skip: int) -> float:
     """Real tokens per second over the train steps after ``skip``."""
-    from dwml.train import read_metrics
+    from dwml.runfolder import read_metrics
 
     m = read_metrics(run_dir)
     t = m[(m["kind"] == "train") & (m["step"] > skip)]

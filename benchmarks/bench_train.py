@@ -63,7 +63,8 @@ try:
     from dwml.model import build_peer
 except ImportError:  # before the fast step
     from dwml.search import build_peer
-from dwml.train import train, read_metrics
+from dwml.runfolder import read_metrics
+from dwml.train import train
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 prof = yaml.safe_load(open(args["profile"]))

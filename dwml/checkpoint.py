@@ -1,7 +1,10 @@
-"""Reading a run folder's ``checkpoint.pt`` and deciding whether a configuration may reuse it.
+"""A run folder's ``checkpoint.pt``: writing it, restoring from it, and deciding whether a configuration may reuse it.
 
-``dwml.train`` writes the checkpoint; this module decides what a second call on the same folder does,
-so that a finished run is never returned under a configuration that would compute something else:
+:func:`write_checkpoint` saves everything a run needs to continue bit for bit (models, optimisers, the
+method's state, batchers, the RNG states of :func:`rng_state`, the loop's state and the metrics file's
+length); :func:`restore_checkpoint` puts it back. The loop (``dwml.train``) decides when; this module
+also decides what a second call on the same folder does, so that a finished run is never returned under
+a configuration that would compute something else:
 
 * the same computation (only :data:`HARMLESS` fields differ, e.g. the device or the logging interval):
   ``'same'``, the finished result is reused or the interrupted run continues;
@@ -35,7 +38,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dwml.config import ConfigError
 
@@ -49,7 +52,7 @@ LENGTH_FIELDS = ("train.num_epochs", "train.max_tokens")
 COMPARED_SECTIONS = ("data", "train")
 REQUIRED_KEYS = ("config", "architecture", "models", "optimizers", "method", "batchers", "rng", "state",
                  "metrics_bytes")
-"""What ``dwml.train`` writes into a checkpoint; one that lacks any of them is not a checkpoint of it."""
+"""What :func:`write_checkpoint` puts into a checkpoint; one that lacks any of them is not a checkpoint of it."""
 
 
 class CheckpointError(ConfigError):
@@ -63,7 +66,7 @@ class CheckpointMismatchError(ConfigError):
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load`` of a checkpoint on the CPU (``weights_only=True``), with an error naming ``path``.
 
-    A 0-byte, truncated or otherwise unreadable file, or one without the keys ``dwml.train`` writes,
+    A 0-byte, truncated or otherwise unreadable file, or one without the keys :func:`write_checkpoint` writes,
     raises :class:`CheckpointError` saying what is wrong and what to do; the file is left as it was."""
     import torch
 
@@ -211,6 +214,74 @@ def checkpoint_note(path: str | Path, step: int | None = None) -> str:
 
 def _all_fields(*cfgs: Mapping[str, Any]) -> set[str]:
     return {f"{s}.{k}" for c in cfgs for s in COMPARED_SECTIONS for k in (c.get(s) or {})}
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing and restoring: every state a run needs to continue bit for bit
+# --------------------------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """This process's RNG states (the CPU generator, and every CUDA device's where there is one)."""
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back what :func:`rng_state` returned (the CUDA states only where a CUDA device is present)."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_checkpoint(path: str | Path, *, config: Mapping[str, Any], architecture: list, models: Sequence,
+                     optimizers: Sequence, method, batchers: Mapping[str, dict], rng: dict, state: Mapping[str, Any],
+                     metrics_bytes: int, rng_ranks: list | None = None) -> None:
+    """Write the checkpoint atomically (temporary file, then rename: a kill leaves the previous one whole).
+
+    ``batchers``: each batcher's state dict (already taken; the loop puts a prefetched batch back first);
+    ``rng``: :func:`rng_state`; ``rng_ranks``: every rank's, under torchrun (each rank's dropout stream);
+    ``metrics_bytes``: the metrics file's length, which a resume truncates it to. The keys are
+    :data:`REQUIRED_KEYS` (plus ``rng_ranks``)."""
+    from dwml.io import atomic_torch_save
+
+    extra = {"rng_ranks": rng_ranks} if rng_ranks is not None else {}
+    atomic_torch_save(path, {
+        "config": config, "architecture": architecture, "models": [m.state_dict() for m in models],
+        "optimizers": [o.state_dict() for o in optimizers], "method": method.state_dict(),
+        "batchers": dict(batchers), "rng": rng, "state": dict(state), "metrics_bytes": metrics_bytes, **extra})
+
+
+def restore_checkpoint(ck: Mapping[str, Any], *, models: Sequence, optimizers: Sequence, method,
+                       batchers: Mapping[str, Any], rank: int | None = None) -> dict:
+    """Load a checkpoint read by :func:`read_checkpoint` into the run's objects, and set this process's RNG
+    (``rank``: under torchrun, that rank's saved state); returns the loop's saved state (step, tokens, ...).
+    The caller has compared it with the run first (:func:`check_checkpoint`)."""
+    for m, sd in zip(models, ck["models"]):
+        m.load_state_dict(sd)
+    for opt, sd in zip(optimizers, ck["optimizers"]):
+        opt.load_state_dict(sd)
+    method.load_state_dict(ck["method"])
+    for name, b in batchers.items():
+        b.load_state_dict(ck["batchers"][name])
+    set_rng_state(ck["rng_ranks"][rank] if rank is not None else ck["rng"])
+    return dict(ck["state"])
+
+
+def warn_threads(saved: Mapping[str, Any], current: Mapping[str, Any], path, device) -> None:
+    """A resume under another CPU thread count goes on, with a warning: its steps differ in the last digits."""
+    import warnings
+
+    before, now = saved.get("threads"), current.get("threads")
+    if device.type == "cpu" and before is not None and before != now:
+        warnings.warn(f"{path}: the run was written with {before} torch thread(s) and resumes with {now}: CPU "
+                      "reductions split differently, so its steps differ in the last digits from an uninterrupted "
+                      f"run (torch.set_num_threads({before}) reproduces it)", stacklevel=4)
 
 
 # --------------------------------------------------------------------------------------------------

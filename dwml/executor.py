@@ -577,7 +577,7 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
 def train_results(results: Mapping[str, RunResult]) -> dict:
     """(method, seed) -> ``dwml.train.TrainResult`` of finished runs (what ``runs.train_methods``
     returns; tagged runs under (method, seed, tag))."""
-    from dwml.train import load_result
+    from dwml.runfolder import load_result
 
     out = {}
     for r in results.values():

@@ -31,7 +31,8 @@ from dwml.methods import method_class, teacher_method, training_order
 from dwml.model import build_peers
 from dwml.search import PeerArch, ensure_peers
 from dwml.tokenizer import tokenizer_fingerprint
-from dwml.train import TrainResult, load_result, read_metrics, total_steps, train
+from dwml.runfolder import TrainResult, load_result, read_metrics
+from dwml.train import total_steps, train
 
 SCORES = "scores.csv"
 """A run's per-pair scores (:func:`dwml.scoring.score_run`), in its folder; :func:`learning_curve` reads them."""

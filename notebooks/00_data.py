@@ -104,7 +104,7 @@ if cfg.data.corpus == "synthetic":
 # %%
 if cfg.data.corpus == "synthetic":
     from dwml.ngrams import ngram_accuracy_table, ngram_pair_scores
-    from dwml.evaluate import load_synthetic
+    from dwml.suites import load_synthetic
 
     ngram = ngram_accuracy_table(ngram_pair_scores(read_corpus(prep.corpus_dir, "train"), load_synthetic(prep.corpus_dir)))
     save_table(ngram.reset_index(names="paradigm"), figures_dir, "table_ngram_baselines", floatfmt=".1f")

@@ -51,7 +51,7 @@ import pandas as pd
 from dwml import runs
 from dwml.executor import RunSpec
 from dwml.studies import study as studies
-from dwml.train import load_result
+from dwml.runfolder import load_result
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.plots import save_figure, save_table, set_style

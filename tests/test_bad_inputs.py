@@ -355,7 +355,7 @@ GOOD_PAIR = {"sentence_good": "the cat runs", "sentence_bad": "the cat run", "UI
 
 @pytest.mark.parametrize("loader", ["load_blimp", "load_supplement"])
 def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
-    from dwml import evaluate
+    from dwml import evaluate, suites
 
     folder = tmp_path / "pairs"
     folder.mkdir()
@@ -363,18 +363,18 @@ def test_non_utf8_pair_file_names_file_and_line(tmp_path, loader):
     path.write_bytes((json.dumps(GOOD_PAIR) + "\n").encode() * 2 + b'{"sentence_good": "caf\xe9"}\n')
     before = snapshot(folder)
     with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:3: not UTF-8"):
-        getattr(evaluate, loader)(folder)
+        getattr(suites, loader)(folder)
     assert_unchanged(before, folder)
 
 
 def test_malformed_pair_line_names_file_and_line(tmp_path):
-    from dwml import evaluate
+    from dwml import evaluate, suites
 
     folder = tmp_path / "pairs"
     folder.mkdir()
     (folder / "agr.jsonl").write_text(json.dumps(GOOD_PAIR) + "\n{not json\n")
     with pytest.raises(evaluate.EvalDataError, match=r"agr\.jsonl:2"):
-        evaluate.load_blimp(folder)
+        suites.load_blimp(folder)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,7 +742,7 @@ EVAL_CLI_BAD = [(["--bootstrap", "0"], "--bootstrap"), (["--batch-size", "-8"], 
 
 @pytest.mark.parametrize("args,option", TRAIN_CLI_BAD, ids=[" ".join(a) for a, _ in TRAIN_CLI_BAD])
 def test_train_cli_options_are_range_checked(args, option, capsys):
-    from dwml.train_cli import build_parser
+    from dwml.train.__main__ import build_parser
 
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(["--profile", "ci", "--method", "dml", "--seed", "0", *args])
@@ -751,7 +751,7 @@ def test_train_cli_options_are_range_checked(args, option, capsys):
 
 @pytest.mark.parametrize("args,option", EVAL_CLI_BAD, ids=[" ".join(a) for a, _ in EVAL_CLI_BAD])
 def test_evaluate_cli_options_are_range_checked(args, option, capsys, tmp_path):
-    from dwml.evaluate_cli import main
+    from dwml.evaluate.__main__ import main
 
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "model"), "--out", str(tmp_path / "out"), *args])
@@ -1165,7 +1165,7 @@ def test_a_scores_cache_is_rescored_under_other_eval_settings(tmp_path, monkeypa
 
     from dwml import evaluate, scoring
     from dwml.config import EvalConfig
-    from dwml.train import TrainResult
+    from dwml.runfolder import TrainResult
 
     pairs = {"synthetic": [evaluate.MinimalPair("synthetic", "agr", i, "a b", "b a") for i in range(3)]}
     calls = []

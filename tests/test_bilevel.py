@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from dwml.bilevel import hypergradient, mirror_descent_step
-from dwml.train import cosine_schedule
+from dwml.optim import cosine_schedule
 
 V, B, L = 40, 2, 8
 SHAPES = [(2, 16, 2), (1, 8, 2), (2, 12, 2)]  # (layers, hidden, heads): three peers of different shapes

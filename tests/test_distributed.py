@@ -227,7 +227,7 @@ def test_two_ranks_equal_one_process_on_the_union(runs):
     assert max(abs(a - b) for a, b in zip(runs["ref"].weights, full["w"])) < 1e-8
     assert full["w"] != [0.5, 0.5]  # the outer step moved w
     # the logged losses, gradient norms (after DDP's all-reduce) and hypergradient are the union's too
-    from dwml.train import read_metrics
+    from dwml.runfolder import read_metrics
 
     ours, ref = read_metrics(runs["root"] / "full"), runs["ref"].history
     ours, ref = ours[ours["kind"] == "train"], ref[ref["kind"] == "train"]
@@ -275,7 +275,7 @@ def test_kill_and_resume_on_two_ranks_ends_as_the_uninterrupted_run(runs):
     for sa, sb in zip(full["models"], resumed["models"]):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     drop = ["tokens_per_s", "elapsed_s"]
-    from dwml.train import read_metrics
+    from dwml.runfolder import read_metrics
 
     a, b = read_metrics(runs["root"] / "full"), read_metrics(runs["root"] / "killed")
     assert a.drop(columns=drop).to_json() == b.drop(columns=drop).to_json()
@@ -307,7 +307,7 @@ def test_nproc_without_torchrun_is_refused_naming_the_setting(small_corpus, tmp_
 
 def test_command_line_overrides():
     from dwml.config import ConfigError
-    from dwml.train_cli import apply_overrides
+    from dwml.train.__main__ import apply_overrides
 
     out = apply_overrides({"train": {"num_epochs": 3}, "data": {"packing": "lines"}},
                           ["train.num_epochs=50", "train.dropout=null", "data.packing=packed"])

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from dwml.config import EvalConfig
-from dwml.evaluate import (EvalDataError, MinimalPair, data_root, encode_for_pll, evaluate_model, load_blimp,
-                           load_ewok, load_supplement, load_synthetic, pll_scores, score_pairs, subsample)
+from dwml.evaluate import (EvalDataError, MinimalPair, data_root, encode_for_pll, evaluate_model, pll_scores,
+                           score_pairs, subsample)
+from dwml.suites import load_blimp, load_ewok, load_supplement, load_synthetic
 
 LINES = ["the dog sees the cat", "a cat runs", "the dogs see a bird", "the birds sing", "she likes the dog",
          "we saw them yesterday", "is the cat here ?", "they run to the park"] * 20

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import ROOT, saved_tiny_roberta
-from dwml import evaluate_cli
-from dwml.evaluate import load_blimp, load_ewok, load_masked_lm, load_supplement, pll_scores
+from dwml.evaluate import __main__ as evaluate_cli
+from dwml.evaluate import load_masked_lm, pll_scores
+from dwml.suites import load_blimp, load_ewok, load_supplement
 
 WORDS = ["the", "a", "dog", "dogs", "cat", "cats", "sees", "see", "runs", "run", "bird", "birds", "sings", "sing",
          "she", "likes", "park", "to", "in", "is", "here", "they", "we", "saw", "them", "."]

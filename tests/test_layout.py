@@ -53,37 +53,139 @@ def test_profiles_are_mappings_with_the_shared_keys():
 
 
 def _floors() -> dict[str, int]:
-    """Module -> floor, as CONTRIBUTING.md's layout lists them (``plots/``, ``suites/`` and ``studies/`` are packages)."""
+    """Module -> floor, as CONTRIBUTING.md's layout lists them: ``plots/``, ``suites/``, ``studies/``, ``train/``
+    and ``evaluate/`` are packages (their modules on the package's floor), ``train/__main__`` a command module
+    with a floor of its own."""
     text = (ROOT / "CONTRIBUTING.md").read_text()
     floors = {}
     for level, rest in re.findall(r"^\s+(\d)\. (.*)$", text, re.M):
-        for name in re.findall(r"`([a-z_]+)/?`", rest):
-            floors[name] = int(level)
+        for name in re.findall(r"`([a-z_]+(?:/__main__)?)/?`", rest):
+            floors[name.replace("/", ".")] = int(level)
     return floors
 
 
-def test_no_module_imports_one_on_a_higher_floor():
-    """CONTRIBUTING's floors, checked: every ``dwml`` module (function-level imports included) imports
-    only modules on its own floor or below, and every module is on a floor. A module's
-    ``if __name__ == "__main__":`` block (its command-line entry point) is outside the rule."""
+def _modules() -> dict[str, Path]:
+    """Every module of the package by its name under ``dwml``: ``io``, ``suites`` (its ``__init__``),
+    ``suites.zorro``, ``train.__main__``, ... (the package's own ``dwml/__init__.py`` imports nothing)."""
+    out = {}
+    for path in sorted((ROOT / "dwml").rglob("*.py")):
+        parts = list(path.relative_to(ROOT / "dwml").with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            out[".".join(parts)] = path
+    return out
+
+
+def _floor_of(name: str, floors: dict[str, int]) -> int | None:
+    """A module's floor: its own entry, else its package's; a command module (``__main__``) needs its own."""
+    if name in floors:
+        return floors[name]
+    pkg, _, leaf = name.rpartition(".")
+    return None if not pkg or leaf == "__main__" else _floor_of(pkg, floors)
+
+
+def _imports(path: Path, modules) -> set[str]:
+    """The ``dwml`` modules a file imports anywhere in it (function-level imports and ``__main__`` blocks
+    included), each resolved to the most specific module that exists: ``from dwml.suites import zorro`` is
+    ``suites.zorro``, ``from dwml.suites import SUITES`` is ``suites``."""
     import ast
 
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith("dwml."):
+            base = node.module.split(".")[1:]
+            for alias in node.names:
+                cand = base + [alias.name]
+                while cand and ".".join(cand) not in modules:
+                    cand = cand[:-1]
+                if cand:
+                    out.add(".".join(cand))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                cand = alias.name.split(".")[1:] if alias.name.startswith("dwml.") else []
+                while cand and ".".join(cand) not in modules:
+                    cand = cand[:-1]
+                if cand:
+                    out.add(".".join(cand))
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ``dwml`` modules it imports (itself left out)."""
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: each strongly connected component of more than one module (Tarjan's
+    algorithm), as a sorted list of its modules; a module importing itself is not counted."""
+    index, low, on_stack, stack, out = {}, {}, set(), [], []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_imports_one_on_a_higher_floor():
+    """CONTRIBUTING's floors, checked: every ``dwml`` module (function-level imports and ``__main__`` blocks
+    included) imports only modules on its own floor or below, and every module is on a floor. The command
+    modules (``train/__main__``, ``evaluate/__main__``) are modules like any other, on the top floor."""
     floors = _floors()
-    modules = {p.stem: p for p in (ROOT / "dwml").glob("*.py") if p.stem not in ("__init__", "__main__")}
-    assert set(modules) - set(floors) == set(), "modules missing from CONTRIBUTING.md's floors"
+    modules = _modules()
+    unplaced = sorted(n for n in modules if _floor_of(n, floors) is None)
+    assert unplaced == [], f"modules missing from CONTRIBUTING.md's floors: {unplaced}"
+    assert {n for n in floors if n not in modules} == set(), "CONTRIBUTING.md lists modules that do not exist"
     bad = []
-    packages = [(pkg, p) for pkg in ("plots", "suites", "studies") for p in sorted((ROOT / "dwml" / pkg).glob("*.py"))]
-    for name, path in sorted(modules.items()) + packages:
-        tree = ast.parse(path.read_text())
-        tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dwml"):
-                parts = node.module.split(".")
-                targets = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("dwml.")]
-            for t in targets:
-                if t in floors and floors[t] > floors[name]:
-                    bad.append(f"{path.relative_to(ROOT)} (floor {floors[name]}) imports {t} (floor {floors[t]})")
+    for name, targets in sorted(import_graph().items()):
+        for t in sorted(targets):
+            if _floor_of(t, floors) > _floor_of(name, floors):
+                bad.append(f"{name} (floor {_floor_of(name, floors)}) imports {t} (floor {_floor_of(t, floors)})")
     assert bad == []
+
+
+def test_the_command_modules_are_on_the_top_floor():
+    floors = _floors()
+    assert floors["train.__main__"] == floors["evaluate.__main__"] == max(floors.values())
+    assert floors["train"] < floors["train.__main__"] and floors["evaluate"] < floors["evaluate.__main__"]
+
+
+def test_no_import_circle_among_the_modules():
+    graph = import_graph()
+    assert "train.__main__" in graph and "suites.zorro" in graph and "device" in graph["train"]
+    assert find_cycles(graph) == []
+
+
+def test_the_circle_check_finds_a_planted_circle():
+    """A circle planted in the real graph (a low module importing the loop, which imports it back through
+    others) and one in a small graph are found, with exactly their modules; a self-import and a diamond
+    (two paths, no circle) are not circles."""
+    graph = import_graph()
+    graph["io"] = graph["io"] | {"train"}  # train -> ... -> io and now io -> train
+    cycles = find_cycles(graph)
+    assert len(cycles) == 1 and {"io", "train"} <= set(cycles[0])
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert find_cycles({"a": {"a", "b"}, "b": {"c"}, "c": set(), "d": {"b", "c"}}) == []
+    assert sorted(find_cycles({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}})) == [["a", "b"], ["c", "d"]]

@@ -91,7 +91,8 @@ def test_wide_and_summary_tables(tmp_path):
 
 @pytest.mark.data
 def test_every_blimp_term_maps_to_a_table6_column():
-    from dwml.evaluate import data_root, load_blimp, load_ewok
+    from dwml.evaluate import data_root
+    from dwml.suites import load_blimp, load_ewok
 
     root = data_root()
     if root is None:

@@ -151,7 +151,8 @@ def _state(models):
 def test_sigkill_at_several_points_resumes_bit_identical(small_corpus, tmp_path):
     import torch
 
-    from dwml.train import CHECKPOINT, DONE, train
+    from dwml.runfolder import CHECKPOINT, DONE
+    from dwml.train import train
 
     cache = str(tmp_path / "cache")
     corpus = prepared(str(small_corpus), cache)

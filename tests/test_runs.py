@@ -73,7 +73,8 @@ def test_learning_curve_points_leave_the_run_unchanged(small_corpus, tmp_path):
 
     from dwml.config import DataConfig
     from dwml.data import prepare_corpus
-    from dwml.evaluate import load_synthetic, subsample
+    from dwml.evaluate import subsample
+    from dwml.suites import load_synthetic
     from dwml.search import PeerArch
 
     data = {"corpus": str(small_corpus), "vocab_size": 600, "block_size": 40, "packing": "lines",

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import saved_tiny_roberta
-from dwml import compare, evaluate_cli, reports, scoring, suites
+from dwml import compare, reports, scoring, suites
+from dwml.evaluate import __main__ as evaluate_cli
 from dwml.studies import baselines, published_bugs
 from dwml.suites import EvalDataError, MinimalPair, Suite
 

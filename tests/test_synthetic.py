@@ -242,7 +242,8 @@ def test_a_small_model_learns_the_synthetic_grammar(tmp_path):
     from conftest import ROOT
     from dwml.config import Config
     from dwml.data import prepare_corpus
-    from dwml.evaluate import load_synthetic, score_pairs
+    from dwml.evaluate import score_pairs
+    from dwml.suites import load_synthetic
     from dwml.train import train
 
     prof = yaml.safe_load((ROOT / "profiles" / "default.yaml").read_text())

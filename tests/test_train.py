@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from dwml import train
-from dwml.train import cosine_schedule
+from dwml.checkpoint import CheckpointMismatchError
+from dwml.optim import cosine_schedule
 from dwml.config import Config, ConfigError
 from conftest import tiny_roberta
 
@@ -225,9 +226,9 @@ def test_nan_loss_stops_naming_step_and_peer_and_keeps_checkpoint(corpus, tmp_pa
 def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
     vocab = len(corpus.tokenizer)
     train.train(tiny_config(), corpus, tiny_peers(vocab), tmp_path / "run", progress=False, max_steps=2)
-    with pytest.raises(train.CheckpointMismatchError, match=r"train\.learning_rate: checkpoint 0\.003, now 0\.001"):
+    with pytest.raises(CheckpointMismatchError, match=r"train\.learning_rate: checkpoint 0\.003, now 0\.001"):
         train.train(tiny_config(learning_rate=1e-3), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
-    with pytest.raises(train.CheckpointMismatchError, match=r"peer\(s\) \[1\]"):
+    with pytest.raises(CheckpointMismatchError, match=r"peer\(s\) \[1\]"):
         train.train(tiny_config(), corpus, tiny_peers(vocab, hidden=(32, 32)), tmp_path / "run", progress=False)
     # harmless fields (length of the run, device, logging) may change
     train.train(tiny_config(num_epochs=3, log_interval=2), corpus, tiny_peers(vocab), tmp_path / "run", progress=False)
@@ -235,7 +236,7 @@ def test_checkpoint_from_another_configuration_is_refused(corpus, tmp_path):
     import dataclasses
 
     other = dataclasses.replace(corpus, dev=corpus.train)
-    with pytest.raises(train.CheckpointMismatchError, match=r"corpus: checkpoint .*'dev_tokens'"):
+    with pytest.raises(CheckpointMismatchError, match=r"corpus: checkpoint .*'dev_tokens'"):
         train.train(tiny_config(num_epochs=3), other, tiny_peers(vocab), tmp_path / "run", progress=False)
 
 

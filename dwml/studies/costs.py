@@ -20,7 +20,8 @@ from dwml.io import atomic_write_json, project_path
 from dwml.methods import METHODS, make_method, method_class, single_model_method
 from dwml.model import build_peers, predicted_logits, prediction_targets
 from dwml.runs import peers_for, teacher_arch
-from dwml.train import load_teacher, resolve_device, train
+from dwml.device import resolve_device
+from dwml.train import load_teacher, train
 
 
 @dataclass

@@ -10,10 +10,10 @@ steps, with gamma = the current learning rate and its own annealed step size eta
 (``outer_grad='reuse'``) between that step's backward and its clipping, from the step's own gradient and
 batch and a dev micro-batch; with 'recompute', after the step on a fresh training and a dev micro-batch.
 
-A run folder holds ``config.json``, ``metrics.jsonl`` (one line per logged step and per evaluation),
-``checkpoint.pt`` (everything needed to continue bit for bit: models, optimisers, weights, batcher and RNG
-states, step, early-stopping state), and at the end ``peer_<i>/`` (``save_pretrained`` beside the
-tokenizer), ``summary.json`` and ``DONE``. Calling :func:`train` again on the folder continues the run.
+A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and at the end ``peer_<i>/``,
+``summary.json`` and ``DONE`` (its format: ``dwml.runfolder``; the checkpoint, everything needed to continue
+bit for bit, written and restored by ``dwml.checkpoint``; the optimiser and schedule: ``dwml.optim``).
+Calling :func:`train` again on the folder continues the run.
 
 Under ``torchrun`` (``python -m dwml.train``, or ``train.nproc`` > 1 through ``dwml.experiments``) the same
 loop runs data parallel (``dwml.distributed``): ``train.batch_size`` is each rank's micro-batch, the run
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -36,79 +34,25 @@ from torch import nn
 
 from dwml import distributed
 from dwml.bilevel import across_ranks
-from dwml.checkpoint import (CheckpointMismatchError, check_checkpoint, checkpoint_note,  # noqa: F401 (T.CheckpointMismatchError)
-                             extension_note, read_checkpoint)
-from dwml.checkpoint import (CheckpointError, RunLock, check_metrics_file, claim_run_folder, finished_without_checkpoint,
-                             read_json_file)
+from dwml.checkpoint import (RunLock, check_checkpoint, check_metrics_file, checkpoint_note, claim_run_folder,
+                             extension_note, finished_without_checkpoint, read_checkpoint, restore_checkpoint,
+                             rng_state, warn_threads, write_checkpoint)
 from dwml.config import Config, ConfigError
 from dwml.batches import merge_batches
-from dwml.tokenizer import save_tokenizer_files
-from dwml.io import atomic_torch_save, atomic_write_json, project_path
+from dwml.device import resolve_device
+from dwml.io import atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_bf16, use_fast_attention
+from dwml.optim import cosine_schedule, make_optimizer, use_fused
 from dwml.precision import matmul_precision
 from dwml.prefetch import Prefetcher
-
-CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    weights: list[float] | None
-    history: "object"  # pandas.DataFrame of metrics.jsonl
-    peer_dirs: list[Path] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    done: bool = False
+from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, SUMMARY, MetricsLog, TrainResult, load_result,
+                            read_metrics, weights_list, write_finished_run)
 
 
 # --------------------------------------------------------------------------------------------------
 # Pieces
 # --------------------------------------------------------------------------------------------------
-
-def resolve_device(name: str, param: str = "train.device") -> torch.device:
-    """'auto' (CUDA if present), 'cpu' or 'cuda[:n]' as a device; ``param`` names the setting in errors."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{param}={name!r}: no CUDA device is available")
-    return dev
-
-
-def cosine_schedule(step: int, peak: float, minimum: float, warmup_iters: int, decay_iters: int) -> float:
-    """Linear warm-up then cosine decay (the shape of nanoGPT's learning-rate schedule), for both the
-    learning rate and the mirror-descent step eta of eq. 4.
-
-    ``step`` is the 0-based optimizer step. Steps 0..warmup_iters-1 rise linearly,
-    peak (step + 1) / (warmup_iters + 1); from ``warmup_iters`` to ``decay_iters`` a half cosine falls from
-    ``peak`` to ``minimum``; after ``decay_iters`` it stays at ``minimum`` (also when decay_iters <=
-    warmup_iters, i.e. there is no decay span)."""
-    if warmup_iters < 0 or decay_iters < 0:
-        raise ValueError(f"warmup_iters={warmup_iters!r}, decay_iters={decay_iters!r}: must be >= 0")
-    if not 0 <= minimum <= peak:
-        raise ValueError(f"minimum={minimum!r}, peak={peak!r}: the schedule needs 0 <= minimum <= peak")
-    if step < warmup_iters:
-        return peak * (step + 1) / (warmup_iters + 1)
-    if step >= decay_iters:
-        return minimum
-    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
-    return minimum + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - minimum)
-
-
-def make_optimizer(modules: Sequence[nn.Module], lr: float, weight_decay: float, betas,
-                   fused: bool = False) -> torch.optim.AdamW:
-    """AdamW over the modules' parameters, decaying matrices (linear and embedding weights) only:
-    decaying a bias or a LayerNorm gain pulls it toward 0, which is not a simpler model but a broken one.
-    ``fused``: PyTorch's fused kernel (one launch for all parameters; the loop asks for it on CUDA)."""
-    seen, decay, no_decay = set(), [], []
-    for mod in modules:
-        for p in mod.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
-
 
 def compile_peers(models: Sequence[nn.Module]) -> None:
     """``torch.compile`` (inductor, dynamic shapes: packed rows and predicted counts vary) each model's
@@ -224,60 +168,6 @@ def check_teacher_vocab(teacher: nn.Module, models: Sequence[nn.Module], teacher
                           "share the peers' tokenizer and vocabulary")
 
 
-def read_metrics(run_dir: str | Path):
-    """metrics.jsonl as a DataFrame (one row a line; ``kind`` is 'train' or 'eval')."""
-    import pandas as pd
-
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return pd.DataFrame()
-    rows = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as err:
-                raise ValueError(f"{path}:{k}: not a JSON line ({err}); the file was damaged after it was "
-                                 "written") from None
-    return pd.DataFrame(rows)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _Metrics:
-    """Append-only JSONL; the checkpoint records its length so a resumed run drops the lines after it."""
-
-    def __init__(self, path: Path, write: bool = True):
-        self.path = path
-        self.fh = open(path, "a", encoding="utf-8") if write else None  # ranks other than 0 write nothing
-
-    def write(self, row: dict) -> None:
-        if self.fh is not None:
-            self.fh.write(json.dumps(row) + "\n")
-            self.fh.flush()
-
-    def size(self) -> int:
-        if self.fh is None:
-            return 0
-        self.fh.flush()
-        return self.path.stat().st_size
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
 # --------------------------------------------------------------------------------------------------
 # The loop, in named phases
 # --------------------------------------------------------------------------------------------------
@@ -300,99 +190,152 @@ class Trainer:
     def __init__(self, cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
                  teacher: nn.Module | None = None, resume: bool = True, progress: bool = True, **method_kwargs):
         cfg.validate()
-        self.cfg, self.corpus, self.progress = cfg, corpus, progress
-        t = self.t = cfg.train
-        self.run_dir = run_dir = project_path(run_dir)
-        ranks = distributed.env_ranks()
-        if t.nproc != ranks.world:
-            raise ConfigError(f"train.nproc={t.nproc} but {ranks.world} process(es) run: launch it with torchrun "
-                              f"--nproc_per_node {t.nproc} (python -m dwml.train) or through dwml.experiments")
-        # one process, or this rank of a torchrun launch (CUDA: the GPU of its LOCAL_RANK)
-        self.ranks, self.device = distributed.setup(resolve_device(t.device))
-        ranks, device = self.ranks, self.device
-        self.main = ranks.main  # rank 0 alone writes files
-        if self.main:  # created as a run folder (marker), or checked to be one: nothing else is deleted
-            claim_run_folder(run_dir)
-        if not isinstance(t.mixed_precision, bool):  # 'auto': the run records what it resolved to
-            cfg = self.cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, device)))
-            t = self.t = cfg.train
-        self.ckpt_path, self.metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
-        vocab = len(corpus.tokenizer)
+        self.cfg, self.corpus, self.progress, self.t = cfg, corpus, progress, cfg.train
+        self.run_dir = project_path(run_dir)
+        self.ckpt_path, self.metrics_path = self.run_dir / CHECKPOINT, self.run_dir / METRICS
+        self._join_ranks()
+        self._resolve_precision()
+        self._check_peers(models)
+        self._record_identity(models)
+        self.finished = self._finished_run(resume)
+        if self.finished is not None:
+            return
+        self._check_corpus_ids(models)
+        self._place_peers(models)
+        teacher = self._place_teacher(teacher)
+        self._build_method(teacher, method_kwargs)
+        self._build_batchers()
+        self._init_loop_state(teacher)
+        self._restore_or_start(resume)
+        # After the restore: DDP broadcasts rank 0's parameters, the same on every rank anyway.
+        self.ddp = distributed.wrap_peers(self.method, self.ranks, self.device)
+
+    # ---- set-up, in the order __init__ takes it ---------------------------------------------------
+
+    def _join_ranks(self) -> None:
+        """This process alone, or its rank of a torchrun launch (CUDA: the GPU of its LOCAL_RANK); rank 0
+        alone writes, and claims the run folder (created with its marker, or checked to be a run's)."""
+        world = distributed.env_ranks().world
+        if self.t.nproc != world:
+            raise ConfigError(f"train.nproc={self.t.nproc} but {world} process(es) run: launch it with torchrun "
+                              f"--nproc_per_node {self.t.nproc} (python -m dwml.train) or through dwml.experiments")
+        self.ranks, self.device = distributed.setup(resolve_device(self.t.device))
+        self.main = self.ranks.main
+        if self.main:  # nothing else in the folder is deleted
+            claim_run_folder(self.run_dir)
+
+    def _resolve_precision(self) -> None:
+        """``train.mixed_precision='auto'`` replaced by what this device runs: the run records the resolved value."""
+        t = self.t
+        if not isinstance(t.mixed_precision, bool):
+            self.cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, self.device)))
+            self.t = self.cfg.train
+
+    def _check_peers(self, models: Sequence[nn.Module]) -> None:
+        """Every peer must embed the tokenizer's ids and a block's positions (+2: RoBERTa's offset)."""
+        vocab, block = len(self.corpus.tokenizer), self.cfg.data.block_size
         for i, m in enumerate(models):
             if m.config.vocab_size < vocab:
                 raise ConfigError(f"peer {i}: vocab_size {m.config.vocab_size} is smaller than the tokenizer's "
                                   f"{vocab} (data.vocab_size); build the peers with the corpus's vocabulary")
-            if m.config.max_position_embeddings < cfg.data.block_size + 2:
+            if m.config.max_position_embeddings < block + 2:
                 raise ConfigError(f"peer {i}: max_position_embeddings {m.config.max_position_embeddings} < "
-                                  f"data.block_size + 2 = {cfg.data.block_size + 2}")
-        self.cfg_dict = cfg.to_dict()
+                                  f"data.block_size + 2 = {block + 2}")
+
+    def _record_identity(self, models: Sequence[nn.Module]) -> None:
+        """What a checkpoint must match (``cfg_dict``, ``arch``): the settings, the corpus, the peers' shapes."""
+        self.cfg_dict = self.cfg.to_dict()
         # The corpus itself, not only its settings: a new grammar version or tokenizer under the same
         # profile must not reuse (or resume) a run trained on the old text.
-        self.cfg_dict["corpus"] = corpus_identity(corpus)
-        if t.nproc == 1:  # one process: config.json and checkpoints as before the key existed (old runs resume)
+        self.cfg_dict["corpus"] = corpus_identity(self.corpus)
+        if self.t.nproc == 1:  # one process: config.json and checkpoints as before the key existed (old runs resume)
             self.cfg_dict["train"].pop("nproc")
         # CPU results depend on the thread count (reductions split differently): recorded, not compared
         self.cfg_dict["threads"] = torch.get_num_threads()
         self.arch = architecture(models)
-        self.finished = None
-        if resume and (run_dir / DONE).is_file() and self.ckpt_path.is_file():
-            # A finished run is reused only for the same computation; a longer run of the same settings
-            # goes on from the final checkpoint (dwml.checkpoint); anything else is refused, naming fields.
-            ck = read_checkpoint(self.ckpt_path)
-            if check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=True) == "same":
-                self.finished = load_result(run_dir)
-                return
-            distributed.barrier(ranks)  # every rank has decided before rank 0 changes the folder
-            warnings.warn(extension_note(self.ckpt_path, ck["config"], self.cfg_dict, ck["state"]), stacklevel=2)
-            if self.main:
-                (run_dir / DONE).unlink()
-                (run_dir / SUMMARY).unlink(missing_ok=True)
-        elif resume and (run_dir / DONE).is_file():
-            # the checkpoint is gone: reused only if config.json computes the same thing, else refused
+
+    def _finished_run(self, resume: bool) -> TrainResult | None:
+        """A finished run of the same computation, reused (returned); a longer run of the same settings goes on
+        from the final checkpoint (``dwml.checkpoint``; its DONE removed, None returned); anything else is
+        refused, naming fields."""
+        run_dir = self.run_dir
+        if not (resume and (run_dir / DONE).is_file()):
+            return None
+        if not self.ckpt_path.is_file():  # the checkpoint is gone: reused only if config.json computes the same thing
             finished_without_checkpoint(run_dir, self.cfg_dict)
-            self.finished = load_result(run_dir)
-            return
-        for cache in (corpus.train, corpus.dev):  # ids outside the vocabulary: caught here, naming the file
+            return load_result(run_dir)
+        ck = read_checkpoint(self.ckpt_path)
+        if check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=True) == "same":
+            return load_result(run_dir)
+        distributed.barrier(self.ranks)  # every rank has decided before rank 0 changes the folder
+        warnings.warn(extension_note(self.ckpt_path, ck["config"], self.cfg_dict, ck["state"]), stacklevel=3)
+        if self.main:
+            (run_dir / DONE).unlink()
+            (run_dir / SUMMARY).unlink(missing_ok=True)
+        return None
+
+    def _check_corpus_ids(self, models: Sequence[nn.Module]) -> None:
+        """Token ids outside the smallest peer's vocabulary: caught here, naming the cache file."""
+        for cache in (self.corpus.train, self.corpus.dev):
             cache.check_ids(min(m.config.vocab_size for m in models))
 
-        torch.manual_seed(t.seed)
-        if ranks.rank > 0:  # dropout draws of its own on each rank (rank 0 keeps a single process's stream)
-            torch.manual_seed(t.seed + 7919 * ranks.rank)
-        self.models = models = [m.to(device).train() for m in models]
-        if t.dropout is not None:
-            set_dropout(models, t.dropout)
-        if teacher is None and method_class(t.method).uses_teacher:
-            teacher = load_teacher(t.teacher_dir, device, corpus)
+    def _place_peers(self, models: Sequence[nn.Module]) -> None:
+        """The run's seed (its own dropout stream on each rank > 0), the peers on the device in training mode,
+        with the run's dropout."""
+        torch.manual_seed(self.t.seed)
+        if self.ranks.rank > 0:  # rank 0 keeps a single process's stream
+            torch.manual_seed(self.t.seed + 7919 * self.ranks.rank)
+        self.models = [m.to(self.device).train() for m in models]
+        if self.t.dropout is not None:
+            set_dropout(self.models, self.t.dropout)
+
+    def _place_teacher(self, teacher: nn.Module | None) -> nn.Module | None:
+        """The method's teacher: the one given, else loaded from ``train.teacher_dir`` if the method uses one;
+        checked to share the peers' vocabulary."""
+        if teacher is None and method_class(self.t.method).uses_teacher:
+            teacher = load_teacher(self.t.teacher_dir, self.device, self.corpus)
         elif teacher is not None:
-            teacher = teacher.to(device)
+            teacher = teacher.to(self.device)
         if teacher is not None:
-            check_teacher_vocab(teacher, models, t.teacher_dir)
-        self.attention = use_fast_attention(models)  # restored at the end of fit, before saving
+            check_teacher_vocab(teacher, self.models, self.t.teacher_dir)
+        return teacher
+
+    def _build_method(self, teacher: nn.Module | None, method_kwargs: dict) -> None:
+        """Fast attention (restored at the end of :meth:`fit`, before saving), the method, one AdamW per peer."""
+        t = self.t
+        self.attention = use_fast_attention(self.models)
         if teacher is not None:
             use_fast_attention([teacher])
-        self.method: Method = make_method(t, models, teacher, **method_kwargs)
+        self.method: Method = make_method(t, self.models, teacher, **method_kwargs)
         self.optimizers = [make_optimizer(self.method.peer_modules(i), t.learning_rate, t.weight_decay,
-                                          (t.beta1, t.beta2), fused=device.type == "cuda")
+                                          (t.beta1, t.beta2), fused=use_fused(self.device))
                            for i in range(self.method.p)]
-        # Three streams of training/dev batches with their own generators: the inner loop's, and the outer
-        # step's fresh train and dev micro-batches (so adding outer steps does not shift the inner batches).
-        # On N ranks each draws the global micro-batch of N x batch_size and keeps its rows (dwml.distributed).
+
+    def _build_batchers(self) -> None:
+        """Three streams of training/dev batches with their own generators: the inner loop's, and the outer
+        step's fresh train and dev micro-batches (so adding outer steps does not shift the inner batches).
+        On N ranks each draws the global micro-batch of N x batch_size and keeps its rows (dwml.distributed).
+        Rank 0 alone evaluates, on the dev batches one process with the global micro-batch would use."""
+        t, data, corpus, ranks = self.t, self.cfg.data, self.corpus, self.ranks
         shard = (ranks.rank, ranks.world)
-        self.batchers = {"train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed, shard=shard),
-                         "outer_train": corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 1, shard=shard),
-                         "outer_dev": corpus.batcher("dev", cfg.data, t.batch_size, seed=t.seed + 2, shard=shard)}
-        # Rank 0 alone evaluates, on the dev batches one process with the global micro-batch would use.
+        self.batchers = {"train": corpus.batcher("train", data, t.batch_size, seed=t.seed, shard=shard),
+                         "outer_train": corpus.batcher("train", data, t.batch_size, seed=t.seed + 1, shard=shard),
+                         "outer_dev": corpus.batcher("dev", data, t.batch_size, seed=t.seed + 2, shard=shard)}
         self.eval_batches = [self.to_device(b) for b in
-                             corpus.batcher("dev", cfg.data, t.batch_size * ranks.world, seed=t.seed)
+                             corpus.batcher("dev", data, t.batch_size * ranks.world, seed=t.seed)
                              .fixed_batches(t.eval_batches)] if self.main else []
-        self.n_steps = total_steps(cfg)
+
+    def _init_loop_state(self, teacher: nn.Module | None) -> None:
+        """The loop's counters, its precision (TF32, bf16 autocast), compiled peers, no prefetcher yet."""
+        t, device = self.t, self.device
+        self.n_steps = total_steps(self.cfg)
         self.state = {"step": 0, "tokens": 0, "best": math.inf, "bad_evals": 0, "stopped_early": False,
                       "elapsed": 0.0}
         # TF32 only inside the inner step and evaluation, when the run asks (train.tf32); never process-wide,
         # so the outer step's float32 stays IEEE (dwml.precision).
         self.tf32 = bool(t.tf32 and device.type == "cuda")
         if t.compile:
-            compile_peers(models + ([teacher] if teacher is not None else []))
+            compile_peers(self.models + ([teacher] if teacher is not None else []))
         self.prefetcher = None  # built on the first step (after a restore has set the batcher's state)
         self._pending_outer: tuple[int, torch.Tensor] | None = None  # (step, g): checked at the next read-back
         # bf16 autocast: on CUDA, and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX), where it is
@@ -400,43 +343,40 @@ class Trainer:
         # hypergradient (dwml.bilevel turns autocast off) stay float32.
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if t.mixed_precision and device.type in ("cuda", "cpu") else contextlib.nullcontext())
+
+    def _restore_or_start(self, resume: bool) -> None:
+        """Continue from the folder's checkpoint (:meth:`restore`), or start afresh: the run's files cleared,
+        ``config.json`` written, and the peers evaluated at initialisation (step 0)."""
         if resume and self.ckpt_path.is_file():
             ck = read_checkpoint(self.ckpt_path)
-            distributed.barrier(ranks)  # every rank has read it before rank 0 writes again
+            distributed.barrier(self.ranks)  # every rank has read it before rank 0 writes again
             self.restore(ck)
-        else:
-            distributed.barrier(ranks)
-            if self.main:
-                for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
-                    (run_dir / name).unlink(missing_ok=True)
-                atomic_write_json(run_dir / CONFIG, self.cfg_dict)
-            self.metrics = _Metrics(self.metrics_path, write=self.main)
-            self.evaluate()  # step 0: the peers at initialisation
-        # After the restore: DDP broadcasts rank 0's parameters, the same on every rank anyway.
-        self.ddp = distributed.wrap_peers(self.method, ranks, device)
+            return
+        distributed.barrier(self.ranks)
+        if self.main:
+            for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
+                (self.run_dir / name).unlink(missing_ok=True)
+            atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)
+        self.metrics = MetricsLog(self.metrics_path, write=self.main)
+        self.evaluate()
 
-    # ---- set-up and restore ---------------------------------------------------------------------
+    # ---- checkpoints (the format and its writing: dwml.checkpoint) ---------------------------------
 
     def restore(self, ck: dict) -> None:
-        """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state."""
+        """Continue from a checkpoint: models, optimisers, weights, batchers, RNG and loop state; the metrics
+        file cut back to the checkpoint's length (what was logged after it is redone)."""
         check_checkpoint(ck, self.cfg_dict, self.arch, self.ckpt_path, done=False)
-        _warn_threads(ck["config"], self.cfg_dict, self.ckpt_path, self.device)
+        warn_threads(ck["config"], self.cfg_dict, self.ckpt_path, self.device)
         if self.main:
             check_metrics_file(self.metrics_path, ck["metrics_bytes"], self.ckpt_path)
             atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)  # config.json: the run that goes on
-        for m, sd in zip(self.models, ck["models"]):
-            m.load_state_dict(sd)
-        for opt, sd in zip(self.optimizers, ck["optimizers"]):
-            opt.load_state_dict(sd)
-        self.method.load_state_dict(ck["method"])
-        for name, b in self.batchers.items():
-            b.load_state_dict(ck["batchers"][name])
-        _set_rng_state(ck["rng_ranks"][self.ranks.rank] if self.ranks.active else ck["rng"])
-        self.state.update(ck["state"])
+        self.state.update(restore_checkpoint(ck, models=self.models, optimizers=self.optimizers, method=self.method,
+                                             batchers=self.batchers,
+                                             rank=self.ranks.rank if self.ranks.active else None))
         if self.main:
-            with open(self.metrics_path, "r+b") as fh:  # drop what was logged after the checkpoint: it is redone
+            with open(self.metrics_path, "r+b") as fh:
                 fh.truncate(ck["metrics_bytes"])
-        self.metrics = _Metrics(self.metrics_path, write=self.main)
+        self.metrics = MetricsLog(self.metrics_path, write=self.main)
 
     def save_checkpoint(self) -> None:
         """Rank 0 writes; on N ranks the checkpoint also holds every rank's RNG state (its dropout stream).
@@ -447,15 +387,13 @@ class Trainer:
         batchers = {k: b.state_dict() for k, b in self.batchers.items()}
         if train_state is not None:
             batchers["train"] = train_state
-        rng = _rng_state()
-        extra = {"rng_ranks": distributed.gather_objects(rng, self.ranks)} if self.ranks.active else {}
+        rng = rng_state()
+        rng_ranks = distributed.gather_objects(rng, self.ranks) if self.ranks.active else None
         if not self.main:
             return
-        atomic_torch_save(self.ckpt_path, {
-            "config": self.cfg_dict, "architecture": self.arch, "models": [m.state_dict() for m in self.models],
-            "optimizers": [o.state_dict() for o in self.optimizers], "method": self.method.state_dict(),
-            "batchers": batchers, "rng": rng,
-            "state": dict(self.state), "metrics_bytes": self.metrics.size(), **extra})
+        write_checkpoint(self.ckpt_path, config=self.cfg_dict, architecture=self.arch, models=self.models,
+                         optimizers=self.optimizers, method=self.method, batchers=batchers, rng=rng,
+                         state=self.state, metrics_bytes=self.metrics.size(), rng_ranks=rng_ranks)
 
     # ---- one step ---------------------------------------------------------------------------------
 
@@ -545,10 +483,7 @@ class Trainer:
         host["grad_norm"] = flat[at:]
         step = self.state["step"] + 1
         for k in names:
-            bad = [i for i, v in enumerate(host[k]) if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"step {step}, peer {bad[0]}: non-finite training loss ({k} = {host[k][bad[0]]}); "
-                                         f"stopped before updating; {self._kept()}")
+            self._check_finite_loss(k, host[k])
         for i, v in enumerate(host["grad_norm"]):
             if not math.isfinite(v):
                 raise FloatingPointError(f"step {step}, peer {i}: non-finite gradient norm {v}; "
@@ -557,6 +492,15 @@ class Trainer:
 
     def _kept(self) -> str:
         return checkpoint_note(self.ckpt_path)
+
+    def _check_finite_loss(self, name: str, vals: list[float], rank: int | None = None) -> None:
+        """A non-finite value among one loss part's per-peer values (of ``rank``, under torchrun) raises
+        ``FloatingPointError`` naming step, peer (and rank), before anything is updated."""
+        bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+        if bad:
+            where, who = ("", "") if rank is None else (f", rank {rank}", "every rank ")
+            raise FloatingPointError(f"step {self.state['step'] + 1}, peer {bad[0]}{where}: non-finite training loss "
+                                     f"({name} = {vals[bad[0]]}); {who}stopped before updating; {self._kept()}")
 
     def _settle_outer(self, host_g: list[float] | None = None) -> None:
         """Check the last outer step's hypergradient, read back now (``host_g``: already read): the outer
@@ -578,15 +522,10 @@ class Trainer:
         before anything is updated. The gradient norms, taken after DDP's all-reduce, are the same everywhere."""
         n_loss = 1 + sum(parts[k].numel() for k in names)
         rows = distributed.gather_rows(flat[:n_loss], self.ranks, self.device)
-        step, at = self.state["step"] + 1, 1
+        at = 1
         for k in names:
             for r, row in enumerate(rows):
-                vals = row[at:at + parts[k].numel()]
-                bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"step {step}, peer {bad[0]}, rank {r}: non-finite training loss "
-                                             f"({k} = {vals[bad[0]]}); every rank stopped before updating; "
-                                             f"{self._kept()}")
+                self._check_finite_loss(k, row[at:at + parts[k].numel()], rank=r)
             at += parts[k].numel()
         return [sum(col) for col in zip(*rows)] + flat[n_loss:]
 
@@ -709,7 +648,7 @@ class Trainer:
         with self.autocast, matmul_precision(self.tf32):
             out = self.method.eval_losses(self.eval_batches)
         self.metrics.write({"kind": "eval", "step": self.state["step"], "tokens": self.state["tokens"],
-                            "w": _weights(self.method), **out})
+                            "w": weights_list(self.method.weights), **out})
         return distributed.broadcast_float(out["dev_ensemble"], self.ranks, self.device)
 
     def fit(self, max_steps: int | None = None) -> TrainResult:
@@ -725,7 +664,7 @@ class Trainer:
             while state["step"] < self.n_steps and not state["stopped_early"]:
                 if max_steps is not None and state["step"] >= max_steps:
                     self.save_checkpoint()
-                    return TrainResult(self.run_dir, _weights(self.method), read_metrics(self.run_dir), done=False)
+                    return TrainResult(self.run_dir, weights_list(self.method.weights), read_metrics(self.run_dir), done=False)
                 row = self.train_step()
                 self.log_evaluate_checkpoint(row, bar)
                 bar.update(1)
@@ -742,8 +681,9 @@ class Trainer:
     def finish(self) -> TrainResult:
         if not self.main:
             distributed.barrier(self.ranks)  # rank 0 has saved the peers
-            return TrainResult(self.run_dir, _weights(self.method), read_metrics(self.run_dir), done=True)
-        result = _finish(self.run_dir, self.models, self.corpus.tokenizer, self.method, self.state)
+            return TrainResult(self.run_dir, weights_list(self.method.weights), read_metrics(self.run_dir), done=True)
+        result = write_finished_run(self.run_dir, self.models, self.corpus.tokenizer, self.method.name,
+                                    weights_list(self.method.weights), self.state)
         distributed.barrier(self.ranks)
         return result
 
@@ -765,56 +705,3 @@ def train(cfg: Config, corpus, models: Sequence[nn.Module], run_dir: str | Path,
     with lock:
         return Trainer(cfg, corpus, models, run_dir, teacher=teacher, resume=resume, progress=progress,
                        **method_kwargs).fit(max_steps)
-
-
-def _warn_threads(saved: dict, current: dict, path, device: torch.device) -> None:
-    """A resume under another CPU thread count goes on, with a warning: its steps differ in the last digits."""
-    before, now = saved.get("threads"), current.get("threads")
-    if device.type == "cpu" and before is not None and before != now:
-        warnings.warn(f"{path}: the run was written with {before} torch thread(s) and resumes with {now}: CPU "
-                      "reductions split differently, so its steps differ in the last digits from an uninterrupted "
-                      f"run (torch.set_num_threads({before}) reproduces it)", stacklevel=3)
-
-
-def _weights(method: Method) -> list[float] | None:
-    return None if method.weights is None else method.weights.detach().cpu().tolist()
-
-
-def _finish(run_dir: Path, models, tokenizer, method: Method, state: dict) -> TrainResult:
-    peer_dirs = []
-    for i, m in enumerate(models):
-        out = run_dir / f"peer_{i}"
-        m.save_pretrained(out)
-        save_tokenizer_files(tokenizer, out)  # a config that transformers 4.x loads too (dwml.tokenizer)
-        peer_dirs.append(out)
-    history = read_metrics(run_dir)
-    evals = history[history["kind"] == "eval"]
-    summary = {"method": method.name, "steps": state["step"], "tokens": state["tokens"],
-               "stopped_early": state["stopped_early"], "elapsed_s": state["elapsed"], "weights": _weights(method),
-               "final_dev_ce": evals["dev_ce"].iloc[-1], "final_dev_ensemble": evals["dev_ensemble"].iloc[-1],
-               "initial_dev_ce": evals["dev_ce"].iloc[0], "best_dev_ensemble": state["best"],
-               "threads": torch.get_num_threads(),
-               "peer_dirs": [str(d) for d in peer_dirs]}
-    atomic_write_json(run_dir / SUMMARY, summary)
-    (run_dir / DONE).write_text("done\n")
-    return TrainResult(run_dir, summary["weights"], history, peer_dirs, summary, done=True)
-
-
-def load_result(run_dir: str | Path) -> TrainResult:
-    """The result of a finished run folder (DONE), without training."""
-    run_dir = project_path(run_dir)
-    if not (run_dir / DONE).is_file():
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no {DONE} marker)")
-    summary = read_json_file(run_dir / SUMMARY, "the finished run's summary")
-    if not isinstance(summary, dict) or not {"weights", "peer_dirs"} <= set(summary):
-        raise CheckpointError(f"{run_dir / SUMMARY}: not a run summary (a JSON object with 'weights' and 'peer_dirs')")
-    return TrainResult(run_dir, summary["weights"], read_metrics(run_dir),
-                       [Path(d) for d in summary["peer_dirs"]], summary, done=True)
-
-
-if __name__ == "__main__":  # python -m dwml.train ... (the command line lives in dwml.train_cli)
-    import sys
-
-    from dwml.train_cli import main
-
-    sys.exit(main())

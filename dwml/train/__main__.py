@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from dwml.distributed import barrier, env_ranks, setup
     from dwml.runs import train_run
     from dwml.io import project_path, read_utf8
-    from dwml.train import resolve_device
+    from dwml.device import resolve_device
 
     if args.profile:
         from dwml.runner import load_profile

@@ -167,7 +167,7 @@ def run(args) -> int:
     from dwml import reports
     from dwml.config import EvalConfig
     from dwml.io import atomic_write_text
-    from dwml.train import resolve_device
+    from dwml.device import resolve_device
 
     t_start = time.perf_counter()
     names = [s.strip() for s in args.suites.split(",") if s.strip()]

@@ -30,7 +30,7 @@ characters. ``pll_metric='within_word_l2r'`` is the PLL of Kauf & Ivanova (2023)
 of the scored one *within its word* are masked too (minicons' ``PLL_metric='within_word_l2r'``).
 
 The suites' loaders (BLiMP, the BLiMP supplement, EWoK read from its password-protected zip, Zorro, the
-synthetic corpus's pairs) live in :mod:`dwml.suites`, one module each, and are re-exported here.
+synthetic corpus's pairs) live in :mod:`dwml.suites`, one module each; :func:`load_suites` reads them by name.
 """
 from __future__ import annotations
 
@@ -46,9 +46,7 @@ import torch
 
 from dwml.config import EvalConfig
 from dwml.io import project_root
-# the pairs and their loaders live in dwml.suites, one module per suite; re-exported here
-from dwml.suites import (EvalDataError, MinimalPair, load_blimp, load_ewok, load_supplement,  # noqa: F401
-                         load_synthetic, load_zorro)
+from dwml.suites import EvalDataError, MinimalPair
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,11 +488,3 @@ def evaluate_model(model_or_dir, tokenizer=None, suites: dict[str, Sequence[Mini
         df["suite"] = name
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-if __name__ == "__main__":  # python -m dwml.evaluate MODEL_DIR ... (the command line lives in dwml.evaluate_cli)
-    import sys
-
-    from dwml.evaluate_cli import main
-
-    sys.exit(main())
