@@ -293,7 +293,7 @@ RUN_MARKER = ".dwml-run"
 replaces files only in a folder that holds it."""
 LOCK_FILE = ".dwml-lock"
 """Held (``fcntl.flock``) by the process writing the run; holds that process's id and start time."""
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "DONE")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "DONE", "precision.json")
 
 
 class RunFolderError(ConfigError):

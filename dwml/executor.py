@@ -43,6 +43,8 @@ TIMING_FIELDS = {
     "summary.json": ("elapsed_s",),
     # the trainer's state["elapsed"], and the length of metrics.jsonl (its times' digits) where it was saved
     "checkpoint.pt": ("elapsed", "metrics_bytes"),
+    # bf16 autocast chosen by a timed probe (train.mixed_precision: auto): its timings, and the reason quoting them
+    "precision.json": ("reason", "fp32_s", "bf16_s"),
 }
 """The fields of a run folder's files that hold wall-clock times: all that may differ between executors."""
 

@@ -18,6 +18,7 @@ from dwml.tokenizer import save_tokenizer_files
 from dwml.io import atomic_write_json, project_path
 
 CHECKPOINT, METRICS, CONFIG, SUMMARY, DONE = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "DONE"
+PRECISION = "precision.json"  # train.mixed_precision as the run resolved it, and why (dwml.precision)
 
 
 @dataclass

@@ -12,6 +12,19 @@ import dwml.methods  # noqa: F401  (fills the method registry that Config checks
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The precision decisions of ``train.mixed_precision: auto`` (dwml.precision) cached in the session's
+    temporary folder, never in the user's ``~/.cache`` (spawned workers inherit the environment)."""
+    saved = os.environ.get("DWML_CACHE_DIR")
+    os.environ["DWML_CACHE_DIR"] = str(tmp_path_factory.mktemp("dwml-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("DWML_CACHE_DIR", None)
+    else:
+        os.environ["DWML_CACHE_DIR"] = saved
+
+
 def tiny_roberta(vocab: int, layers: int = 1, hidden: int = 16, heads: int = 2, ffn: int | None = None,
                  positions: int = 36, dtype=None, **config):
     """A freshly initialised small ``RobertaForMaskedLM`` (``ffn``: 2 x hidden by default; ``config``: more

@@ -354,19 +354,58 @@ def test_every_method_runs_through_the_one_loop(method, corpus, tmp_path):
 
 
 def test_mixed_precision_auto_is_recorded_as_what_it_resolved_to(corpus, tmp_path, monkeypatch):
-    """'auto' trains as True or False would on this device, and the run's config.json says which: a run
-    made with bf16 elsewhere is then not reused as if it were this machine's float32 run."""
-    from dwml import model
+    """'auto' trains as True or False would on this device, and the run's config.json says which (precision.json
+    says why): a run made with bf16 elsewhere is then not reused as if it were this machine's float32 run. On a
+    CPU with bf16 instructions the timed probe decides (injected here), once per shape: the cache answers after."""
+    from dwml import precision
 
-    for native in (False, True):
-        monkeypatch.setattr(model, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DWML_CACHE_DIR", str(cache))
+    probed = []
+
+    for native, faster in ((False, None), (True, True), (True, False)):
+        def fake_passes(cfg, corpus_, models, teacher, bf16, faster=faster):
+            probed.append(bf16)
+            return [0.1] * 3 if bf16 == faster else [0.2] * 3
+
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None, native=native: native)
+        monkeypatch.setattr(train, "time_method_passes", fake_passes)
+        if cache.is_dir():
+            for f in cache.iterdir():
+                f.unlink()
+        probed.clear()
+        expect = bool(native and faster)
+        name = f"auto{native}{faster}"
         cfg = tiny_config(num_epochs=2, mixed_precision="auto")
         auto_models = tiny_peers(len(corpus.tokenizer))
-        train.train(cfg, corpus, auto_models, tmp_path / f"auto{native}", progress=False)
-        saved = json.loads((tmp_path / f"auto{native}" / train.CONFIG).read_text())
-        assert saved["train"]["mixed_precision"] is native
+        train.train(cfg, corpus, auto_models, tmp_path / name, progress=False)
+        saved = json.loads((tmp_path / name / train.CONFIG).read_text())
+        why = json.loads((tmp_path / name / "precision.json").read_text())
+        assert saved["train"]["mixed_precision"] is expect and why["bf16"] is expect
+        assert probed == ([False, True] if native else []) and why["reason"].startswith("measured" if native else "rule")
         fixed_models = tiny_peers(len(corpus.tokenizer))
-        train.train(tiny_config(num_epochs=2, mixed_precision=native), corpus, fixed_models, tmp_path / f"fixed{native}",
-                progress=False)
+        train.train(tiny_config(num_epochs=2, mixed_precision=expect), corpus, fixed_models, tmp_path / f"fixed{name}",
+                    progress=False)
         for a, b in zip(params(auto_models), params(fixed_models)):
             assert torch.equal(a, b)
+        if native:  # the same shape again: the cached decision, no probe
+            probed.clear()
+            train.train(cfg, corpus, tiny_peers(len(corpus.tokenizer)), tmp_path / f"again{name}", progress=False)
+            again = json.loads((tmp_path / f"again{name}" / "precision.json").read_text())
+            assert probed == [] and again["bf16"] is expect and again["reason"].startswith("cached")
+
+
+def test_the_precision_probe_times_the_method_and_leaves_peers_and_rng_as_they_were(corpus):
+    cfg = tiny_config(num_epochs=2, method="dwml")
+    models = tiny_peers(len(corpus.tokenizer))
+    before = [p.detach().clone() for p in params(models)]
+    attn = [m.config._attn_implementation for m in models]
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    times = train.time_method_passes(cfg, corpus, models, None, bf16=True, n=2, warmup=1)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert torch.equal(torch.rand(3), expected)  # the RNG stream as if no probe had run
+    assert all(p.grad is None for m in models for p in m.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, params(models)))
+    assert [m.config._attn_implementation for m in models] == attn

@@ -42,11 +42,12 @@ from dwml.batches import merge_batches
 from dwml.device import resolve_device
 from dwml.io import atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
-from dwml.model import restore_attention, use_bf16, use_fast_attention
+from dwml.model import restore_attention, use_fast_attention
 from dwml.optim import cosine_schedule, make_optimizer, use_fused
-from dwml.precision import matmul_precision
+from dwml.precision import PrecisionChoice, choose_bf16, matmul_precision, probe_key, time_passes
 from dwml.prefetch import Prefetcher
-from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, SUMMARY, MetricsLog, TrainResult, load_result,
+from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, PRECISION, SUMMARY, MetricsLog, TrainResult,
+                            load_result,
                             read_metrics, weights_list, write_finished_run)
 
 
@@ -89,6 +90,34 @@ def tokens_per_step(cfg: Config) -> int:
 def architecture(models: Sequence[nn.Module]) -> list[list]:
     """Each peer's parameter names and shapes: enough to tell that a checkpoint holds other peers."""
     return [[[n, list(p.shape)] for n, p in m.state_dict().items()] for m in models]
+
+
+def time_method_passes(cfg: Config, corpus, models: Sequence[nn.Module], teacher: nn.Module | None, bf16: bool,
+                       n: int = 5, warmup: int = 2) -> list[float]:
+    """Seconds of ``n`` forward-backward passes of ``cfg.train.method``'s loss over ``models`` on one training
+    micro-batch (after ``warmup``), under bf16 autocast or not: the probe of ``train.mixed_precision: auto``.
+    The peers are left as they were (no gradients, their attention restored) and the RNG streams untouched."""
+    t = cfg.train
+    if teacher is None and method_class(t.method).uses_teacher:
+        teacher = load_teacher(t.teacher_dir, torch.device("cpu"), corpus)
+    rng = torch.get_rng_state()
+    before = use_fast_attention(models)
+    batch = corpus.batcher("train", cfg.data, t.batch_size, seed=t.seed + 3).fixed_batches(1)[0]
+    method = make_method(dataclasses.replace(t, mixed_precision=False), list(models), teacher)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def one_pass() -> None:
+        with cast:
+            loss, _ = method.loss(batch)
+        loss.backward()
+
+    try:
+        return time_passes(one_pass, n=n, warmup=warmup)
+    finally:
+        for m in models:
+            m.zero_grad(set_to_none=True)
+        restore_attention(models, before)
+        torch.set_rng_state(rng)
 
 
 def set_dropout(models: Sequence[nn.Module], p: float) -> None:
@@ -194,7 +223,7 @@ class Trainer:
         self.run_dir = project_path(run_dir)
         self.ckpt_path, self.metrics_path = self.run_dir / CHECKPOINT, self.run_dir / METRICS
         self._join_ranks()
-        self._resolve_precision()
+        self._resolve_precision(models, teacher)
         self._check_peers(models)
         self._record_identity(models)
         self.finished = self._finished_run(resume)
@@ -224,12 +253,25 @@ class Trainer:
         if self.main:  # nothing else in the folder is deleted
             claim_run_folder(self.run_dir)
 
-    def _resolve_precision(self) -> None:
-        """``train.mixed_precision='auto'`` replaced by what this device runs: the run records the resolved value."""
+    def _resolve_precision(self, models: Sequence[nn.Module], teacher: nn.Module | None) -> None:
+        """``train.mixed_precision='auto'`` replaced by what this run will use (``dwml.precision.choose_bf16``: on a
+        CPU with bf16 instructions a timed probe of this method on these peers, cached per machine and shape; the
+        rule elsewhere, and under several ranks, which must agree): the run records the value and why."""
         t = self.t
-        if not isinstance(t.mixed_precision, bool):
-            self.cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, mixed_precision=use_bf16(t.mixed_precision, self.device)))
-            self.t = self.cfg.train
+        if isinstance(t.mixed_precision, bool):
+            self.precision = PrecisionChoice(t.mixed_precision, "set by train.mixed_precision")
+            return
+        probe = None
+        if self.ranks.world == 1 and self.device.type == "cpu":
+            def probe(bf16: bool) -> list[float]:
+                return time_method_passes(self.cfg, self.corpus, models, teacher, bf16)
+        shape = {"method": t.method, "peers": [[m.config.num_hidden_layers, m.config.hidden_size,
+                                                m.config.num_attention_heads, m.config.vocab_size] for m in models],
+                 "batch_size": t.batch_size, "block_size": self.cfg.data.block_size, "packing": self.cfg.data.packing,
+                 "compile": t.compile, "loss_rows": t.loss_rows}
+        self.precision = choose_bf16(t.mixed_precision, self.device, probe, key=probe_key(self.device, shape))
+        self.cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, mixed_precision=self.precision.bf16))
+        self.t = self.cfg.train
 
     def _check_peers(self, models: Sequence[nn.Module]) -> None:
         """Every peer must embed the tokenizer's ids and a block's positions (+2: RoBERTa's offset)."""
@@ -357,6 +399,7 @@ class Trainer:
             for name in (METRICS, DONE, SUMMARY, CHECKPOINT):
                 (self.run_dir / name).unlink(missing_ok=True)
             atomic_write_json(self.run_dir / CONFIG, self.cfg_dict)
+            atomic_write_json(self.run_dir / PRECISION, dataclasses.asdict(self.precision))
         self.metrics = MetricsLog(self.metrics_path, write=self.main)
         self.evaluate()
 
