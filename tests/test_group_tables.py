@@ -77,12 +77,12 @@ def test_tables_6_to_8_are_skipped_for_the_synthetic_suite():
 def test_real_suites_group_every_paradigm_task_and_domain_exactly_once(shared_data):
     from dwml.evaluate import load_suites
 
-    suites = load_suites(shared_data)
+    loaded = load_suites(shared_data)
     columns = {"blimp": suites.PHENOMENON_COLUMNS, "supplement": suites.SUPPLEMENT_COLUMNS, "ewok": suites.EWOK_COLUMNS}
     files = {"blimp": sorted(p.stem for p in (shared_data / "blimp_filtered").glob("*.jsonl")),
              "supplement": sorted(p.stem for p in (shared_data / "supplement_filtered").glob("*.jsonl"))}
     frame = pd.DataFrame([{"suite": p.suite, "task": p.task, "phenomenon": p.phenomenon, "pair_id": p.pair_id}
-                          for pairs in suites.values() for p in pairs])
+                          for pairs in loaded.values() for p in pairs])
     grouped = reports.with_groups(frame)
     for suite, part in grouped.groupby("suite"):
         per_task = part.groupby("task")["group"].nunique()

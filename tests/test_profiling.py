@@ -249,7 +249,9 @@ def test_sampler_records_at_its_interval_and_stops(tmp_path):
     assert df["t"].tolist() == [0.25 * k for k in range(1, 8)]  # deadlines 0.25 .. 1.75; at 2.0 it stops
     assert clock.waits == [0.25] * 8
     assert list(df.columns) == ["t", "cpu_percent", "cpu_system_percent", "rss_mb"]
-    assert (df["rss_mb"] > 10).all() and df["cpu_percent"].between(0, 100.5).all()
+    # with a fake clock the real time between samples is microseconds, so psutil's percentages need not stay
+    # under 100 here: this test is about when the sampler samples, not what psutil reports
+    assert (df["rss_mb"] > 10).all() and (df["cpu_percent"] >= 0).all()
     summary = s.summary()
     assert summary["samples"] == 7 and summary["utilization_column"] == "cpu_percent"
     assert summary["mean_utilization"] == pytest.approx(df["cpu_percent"].mean())
