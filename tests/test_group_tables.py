@@ -162,7 +162,8 @@ def test_published_bug_runs_on_the_ci_profile(tmp_path):
     assert (tmp_path / "runs" / "dwml_seed0").is_dir() and (tmp_path / "runs" / "dwml_bug-all_seed0").is_dir()
     t = published_bugs.bug_table(scores, n_boot=100)
     assert set(t["setting"]) == set(scores["setting"])
-    assert t.set_index("setting").loc["token_file", "reference"] == "corrected_blocks"
+    # one row a (setting, suite): the ci profile scores the synthetic pairs and their Zorro-format copy
+    assert set(t.loc[t["setting"] == "token_file", "reference"]) == {"corrected_blocks"}
 
 
 def test_published_bug_runs_budget_of_its_own(monkeypatch):
