@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         (ROOT / args.run_root).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / args.peers, ROOT / args.run_root / "peers.json")
     study = studies.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, prof["suites"],
-                              prof["max_pairs_per_task"])
+                          prof["max_pairs_per_task"], skip_tasks=prof.get("skip_tasks"))
     lines = [f"# Default budget: {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}", "",
              f"`{' '.join(['benchmarks/bench_default_budget.py'] + (argv or sys.argv[1:]))}`", "",
              f"methods {methods}, seeds {seeds}, {sum(len(v) for v in study.pairs.values())} pairs a peer "
@@ -91,6 +91,7 @@ def main(argv=None) -> None:
                 minutes.append(row)
                 print(row, flush=True)
         scores = pd.concat(frames, ignore_index=True)
+        scores.to_csv(Path(args.out).with_suffix(f".{steps}.csv"), index=False)  # every pair's decision, to reread
         lines += report(steps, scores, pd.DataFrame(minutes), methods)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -44,7 +44,7 @@ def test_readme_starts_with_the_two_commands_and_ci_calls_the_test_one():
 
 
 def test_profiles_are_mappings_with_the_shared_keys():
-    for name in ["ci", "default", "aochildes", "babylm10m", "gpu"]:
+    for name in ["ci", "default", "answer", "aochildes", "babylm10m", "gpu"]:
         prof = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
         assert {"profile", "run_root", "figures_dir", "seeds", "data"} <= set(prof), name
         assert prof["profile"] == name
