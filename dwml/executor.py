@@ -35,6 +35,9 @@ from dwml.config import ConfigError
 from dwml.runs import StudySource, run_name
 
 KINDS = ("serial", "local", "ray")
+PROGRESS_FILE_ENV = "DWML_PROGRESS_FILE"
+"""Where :func:`run_study` also appends its progress lines, when set: the papermill runner sets it for the
+notebook it runs and prints the lines in its console (``dwml.runner.Progress``)."""
 LOG_DIR = "logs"
 LOG_TAIL = 30  # lines of a failed run's log in its report
 
@@ -517,7 +520,15 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
     ``progress`` gets one line per finished run: ``[3/11] dwml_seed0 done in 2.1 min; 8 left, ~14 min``."""
     config = config if isinstance(config, ExecutorConfig) else ExecutorConfig.from_dict(config)
     given, specs = list(specs), ordered(specs)
-    say = progress or (lambda line: None)
+    follow = os.environ.get(PROGRESS_FILE_ENV)
+
+    def say(line: str) -> None:
+        if progress:
+            progress(line)
+        if follow:  # the console of `make reproduce` (the runner follows this file)
+            with open(follow, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
     executor = EXECUTORS[config.kind](config, work)
     by_name = {s.name: s for s in specs}
     waiting = list(specs)
