@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dwml.config import ConfigError
+from dwml.io import temporary_environ
 from dwml.runs import StudySource, run_name
 
 KINDS = ("serial", "local", "ray")
@@ -259,20 +260,6 @@ def _fd_redirect(f):
         os.close(saved[1])
 
 
-@contextlib.contextmanager
-def _environ(env: Mapping[str, str]):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _child(conn, env: Mapping[str, str], work, source, spec, teacher_dir, log) -> None:
     """A local worker process: its threads and GPU set in the environment before torch is imported."""
     os.environ.update(env)
@@ -407,7 +394,7 @@ class _Local:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_child, args=(writer, slot, self.work, source, spec, teacher_dir, log),
                                 name=f"dwml-{spec.name}", daemon=False)
-        with _environ(slot):  # inherited by the spawned interpreter: set before anything in it imports torch
+        with temporary_environ(slot):  # inherited by the spawned interpreter: set before anything in it imports torch
             proc.start()
         writer.close()
         self.running[spec.name] = (proc, reader, slot)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 
-from dwml.io import atomic_write_text, project_path, project_root, read_yaml
+from dwml.io import atomic_write_text, project_path, project_root, read_yaml, temporary_environ
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds after the parameters cell
@@ -306,21 +306,6 @@ KERNEL_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 (``dwml.model.quiet_library_bars`` does the same for anything that imports the peers)."""
 
 
-@contextlib.contextmanager
-def _environment(values: dict):
-    """``os.environ`` with ``values`` set while the block runs (the kernel inherits it), then as it was."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def read_notebook(path: str | Path):
     import jupytext
 
@@ -372,7 +357,7 @@ def run_notebook(path: Path, profile: str, params: dict, log_output: bool = Fals
         _ACTIVE["progress"] = progress or None
         env = {**KERNEL_ENV, PROGRESS_FILE_ENV: str(follow)} if progress else KERNEL_ENV
         try:
-            with (progress or _Null()), _environment(env):
+            with (progress or _Null()), temporary_environ(env):
                 pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(project_root()),
                                     kernel_name="python3", log_output=log_output, progress_bar=False,
                                     engine_name=_engine(), extra_arguments=KERNEL_ARGUMENTS)
