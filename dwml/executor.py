@@ -17,6 +17,9 @@ specs to an executor (:class:`ExecutorConfig`), in dependency order:
 Each run's output goes to ``<run_root>/logs/<run name>.log`` (outside the run folder, whose files are then
 the same whatever ran it). A run that fails is reported with the end of its log and the others go on; the
 runs that wait for it are skipped; at the end one :class:`StudyError` lists them all.
+
+Over the house's ~600 lines because the three executors share one scheduling loop (:func:`run_study`) and
+one way of capturing a run's output, and the run-folder comparison that proves them equal belongs with them.
 """
 from __future__ import annotations
 

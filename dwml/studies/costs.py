@@ -21,7 +21,8 @@ from dwml.methods import METHODS, make_method, method_class, single_model_method
 from dwml.model import build_peers, predicted_logits, prediction_targets
 from dwml.runs import peers_for, teacher_arch
 from dwml.device import resolve_device
-from dwml.train import load_teacher, train
+from dwml.teacher import load_teacher
+from dwml.train import train
 
 
 @dataclass
