@@ -14,7 +14,7 @@
 # The paper's appendix F says DWML had the **lowest average GPU utilisation (43.2%)** of all methods on one
 # H100, and the **longest training time**; its Table 9 also lists FLOPs per peer and each method's change
 # against RoBERTa-base. The published code measured none of this, so here every method runs at the same
-# budget (the same optimizer steps of the same micro-batches) while `dwml.profiling.UtilizationSampler`
+# budget (the same optimizer steps of the same micro-batches) while `dwml.utilization.UtilizationSampler`
 # samples the device at a fixed interval:
 #
 # - on CUDA, NVML's GPU utilisation (the share of time a kernel was running: what system charts show);
