@@ -198,7 +198,7 @@ class Trainer:
         world = distributed.env_ranks().world
         if self.t.nproc != world:
             raise ConfigError(f"train.nproc={self.t.nproc} but {world} process(es) run: launch it with torchrun "
-                              f"--nproc_per_node {self.t.nproc} (python -m dwml.train) or through dwml.experiments")
+                              f"--nproc_per_node {self.t.nproc} (python -m dwml.train) or through dwml.runs.launch_run")
         self.ranks, self.device = distributed.setup(resolve_device(self.t.device))
         self.main = self.ranks.main
         if self.main:  # nothing else in the folder is deleted
