@@ -17,6 +17,9 @@ specs to an executor (:class:`ExecutorConfig`), in dependency order:
 Each run's output goes to ``<run_root>/logs/<run name>.log`` (outside the run folder, whose files are then
 the same whatever ran it). A run that fails is reported with the end of its log and the others go on; the
 runs that wait for it are skipped; at the end one :class:`StudyError` lists them all.
+
+Over the house's ~600 lines because the three executors share one scheduling loop (:func:`run_study`) and
+one way of capturing a run's output, and the run-folder comparison that proves them equal belongs with them.
 """
 from __future__ import annotations
 
@@ -32,9 +35,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dwml.config import ConfigError
+from dwml.io import temporary_environ
 from dwml.runs import StudySource, run_name
 
 KINDS = ("serial", "local", "ray")
+PROGRESS_FILE_ENV = "DWML_PROGRESS_FILE"
+"""Where :func:`run_study` also appends its progress lines, when set: the papermill runner sets it for the
+notebook it runs and prints the lines in its console (``dwml.runner.Progress``)."""
 LOG_DIR = "logs"
 LOG_TAIL = 30  # lines of a failed run's log in its report
 
@@ -256,20 +263,6 @@ def _fd_redirect(f):
         os.close(saved[1])
 
 
-@contextlib.contextmanager
-def _environ(env: Mapping[str, str]):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _child(conn, env: Mapping[str, str], work, source, spec, teacher_dir, log) -> None:
     """A local worker process: its threads and GPU set in the environment before torch is imported."""
     os.environ.update(env)
@@ -404,7 +397,7 @@ class _Local:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=_child, args=(writer, slot, self.work, source, spec, teacher_dir, log),
                                 name=f"dwml-{spec.name}", daemon=False)
-        with _environ(slot):  # inherited by the spawned interpreter: set before anything in it imports torch
+        with temporary_environ(slot):  # inherited by the spawned interpreter: set before anything in it imports torch
             proc.start()
         writer.close()
         self.running[spec.name] = (proc, reader, slot)
@@ -517,7 +510,15 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
     ``progress`` gets one line per finished run: ``[3/11] dwml_seed0 done in 2.1 min; 8 left, ~14 min``."""
     config = config if isinstance(config, ExecutorConfig) else ExecutorConfig.from_dict(config)
     given, specs = list(specs), ordered(specs)
-    say = progress or (lambda line: None)
+    follow = os.environ.get(PROGRESS_FILE_ENV)
+
+    def say(line: str) -> None:
+        if progress:
+            progress(line)
+        if follow:  # the console of `make reproduce` (the runner follows this file)
+            with open(follow, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
     executor = EXECUTORS[config.kind](config, work)
     by_name = {s.name: s for s in specs}
     waiting = list(specs)

@@ -166,3 +166,18 @@ def project_path(path: str | Path) -> Path:
     """``path`` itself if absolute, else relative to :func:`project_root`."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+@contextlib.contextmanager
+def temporary_environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while the block runs (child processes inherit it), then as it was."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

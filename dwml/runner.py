@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 
-from dwml.io import atomic_write_text, project_path, project_root, read_yaml
+from dwml.io import atomic_write_text, project_path, project_root, read_yaml, temporary_environ
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds after the parameters cell
@@ -189,16 +189,24 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+PROGRESS_FILE_ENV = "DWML_PROGRESS_FILE"
+"""Set in the kernel's environment: the file a study's executor appends its lines to (one per finished run,
+``dwml.executor``), which :class:`Progress` prints as they come."""
+
+
 class Progress:
     """Console lines while a notebook runs: one as each code cell starts, one when a cell that took longer
-    than ``report_after`` seconds ends, and a heartbeat every ``heartbeat`` seconds while a cell runs."""
+    than ``report_after`` seconds ends, a heartbeat every ``heartbeat`` seconds while a cell runs, and each
+    line the notebook's study executor appends to ``follow`` (checked every ``poll`` seconds)."""
 
-    def __init__(self, name: str, n_cells: int, heartbeat: float = 60.0, report_after: float = 10.0, stream=None):
+    def __init__(self, name: str, n_cells: int, heartbeat: float = 60.0, report_after: float = 10.0, stream=None,
+                 follow: str | Path | None = None, poll: float = 1.0):
         self.name, self.n_cells, self.heartbeat, self.report_after = name, n_cells, heartbeat, report_after
         self.stream = stream or sys.stdout
         self.t0 = time.perf_counter()
         self.cell_t0 = self.t0
         self.current = None
+        self.follow, self.poll, self._read = (Path(follow) if follow else None), poll, 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = None
@@ -220,14 +228,31 @@ class Progress:
             self._print(f"cell {self.current}/{self.n_cells} done in {_fmt(took)}")
         self.current = None
 
+    def relay(self) -> None:
+        """Print the lines added to ``follow`` since the last call (whole lines only)."""
+        if self.follow is None or not self.follow.is_file():
+            return
+        with open(self.follow, encoding="utf-8") as f:
+            f.seek(self._read)
+            text = f.read()
+        end = text.rfind("\n") + 1
+        self._read += len(text[:end].encode("utf-8"))
+        for line in text[:end].splitlines():
+            self._print(line)
+
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat):
-            if self.current is not None:
-                self._print(f"still in cell {self.current}/{self.n_cells} ({_fmt(time.perf_counter() - self.cell_t0)} "
-                            f"so far)")
+        last = time.perf_counter()
+        tick = min(self.poll, self.heartbeat) if self.heartbeat > 0 else self.poll
+        while not self._stop.wait(tick):
+            self.relay()
+            if self.heartbeat > 0 and time.perf_counter() - last >= self.heartbeat:
+                last = time.perf_counter()
+                if self.current is not None:
+                    self._print(f"still in cell {self.current}/{self.n_cells} "
+                                f"({_fmt(time.perf_counter() - self.cell_t0)} so far)")
 
     def __enter__(self):
-        if self.heartbeat > 0:
+        if self.heartbeat > 0 or self.follow is not None:
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
         return self
@@ -236,6 +261,7 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
+        self.relay()  # the lines written after the last poll
         return False
 
 
@@ -280,21 +306,6 @@ KERNEL_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 (``dwml.model.quiet_library_bars`` does the same for anything that imports the peers)."""
 
 
-@contextlib.contextmanager
-def _environment(values: dict):
-    """``os.environ`` with ``values`` set while the block runs (the kernel inherits it), then as it was."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def read_notebook(path: str | Path):
     import jupytext
 
@@ -336,14 +347,17 @@ def run_notebook(path: Path, profile: str, params: dict, log_output: bool = Fals
     parameters_cell(nb)  # fail early, with the notebook's name, if the tag is missing
     params = parameters_for(path, params)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    if progress is True:
-        progress = Progress(path.stem, sum(c.cell_type == "code" for c in nb.cells) + 1, heartbeat=heartbeat)
     with tempfile.TemporaryDirectory() as tmp:
+        follow = Path(tmp) / "progress.log"
+        if progress is True:
+            progress = Progress(path.stem, sum(c.cell_type == "code" for c in nb.cells) + 1, heartbeat=heartbeat,
+                                follow=follow)
         src = Path(tmp) / f"{path.stem}.ipynb"
         nbformat.write(nb, src)
         _ACTIVE["progress"] = progress or None
+        env = {**KERNEL_ENV, PROGRESS_FILE_ENV: str(follow)} if progress else KERNEL_ENV
         try:
-            with (progress or _Null()), _environment(KERNEL_ENV):
+            with (progress or _Null()), temporary_environ(env):
                 pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(project_root()),
                                     kernel_name="python3", log_output=log_output, progress_bar=False,
                                     engine_name=_engine(), extra_arguments=KERNEL_ARGUMENTS)

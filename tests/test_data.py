@@ -285,3 +285,17 @@ def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
         (tmp / "new.txt").write_text("new")
         assert not (dest / "new.txt").exists()  # nothing shows until the block ends
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+
+
+def test_temporary_environ_sets_and_restores_even_on_error(monkeypatch):
+    import os
+
+    from dwml.io import temporary_environ
+
+    monkeypatch.setenv("DWML_T_KEPT", "before")
+    monkeypatch.delenv("DWML_T_NEW", raising=False)
+    with pytest.raises(RuntimeError):
+        with temporary_environ({"DWML_T_KEPT": "during", "DWML_T_NEW": "1"}):
+            assert os.environ["DWML_T_KEPT"] == "during" and os.environ["DWML_T_NEW"] == "1"
+            raise RuntimeError("inside")
+    assert os.environ["DWML_T_KEPT"] == "before" and "DWML_T_NEW" not in os.environ

@@ -296,3 +296,14 @@ def test_ray_gives_the_same_run_folders(serial_ci, tmp_path):
     for name in ("mlm_seed0", "kd_seed0"):
         assert out[name].summary["threads"] == 1
         assert folder_differences(root / name, tmp_path / name) == []
+
+
+def test_progress_lines_go_to_the_file_the_runner_follows(tmp_path, monkeypatch):
+    follow = tmp_path / "progress.log"
+    monkeypatch.setenv("DWML_PROGRESS_FILE", str(follow))
+    lines = []
+    run_study(_source(tmp_path), [RunSpec("dml", 0), RunSpec("dwml", 0)], ExecutorConfig(kind="serial"),
+              work=failing_work, progress=lines.append)
+    written = follow.read_text().splitlines()
+    assert written == lines and len(written) == 3
+    assert written[0].startswith("[1/2] dml_seed0 done in") and written[1].startswith("[2/2] dwml_seed0 done in")

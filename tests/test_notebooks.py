@@ -346,3 +346,22 @@ def test_profile_notebooks_key_chooses_what_runs_and_is_checked(tmp_path, monkey
         prof.write_text(f"profile: some\nnotebooks: {bad}\n")
         with pytest.raises(runner.NotebookError, match=f"some.yaml: 'notebooks'.*{message}"):
             runner.check_profile(runner.load_profile(str(prof)), prof)
+
+
+def test_progress_relays_the_lines_a_study_appends_whole_lines_only(tmp_path):
+    import io
+
+    follow = tmp_path / "progress.log"
+    out = io.StringIO()
+    progress = runner.Progress("03_baselines", 5, heartbeat=0, stream=out, follow=follow)
+    progress.relay()  # no file yet: nothing
+    follow.write_text("[1/3] mlm_seed0 done in 1.5 min; 2 left, ~3.0 min\n[2/3] kd_se")
+    progress.relay()
+    assert out.getvalue().count("\n") == 1 and "| [1/3] mlm_seed0 done in 1.5 min; 2 left, ~3.0 min" in out.getvalue()
+    with open(follow, "a") as f:
+        f.write("ed0 done in 2.0 min; 1 left, ~2.0 min\n")
+    with progress:  # the thread polls; leaving the block relays what is left
+        pass
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("| [2/3] kd_seed0 done in 2.0 min; 1 left, ~2.0 min")
+    assert lines[1].startswith("[dwml.runner] 03_baselines")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dwml import profiling
+from dwml import profiling, utilization
 from conftest import tiny_roberta
 
 
@@ -242,7 +242,7 @@ class FakeClock:
 
 def test_sampler_records_at_its_interval_and_stops(tmp_path):
     clock = FakeClock(stop_at=2.0)  # binary fractions: every time below is exact
-    with profiling.UtilizationSampler(interval_s=0.25, device="cpu", clock=clock, wait=clock.wait) as s:
+    with utilization.UtilizationSampler(interval_s=0.25, device="cpu", clock=clock, wait=clock.wait) as s:
         s._thread.join(timeout=30)  # the thread ends by itself once the fake clock says stop
     df = s.to_frame()
     assert not _sampler_threads()
@@ -264,7 +264,7 @@ def test_sampler_skips_the_deadlines_a_stall_missed():
     deadline 1.0 is skipped instead of sampled at once in a burst, and the sampler goes on at the next
     deadline of the grid start + k x interval (1.25)."""
     clock = FakeClock(stop_at=2.0, stalls={3: 0.375})
-    s = profiling.UtilizationSampler(interval_s=0.25, device="cpu", t_offset=10.0, clock=clock, wait=clock.wait)
+    s = utilization.UtilizationSampler(interval_s=0.25, device="cpu", t_offset=10.0, clock=clock, wait=clock.wait)
     s.start()
     s._thread.join(timeout=30)
     s.stop()
@@ -274,15 +274,15 @@ def test_sampler_skips_the_deadlines_a_stall_missed():
 
 def test_utilization_column_is_gpu_only_when_every_table_has_it():
     cpu, gpu = ["t", "cpu_percent"], ["t", "cpu_percent", "gpu_util"]
-    assert profiling.utilization_column([gpu, gpu]) == "gpu_util"
-    assert profiling.utilization_column([gpu, cpu]) == "cpu_percent"
-    assert profiling.utilization_column([]) == "cpu_percent"
-    assert profiling.utilization_column(pd.DataFrame(columns=c).columns for c in (gpu,)) == "gpu_util"
+    assert utilization.utilization_column([gpu, gpu]) == "gpu_util"
+    assert utilization.utilization_column([gpu, cpu]) == "cpu_percent"
+    assert utilization.utilization_column([]) == "cpu_percent"
+    assert utilization.utilization_column(pd.DataFrame(columns=c).columns for c in (gpu,)) == "gpu_util"
 
 
 def test_sampler_sees_a_busy_process():
     def sampled(busy: bool) -> float:
-        with profiling.UtilizationSampler(interval_s=0.1, device="cpu") as s:
+        with utilization.UtilizationSampler(interval_s=0.1, device="cpu") as s:
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
                 if not busy:
@@ -296,13 +296,13 @@ def test_sampler_sees_a_busy_process():
 
 def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkeypatch):
     with pytest.raises(ZeroDivisionError):
-        with profiling.UtilizationSampler(interval_s=0.05, device="cpu"):
+        with utilization.UtilizationSampler(interval_s=0.05, device="cpu"):
             time.sleep(0.2)
             1 / 0
     assert not _sampler_threads()
 
     clock = FakeClock(stop_at=1.0)
-    s = profiling.UtilizationSampler(interval_s=0.05, device="cpu", clock=clock, wait=clock.wait)
+    s = utilization.UtilizationSampler(interval_s=0.05, device="cpu", clock=clock, wait=clock.wait)
     monkeypatch.setattr(s, "_sample", lambda: (_ for _ in ()).throw(OSError("sensor gone")))
     s.start()
     s._thread.join(timeout=30)
@@ -314,8 +314,8 @@ def test_sampler_stops_cleanly_on_an_exception_and_reports_its_own_errors(monkey
 
 def test_sampler_bad_use():
     with pytest.raises(ValueError, match="interval_s"):
-        profiling.UtilizationSampler(interval_s=0)
-    s = profiling.UtilizationSampler(0.1, device="cpu")
+        utilization.UtilizationSampler(interval_s=0)
+    s = utilization.UtilizationSampler(0.1, device="cpu")
     with pytest.raises(RuntimeError, match="never started"):
         s.stop()
     with s:
@@ -381,7 +381,7 @@ def test_plot_utilisation_and_cost():
 @pytest.mark.gpu
 def test_gpu_sampler_reads_nvml_while_a_kernel_loop_runs():
     a = torch.randn(4096, 4096, device="cuda")
-    with profiling.UtilizationSampler(interval_s=0.2, device="cuda") as s:
+    with utilization.UtilizationSampler(interval_s=0.2, device="cuda") as s:
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
             a = torch.tanh(a @ a)

@@ -1,6 +1,6 @@
 """Figures of what each method costs (``dwml.profiling``): utilisation over time (the paper's Figure 4).
 
-Traces are the tables of ``dwml.profiling.UtilizationSampler.to_frame()``, one per method. On a CUDA run
+Traces are the tables of ``dwml.utilization.UtilizationSampler.to_frame()``, one per method. On a CUDA run
 the utilisation is NVML's ``gpu_util``, the quantity of the paper's figure; on a CPU run it is the training
 process's share of the CPU cores, a different quantity, and the figure says so in its title.
 """
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from dwml.plots import PAPER_COLOR
-from dwml.profiling import utilization_column
+from dwml.utilization import utilization_column
 
 LABELS = {"gpu_util": "GPU utilisation (%, NVML)", "cpu_percent": "CPU utilisation (% of the process's cores)",
           "mem_util": "GPU memory-controller utilisation (%)", "power_w": "GPU power (W)"}

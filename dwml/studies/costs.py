@@ -21,7 +21,9 @@ from dwml.methods import METHODS, make_method, method_class, single_model_method
 from dwml.model import build_peers, predicted_logits, prediction_targets
 from dwml.runs import peers_for, teacher_arch
 from dwml.device import resolve_device
-from dwml.train import load_teacher, train
+from dwml.teacher import load_teacher
+from dwml.train import train
+from dwml.utilization import UtilizationSampler
 
 
 @dataclass
@@ -128,7 +130,7 @@ def measure_cost(label: str, method: str, archs: Sequence, meta: Mapping, cfg, p
     method_flops, _ = profiling.count_flops(lambda: strategy.loss(batch)[0].backward())
     for m in models:
         m.zero_grad(set_to_none=True)
-    with profiling.UtilizationSampler(interval_s, device) as sampler:
+    with UtilizationSampler(interval_s, device) as sampler:
         result = train(run_cfg, prep, models, run_dir, teacher=use_teacher, resume=False)
     # Counted on a full batch_size x block_size batch, scaled to the real tokens the run trained on
     # (with 'lines' packing a batch is shorter and part padding: see dwml.profiling.run_flops).

@@ -15,7 +15,11 @@ A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and at 
 bit for bit, written and restored by ``dwml.checkpoint``; the optimiser and schedule: ``dwml.optim``).
 Calling :func:`train` again on the folder continues the run.
 
-Under ``torchrun`` (``python -m dwml.train``, or ``train.nproc`` > 1 through ``dwml.experiments``) the same
+Longer than the house's ~600 lines on purpose: the :class:`Trainer` (its set-up steps, one step, evaluation,
+checkpointing, the outer step across ranks) reads top to bottom as one page of phases; what is not a phase of
+the loop lives in the modules named above and in ``dwml.teacher``.
+
+Under ``torchrun`` (``python -m dwml.train``, or ``train.nproc`` > 1 through ``dwml.runs.launch_run``) the same
 loop runs data parallel (``dwml.distributed``): ``train.batch_size`` is each rank's micro-batch, the run
 computes what one process with ``nproc`` times that micro-batch computes, and rank 0 alone writes.
 """
@@ -46,6 +50,7 @@ from dwml.model import restore_attention, use_fast_attention
 from dwml.optim import cosine_schedule, make_optimizer, use_fused
 from dwml.precision import PrecisionChoice, choose_bf16, matmul_precision, probe_key, time_passes
 from dwml.prefetch import Prefetcher
+from dwml.teacher import check_teacher_vocab, load_teacher
 from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, PRECISION, SUMMARY, MetricsLog, TrainResult,
                             load_result,
                             read_metrics, weights_list, write_finished_run)
@@ -143,60 +148,6 @@ def corpus_identity(corpus) -> dict:
             "dev_tokens": len(corpus.dev)}
 
 
-def load_teacher(teacher_dir: str, device: torch.device, corpus=None) -> nn.Module:
-    """The fixed teacher saved in ``teacher_dir``; with ``corpus``, its tokenizer is first checked to be the
-    peers' (:func:`check_teacher_tokenizer`). Errors name the setting and the folder."""
-    from transformers import AutoModelForMaskedLM
-
-    path = project_path(teacher_dir) if teacher_dir else None
-    if path is None or not (path / "config.json").is_file():
-        raise ConfigError(f"train.teacher_dir={teacher_dir!r}: no saved model there (a folder written by "
-                          "save_pretrained, e.g. the peer_0 of a finished 'mlm' run)")
-    if corpus is not None:
-        check_teacher_tokenizer(path, corpus)
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True)
-    except Exception as err:  # a truncated model.safetensors, a config of another model type, ...
-        raise ConfigError(f"train.teacher_dir={teacher_dir!r}: the model in {path} cannot be loaded "
-                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
-    return model.to(device).eval().requires_grad_(False)
-
-
-def check_teacher_tokenizer(teacher_path: Path, corpus) -> None:
-    """A teacher must read the peers' ids as the peers do: its folder's tokenizer must map every token to the
-    id the peers' tokenizer gives it (a tokenizer of the same size trained on other text shares the size,
-    not the meaning of the ids). Raises :class:`ConfigError` naming both folders."""
-    from dwml.corpus import DataError
-    from dwml.tokenizer import load_tokenizer
-
-    theirs_dir = getattr(corpus, "tokenizer_dir", "the corpus's tokenizer")
-    if not (teacher_path / "tokenizer.json").is_file():
-        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: no tokenizer.json there, so nothing shows "
-                          f"that the teacher shares the peers' tokenizer ({theirs_dir}); save that tokenizer "
-                          "beside the teacher (a finished run's peer_<i> folder has it)")
-    try:
-        vocab = load_tokenizer(teacher_path).get_vocab()
-    except DataError as err:
-        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: {err}") from None
-    ours = corpus.tokenizer.get_vocab()
-    if vocab != ours:
-        same = sum(1 for tok, i in ours.items() if vocab.get(tok) == i)
-        raise ConfigError(f"train.teacher_dir={str(teacher_path)!r}: the teacher's tokenizer is not the peers' "
-                          f"({theirs_dir}): {len(vocab)} and {len(ours)} tokens, only {same} of the peers' ids "
-                          "mean the same token in both; train the teacher on this corpus's tokenizer")
-
-
-def check_teacher_vocab(teacher: nn.Module, models: Sequence[nn.Module], teacher_dir: str) -> None:
-    """The teacher's output layer must have the peers' vocabulary size (the KL compares their
-    distributions id by id); else :class:`ConfigError` naming the folder and both sizes."""
-    t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
-    p_vocab = models[0].config.vocab_size if models else None
-    if t_vocab is not None and p_vocab is not None and t_vocab != p_vocab:
-        where = f"train.teacher_dir={teacher_dir!r}" if teacher_dir else "the teacher given"
-        raise ConfigError(f"{where}: the teacher has vocab_size {t_vocab}, the peers {p_vocab}; a teacher must "
-                          "share the peers' tokenizer and vocabulary")
-
-
 # --------------------------------------------------------------------------------------------------
 # The loop, in named phases
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +198,7 @@ class Trainer:
         world = distributed.env_ranks().world
         if self.t.nproc != world:
             raise ConfigError(f"train.nproc={self.t.nproc} but {world} process(es) run: launch it with torchrun "
-                              f"--nproc_per_node {self.t.nproc} (python -m dwml.train) or through dwml.experiments")
+                              f"--nproc_per_node {self.t.nproc} (python -m dwml.train) or through dwml.runs.launch_run")
         self.ranks, self.device = distributed.setup(resolve_device(self.t.device))
         self.main = self.ranks.main
         if self.main:  # nothing else in the folder is deleted

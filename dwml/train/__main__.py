@@ -2,7 +2,7 @@
 
 Alone it runs in this process; under ``torchrun --nproc_per_node N`` every process runs it and the run is
 data parallel over the N ranks (``dwml.distributed``; ``train.nproc`` is set to N). The run is the one the
-notebooks get from :func:`dwml.experiments.train_run`: the profile's corpus and searched peers
+notebooks get from :func:`dwml.runs.train_run`: the profile's corpus and searched peers
 (``<run_root>/peers.json``, searched first if missing), in ``<run_root>/<method>[_<tag>]_seed<seed>``
 unless ``--run-dir`` names another folder; a finished folder is reused, an interrupted one resumes.
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--profile", help="a profile name (profiles/<name>.yaml) or a YAML file")
-    src.add_argument("--sections", help="a JSON file {data, search, train} (what dwml.experiments passes)")
+    src.add_argument("--sections", help="a JSON file {data, search, train} (what dwml.runs.launch_run passes)")
     ap.add_argument("--method", required=True, help="a registered method (dwml.methods.METHODS), e.g. mlm or dwml")
     ap.add_argument("--seed", type=seed_int, required=True)
     ap.add_argument("--run-root", default=None, help="where peers.json and run folders live (default: the profile's)")
