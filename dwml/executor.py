@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dwml.config import ConfigError
 from dwml.io import temporary_environ
-from dwml.runs import StudySource, run_name
+from dwml.runs import StudySource, run_name, run_seed
 
 KINDS = ("serial", "local", "ray")
 PROGRESS_FILE_ENV = "DWML_PROGRESS_FILE"
@@ -585,7 +585,7 @@ def train_results(results: Mapping[str, RunResult]) -> dict:
     out = {}
     for r in results.values():
         tr = load_result(r.run_dir)
-        method, seed = tr.summary["method"], int(Path(r.run_dir).name.rsplit("seed", 1)[1])
+        method, seed = tr.summary["method"], run_seed(r.run_dir)
         tag = r.name[len(method) + 1: -len(f"_seed{seed}")] if r.name != f"{method}_seed{seed}" else ""
         out[(method, seed, tag) if tag else (method, seed)] = tr
     return out
