@@ -27,10 +27,17 @@ data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "
         "mlm_probability": 0.3}
 search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
           "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
-train = {"mixed_precision": False, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80,
-         "lr_decay_iters": 500, "num_epochs": 500, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
+train = {"mixed_precision": False, "learning_rate": 0.002, "min_lr": 0.0002, "dropout": 0.0, "warmup_iters": 80,
+         "lr_decay_iters": 550, "num_epochs": 550, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
          "eval_batches": 8, "patience": 5, "checkpoint_interval": 100, "weight_update_frequency": 5}
 executor = {"kind": "local", "workers": "auto", "threads": 1}
+# what 03_baselines scores and draws, so that its DWML runs trained here are reused there as they are
+suites = ["synthetic"]
+suite_dirs = {}
+max_pairs_per_task = 100
+skip_tasks = {"synthetic": ["npi_licensing", "npi_scope"]}
+curve_steps = [150, 300]
+curve_pairs_per_task = 50
 
 # %%
 import math
@@ -39,9 +46,7 @@ import numpy as np
 import pandas as pd
 
 from dwml import runs
-from dwml.executor import RunSpec
 from dwml.studies import study as studies
-from dwml.runfolder import load_result
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.plots import save_figure, save_table, set_style
@@ -74,13 +79,15 @@ pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden"
 
 # %%
 seed = seeds[0]
-# The run in <run_root>/dwml_seed<seed> (dwml.runs.run_folder), the one 03_baselines scores. A finished run is
-# reused only when its configuration, corpus and peers are these ones (dwml.train checks them and names what
-# differs); an interrupted one resumes from its checkpoint.
-# It goes through the profile's executor (dwml.executor) like every study's runs; here it is one run, unscored.
-study = studies.setup(data, search, train, run_root, suites=[])
-done = studies.execute(study, [RunSpec("dwml", seed, score=False)], executor)
-result = load_result(done[runs.run_name("dwml", seed)].run_dir)
+# The runs in <run_root>/dwml_seed<seed> (dwml.runs.run_folder), the ones 03_baselines scores, through the
+# profile's executor (dwml.executor): the first seeds', as many as it runs at once (the second costs no time
+# here, and 03 then has one run fewer), each as 03 asks for it (its learning curve, its scores). A finished run
+# is reused only when its configuration, corpus and peers are these ones (dwml.train checks them and names
+# what differs); an interrupted one resumes from its checkpoint.
+study = studies.setup(data, search, train, run_root, suites, max_pairs_per_task, suite_dirs, skip_tasks)
+done = studies.run_methods(study, ["dwml"], seeds[:studies.at_once(executor)], executor, curve_steps,
+                           curve_pairs_per_task)
+result = done["dwml", seed]
 history = result.history
 s = result.summary
 print(f"{s['steps']} steps, {s['tokens']:,} tokens, {s['elapsed_s'] / 60:.1f} min"

@@ -25,8 +25,8 @@ data = {"corpus": "synthetic", "synthetic_words": 1000000, "vocab_size": 2048, "
         "mlm_probability": 0.3}
 search = {"teacher_layers": 4, "teacher_hidden": 192, "teacher_heads": 4, "num_peers": 4, "bayesian_n_iter": 30,
           "min_layers": 2, "max_layers": 4, "min_heads": 2, "max_heads": 4, "pinned": "figures/peers.json"}
-train = {"mixed_precision": False, "learning_rate": 0.003, "min_lr": 0.0003, "dropout": 0.0, "warmup_iters": 80,
-         "lr_decay_iters": 500, "num_epochs": 500, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
+train = {"mixed_precision": False, "learning_rate": 0.002, "min_lr": 0.0002, "dropout": 0.0, "warmup_iters": 80,
+         "lr_decay_iters": 550, "num_epochs": 550, "num_batches": 1, "batch_size": 128, "eval_interval": 100,
          "eval_batches": 8, "patience": 5, "checkpoint_interval": 100, "weight_update_frequency": 5}
 suites = ["synthetic"]
 suite_dirs = {}

@@ -184,6 +184,41 @@ def test_a_killed_worker_is_a_failed_run_and_a_rerun_completes(tmp_path):
     assert list(out) == ["dwml_seed0", "mlm_seed0", "kd_seed0"]  # the specs' order
 
 
+def test_a_run_finished_before_is_looked_up_here_not_in_a_worker(tmp_path):
+    (tmp_path / "mlm_seed0").mkdir()
+    (tmp_path / "mlm_seed0" / "DONE").write_text("")
+    specs = [RunSpec("mlm", 0), RunSpec("kd", 0, teacher="mlm_seed0"), RunSpec("dwml", 0)]
+    out = run_study(_source(tmp_path), specs, LOCAL2, work=timed_work, progress=None)
+    assert list(out) == [s.name for s in specs]
+    pid = {n: json.loads((tmp_path / "times" / f"{n}.json").read_text())["pid"] for n in out}
+    assert pid["mlm_seed0"] == os.getpid()  # finished: no process started for it
+    assert pid["kd_seed0"] != os.getpid() and pid["dwml_seed0"] != os.getpid()
+    assert "=== mlm_seed0: started" in (tmp_path / "logs" / "mlm_seed0.log").read_text()  # its log as any run's
+
+
+DIES_ON_IMPORT = """
+import os
+if os.environ.get("DWML_TEST_DIE_ON_IMPORT"):
+    raise SystemExit(5)
+
+def work(source, spec, teacher_dir):
+    return None
+"""
+
+
+def test_a_worker_that_dies_while_starting_is_reported_with_the_likely_cause(tmp_path, monkeypatch):
+    # what a script without `if __name__ == "__main__":` meets: the spawned worker dies importing it again
+    (tmp_path / "dies_on_import.py").write_text(DIES_ON_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import dies_on_import
+
+    monkeypatch.setenv("DWML_TEST_DIE_ON_IMPORT", "1")  # the worker inherits it; this process imported it already
+    with pytest.raises(StudyError) as err:
+        run_study(_source(tmp_path / "study"), [RunSpec("mlm", 0)], LOCAL2, work=dies_on_import.work, progress=None)
+    message = err.value.failed["mlm_seed0"]
+    assert "exit code 5" in message and "died while starting" in message and '__name__ == "__main__"' in message
+
+
 def test_log_tail_keeps_a_progress_bars_last_state(tmp_path):
     log = tmp_path / "a.log"
     log.write_text("one\nbar 10%\rbar 50%\rbar 100%\nthree\n")

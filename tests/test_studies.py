@@ -298,6 +298,9 @@ def test_ablation_specs_list_every_run_of_the_notebook_once():
                                "dwml_a0.7_seed0", "dwml_publishedlr_seed0"])
     lr = next(s for s in specs if s.tag == "publishedlr")
     assert lr.overrides == {"learning_rate": 0.05}
+    # the runs to train, longest first (every peer, then fewer peers), so that the pool ends on a short one
+    new = [s.tag for s in specs if s.tag and s.seed == 0]
+    assert new == ["publishedlr", "a0.3", "a0.7", "p2", "p1"]
 
 
 def test_size_tables_give_r_per_seed_and_its_fisher_interval():
@@ -423,3 +426,16 @@ def test_study_setup_reads_config_corpus_peers_and_suites(monkeypatch):
     assert st.source == runs_mod.StudySource({"corpus": "synthetic"}, {}, {"learning_rate": 0.01}, "root", ("zorro",), 5,
                                              {"zorro": "synthetic"}, {"zorro": ["t1"]})
     assert study.load(st.source) is st
+
+
+def test_at_once_is_the_number_of_runs_the_executor_trains_together(monkeypatch):
+    from dwml.executor import ExecutorConfig
+    from dwml.studies import study
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr("dwml.executor.visible_gpus", lambda: [])
+    monkeypatch.setattr("dwml.executor.cpu_count", lambda: 6)
+    assert study.at_once(None) == study.at_once({"kind": "serial"}) == 1
+    assert study.at_once({"kind": "local", "workers": 3, "threads": 1}) == 3
+    assert study.at_once({"kind": "local", "workers": "auto", "threads": 2}) == 3  # 6 cores, 2 threads a run
+    assert study.at_once(ExecutorConfig(kind="local", workers="auto", threads=1)) == 6

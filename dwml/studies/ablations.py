@@ -43,9 +43,11 @@ def specs(seeds: Sequence[int], peers: Sequence[int], alphas: Sequence[float], a
     """Every run of the notebook, so that one executor call trains them all at once (the later calls reuse
     them): the profile's DWML and DML runs, each swept value but the profile's own, the published learning rate."""
     out = variant_specs(method, seeds) + variant_specs("dml", seeds)
-    for setting, values, base in (("num_peers", peers, all_peers), ("alpha", alphas, base_alpha)):
+    # the longest runs first (every peer trained), the fewest peers last: the pool's last run is then a short one
+    out += variant_specs(method, seeds, "publishedlr", train_overrides=published_lr)
+    for setting, values, base in (("alpha", alphas, base_alpha), ("num_peers", sorted(peers, reverse=True), all_peers)):
         out += [s for v in values if v != base for s in variant_specs(method, seeds, **SWEEPS[setting](v))]
-    return out + variant_specs(method, seeds, "publishedlr", train_overrides=published_lr)
+    return out
 
 
 def ablation_table(scores: pd.DataFrame, setting: str) -> pd.DataFrame:

@@ -84,6 +84,13 @@ def execute(study: Study, specs: Sequence[RunSpec], executor: ExecutorConfig | M
     return run_study(study.source, specs, executor, work=run_spec, progress=progress)
 
 
+def at_once(executor: ExecutorConfig | Mapping | None = None) -> int:
+    """How many runs ``executor`` (a profile's ``executor`` section; None: one after another) trains at once on
+    this machine."""
+    config = executor if isinstance(executor, ExecutorConfig) else ExecutorConfig.from_dict(executor)
+    return len(config.slots())
+
+
 def run_methods(study: Study, methods: Sequence[str], seeds: Sequence[int], executor=None, curve_steps=(),
                 curve_pairs_per_task: int = 0) -> dict:
     """Every method of ``methods`` for every seed, trained and scored through :func:`execute` (the teacher's
