@@ -37,7 +37,7 @@ import yaml  # noqa: E402
 
 from dwml.executor import ExecutorConfig, RunSpec, baseline_specs, run_study  # noqa: E402
 from dwml.runs import StudySource  # noqa: E402
-from dwml.studies.study import run_spec  # noqa: E402
+from dwml.studies.study import load, run_spec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "study.md"
 
@@ -63,7 +63,7 @@ def time_study(args, tmp: Path) -> list[tuple[str, float | None, str]]:
     shared = tmp / "shared"
     print(f"study: {[s.name for s in specs]} on {args.profile}, {args.steps} steps a run; corpus and peers ...",
           flush=True)
-    source_for(prof, shared, train, args.pairs).load()  # the corpus and the peer search, once
+    load(source_for(prof, shared, train, args.pairs))  # the corpus and the peer search, once
     configs = [("serial", ExecutorConfig(kind="serial")),
                (f"local {args.workers} x {args.threads}",
                 ExecutorConfig(kind="local", workers=args.workers, threads=args.threads)),

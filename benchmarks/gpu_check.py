@@ -13,9 +13,9 @@ starts (a stage that overruns or fails loses only itself), and ``<out>/summary.m
   mfu        the paper-shaped DWML step (4 peers, vocab 50,265, 60 x 3 x 512 tokens): the old path (one pass a
              micro-batch, eager, the loss in one piece, batches in series) against the new one (chunks of 20,
              compiled peers and loss, TF32 in the inner step, batches built ahead), measured steps and MFU;
-  study      the ``aochildes`` profile's single model and DWML, 3 seeds, as many passes as the stage's budget
-             holds (at most 10, BabyBERTa's budget), scored on Zorro where ``dwml`` has that suite, else on a
-             BLiMP subsample; without the AO-CHILDES corpus (``../shared/data/corpus``) the ci corpus and its
+  study      the ``aochildes`` profile's single model and DWML, 3 seeds, the six runs at once on the GPU
+             (``dwml.executor``, ``runs_per_gpu``), as many passes as the stage's budget holds (at most 10,
+             BabyBERTa's budget), scored on Zorro, else on a BLiMP subsample; without the AO-CHILDES corpus (``../shared/data/corpus``) the ci corpus and its
              synthetic pairs stand in, and the summary says so.
 
 Run on the GPU machine: ``python benchmarks/gpu_check.py --out benchmarks/results/gpu/<gpu name>``.
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (name, limit in seconds on the GPU); the limits add up to 7.8 minutes
 STAGES = [("env", 30), ("baselines", 110), ("hypergrad", 30), ("nccl", 30), ("mfu", 150), ("study", 120)]
 DRY_LIMIT = 60
+DRY_LIMITS = {"study": 180}  # its six runs in spawned workers, each importing torch, on 2 cores
 PAPER_PEERS = [(2, 3, 840), (1, 1, 688), (7, 12, 384), (9, 12, 288)]  # benchmarks/bench_train.py
 PAPER_VOCAB = 50265
 
@@ -263,28 +264,9 @@ def stage_mfu(out: Path, dry: bool) -> dict:
             "speedup": rows["old"]["median_step_s"] / rows["new"]["median_step_s"]}
 
 
-def _study_suites(corpus_dir, dry: bool) -> tuple[dict, str]:
-    from dwml import scoring
-
-    if dry:
-        return scoring.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=5), "synthetic (dry run)"
-    try:
-        return scoring.load_suites_for(["zorro"], corpus_dir=corpus_dir), "zorro"
-    except Exception as err:  # the suite lands with another issue; until then a BLiMP subsample
-        print(f"study: no Zorro suite ({type(err).__name__}: {err}); BLiMP, 50 pairs a paradigm", flush=True)
-        try:
-            return scoring.load_suites_for(["blimp"], max_pairs_per_task=50), "blimp (50 pairs a paradigm)"
-        except Exception as err2:
-            print(f"study: no BLiMP either ({err2}); the corpus's synthetic pairs, if it has them", flush=True)
-            try:
-                return scoring.load_suites_for(["synthetic"], corpus_dir=corpus_dir, max_pairs_per_task=20), "synthetic"
-            except Exception as err3:
-                print(f"study: no suite to score ({err3})", flush=True)
-                return {}, "none"
-
-
 def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
-    from dwml import runs, scoring
+    from dwml import runs
+    from dwml.executor import baseline_specs, read_scores
     from dwml.studies import study as studies
 
     prof = _profile("aochildes")
@@ -301,38 +283,61 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
     fast = dict(device=_device(dry), mixed_precision="auto", prefetch=0 if dry else 2, tf32=not dry)
     root = out / "runs" / ("ci" if (dry or not corpus_ok) else "aochildes")  # where the searched peers are kept
     study = studies.setup(base["data"], base["search"], {**base["train"], **fast}, root, [], 0)
-    # the passes the budget holds: time a few steps of each method first (throwaway folders)
+    # The six runs at once on the one GPU (issue 26, item 3): each small model's step is launch-bound (host
+    # dispatch, not device time; benchmarks/results/gpu_plan.md), so each run gets a worker process and a core
+    # of its own and the device is shared. On the CPU (the dry run) the pool is one one-thread worker a core.
+    n_runs = len(methods) * len(seeds)
+    executor = {"kind": "local", "workers": "auto", "threads": 1, "runs_per_gpu": 1 if dry else n_runs}
+    at_once = studies.at_once(executor)
+    # the passes the budget holds: time a few steps of each method first, here (throwaway folders)
     probe = 40
     per_step = {}
     for m in ([] if dry else methods):  # a dry run takes 2 steps a run, no probe
         t0 = time.perf_counter()
         runs.train_run(study.sections, study.prep, study.archs, study.meta, m, 0, out / "runs" / "probe",
-                              progress=False, max_steps=probe, train_overrides={"eval_interval": 10_000}, tag="probe",
-                              teacher_dir="")
+                       progress=False, max_steps=probe, train_overrides={"eval_interval": 10_000}, tag="probe",
+                       teacher_dir="")
         per_step[m] = (time.perf_counter() - t0) / probe
-    train_budget = 0.6 * budget_s  # the rest scores
-    passes = train_budget / (len(seeds) * sum(per_step.values()) * steps_per_pass) if per_step else 0.0
+    # the rest of the budget: the workers' start (an interpreter, torch, CUDA: ~10 s) and the scoring
+    train_budget = 0.6 * budget_s - 10
+    rounds = math.ceil(n_runs / at_once)  # runs after one another in a worker
+    passes = train_budget / (rounds * max(per_step.values()) * steps_per_pass) if per_step else 0.0
     passes = max(0.01, min(10.0, math.floor(passes * 100) / 100))
     steps = 2 if dry else max(2, int(passes * steps_per_pass))
-    print(f"study: {passes} passes = {steps} steps a run ({per_step})", flush=True)
-    sections = {**study.sections, "train": {**study.sections["train"], "num_epochs": steps, "lr_decay_iters": steps,
-                                            "warmup_iters": min(int(study.sections["train"].get("warmup_iters", 5)),
-                                                                max(1, steps // 10))}}
-    study = type(study)(sections, study.cfg, study.prep, study.archs, study.meta, study.pairs)
+    print(f"study: {passes} passes = {steps} steps a run, {at_once} runs at once ({per_step})", flush=True)
+    train = {**study.sections["train"], "num_epochs": steps, "lr_decay_iters": steps,
+             "warmup_iters": min(int(study.sections["train"].get("warmup_iters", 5)), max(1, steps // 10))}
+    # Zorro on 300 pairs a paradigm (6,900; all 46,000 for 15 peers would not fit the stage), else BLiMP on 50
+    suite_names = ["synthetic"] if dry else (["zorro"] if _has_suite("zorro") else ["blimp"])
+    pairs_per_task = 5 if dry else (300 if suite_names == ["zorro"] else 50)
+    if not (out / "runs" / "study" / "peers.json").is_file():  # the peers searched above, not a second search
+        (out / "runs" / "study").mkdir(parents=True, exist_ok=True)
+        (out / "runs" / "study" / "peers.json").write_text((root / "peers.json").read_text())
+    scored = studies.setup(study.sections["data"], study.sections["search"], train, out / "runs" / "study",
+                           suite_names, pairs_per_task)
     t0 = time.perf_counter()
-    res = runs.train_methods(study, methods, seeds, out / "runs" / "study", progress=False)
+    done = studies.execute(scored, baseline_specs(methods, seeds), executor)
     train_s = time.perf_counter() - t0
-    suites, suite_name = _study_suites(study.prep.corpus_dir, dry)
-    if not suites:
-        return {"corpus": note, "suite": suite_name, "passes": passes, "steps": steps, "probe_step_s": per_step,
-                "train_s": train_s, "by_method": [], "runs": json.loads(runs.runs_table(res).to_json(orient="records"))}
-    scores = scoring.score_runs(res, suites, study.cfg.eval)
+    suite_name = f"{suite_names[0]} ({pairs_per_task} pairs a task)"
+    scores = read_scores(done)
     acc = (scores.groupby(["method", "seed", "peer"])["correct"].mean() * 100).reset_index()
     best = acc.groupby(["method", "seed"])["correct"].max().reset_index()
     table = best.groupby("method")["correct"].agg(["mean", "std", "count"]).reset_index()
     return {"corpus": note, "suite": suite_name, "passes": passes, "steps": steps, "probe_step_s": per_step,
-            "train_s": train_s, "best_peer_accuracy": json.loads(best.to_json(orient="records")),
+            "runs_at_once": at_once, "train_and_score_s": train_s,
+            "best_peer_accuracy": json.loads(best.to_json(orient="records")),
             "by_method": json.loads(table.to_json(orient="records"))}
+
+
+def _has_suite(name: str) -> bool:
+    """Whether the suite's sentences are where ``dwml.suites`` looks for them (the data root)."""
+    from dwml import scoring
+
+    try:
+        return bool(scoring.load_suites_for([name], max_pairs_per_task=1))
+    except Exception as err:  # noqa: BLE001 (reported; the stage scores BLiMP instead)
+        print(f"study: no {name} ({type(err).__name__}: {err})", flush=True)
+        return False
 
 
 RUNNERS = {"env": stage_env, "baselines": stage_baselines, "hypergrad": stage_hypergrad, "nccl": stage_nccl,
@@ -386,7 +391,7 @@ def main(argv=None) -> int:
     status = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     for name in [s for s in args.stages.split(",") if s]:
-        limit = DRY_LIMIT if args.dry_run else dict(STAGES)[name]
+        limit = DRY_LIMITS.get(name, DRY_LIMIT) if args.dry_run else dict(STAGES)[name]
         (out / f"{name}.json").unlink(missing_ok=True)
         t0 = time.perf_counter()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", name, "--out", str(out)] + \

@@ -133,7 +133,7 @@ def baseline_specs(methods: Sequence[str], seeds: Sequence[int], tag: str = "", 
 
 def ordered(specs: Sequence[RunSpec]) -> list[RunSpec]:
     """``specs`` checked (names unique, teachers among them, no cycle, a teacher for every method that needs
-    one) and put in dependency order, keeping their order otherwise."""
+    one) and put in dependency order, each as early as its teacher allows and in the given order otherwise."""
     from dwml.methods import method_class
 
     by_name: dict[str, RunSpec] = {}
@@ -149,14 +149,17 @@ def ordered(specs: Sequence[RunSpec]) -> list[RunSpec]:
         if method_class(s.method).uses_teacher and not s.teacher:
             raise ConfigError(f"spec {s.name}: method {s.method!r} learns from a teacher: set RunSpec.teacher "
                               "to the name of the single-model spec of its seed")
-    out, placed = [], set()
-    while len(out) < len(specs):
-        ready = [s for s in specs if s.name not in placed and (not s.teacher or s.teacher in placed)]
-        if not ready:
-            raise ConfigError(f"specs wait for each other in a cycle: {sorted(set(by_name) - placed)}")
-        for s in ready:
-            out.append(s)
-            placed.add(s.name)
+    # each time the first spec in the given order whose teacher is placed: a student stays beside its teacher
+    # (a seed's KD runs start as soon as its single model is done, not after every other seed's runs, which
+    # left the longest runs for the end of the pool)
+    out, placed, rest = [], set(), list(specs)
+    while rest:
+        nxt = next((s for s in rest if not s.teacher or s.teacher in placed), None)
+        if nxt is None:
+            raise ConfigError(f"specs wait for each other in a cycle: {sorted(s.name for s in rest)}")
+        out.append(nxt)
+        placed.add(nxt.name)
+        rest.remove(nxt)
     return out
 
 

@@ -80,9 +80,13 @@ def test_specs_name_their_runs_and_wait_for_their_teachers():
     tagged = RunSpec("dwml", 2, "alpha0.3", {"alpha": 0.3})
     assert tagged.name == "dwml_alpha0.3_seed2" and tagged.overrides == {"alpha": 0.3}
     assert RunSpec("dwml", 2, "t", {"b": 1, "a": 2}) == RunSpec("dwml", 2, "t", (("a", 2), ("b", 1)))
-    # dependency order, whatever order they are given in
+    # dependency order, whatever order they are given in, and the given order where it already is one (a
+    # seed's students beside their teacher, not all students after every teacher: the pool's tail)
     assert [s.name for s in ordered(specs[::-1])].index("kd_seed0") > [s.name for s in ordered(specs[::-1])].index(
         "mlm_seed0")
+    assert ordered(specs) == specs
+    assert [s.name for s in ordered(specs[::-1])] == ["dwml_seed1", "mlm_seed1", "kd_dwml_seed1", "kd_seed1",
+                                                      "dwml_seed0", "mlm_seed0", "kd_dwml_seed0", "kd_seed0"]
 
 
 @pytest.mark.parametrize("specs, message", [
