@@ -507,6 +507,16 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def time_left(per_run: float, running: Sequence[float], waiting: int, capacity: int) -> float:
+    """Seconds until a study ends if every run takes ``per_run``: the runs going now (``running``: the seconds
+    each has gone) finish first, and each waiting run goes to the slot that frees first."""
+    slots = sorted([max(per_run - elapsed, 0.0) for elapsed in running] + [0.0] * max(capacity - len(running), 0))
+    for _ in range(waiting):
+        slots[0] += per_run
+        slots.sort()
+    return max(slots) if slots else 0.0
+
+
 def _finished(source: StudySource, spec: RunSpec) -> bool:
     """Whether the run of ``spec`` finished before (its folder has ``DONE``, ``dwml.runfolder``'s marker)."""
     from dwml.io import project_path
@@ -592,8 +602,10 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
                 left = len(waiting) + len(started)
                 line = f"[{finished}/{total}] {name} {what}; {left} left"
                 if left and durations:
-                    per = sum(durations) / len(durations)
-                    line += f", ~{_minutes(per * math.ceil(left / executor.capacity))}"
+                    now = time.perf_counter()
+                    eta = time_left(sum(durations) / len(durations), [now - t for t in started.values()],
+                                    len(waiting), executor.capacity)
+                    line += f", ~{_minutes(eta)}"
                 say(line)
                 if status != "ok":
                     skip_dependents(name)

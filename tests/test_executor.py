@@ -14,8 +14,8 @@ import yaml
 
 from dwml.config import ConfigError
 from dwml.executor import (ExecutorConfig, RunResult, RunSpec, StudyError, baseline_specs, cpu_count,
-                           folder_differences, log_path, log_tail, ordered, read_scores, run_study, train_results,
-                           visible_gpus)
+                           folder_differences, log_path, log_tail, ordered, read_scores, run_study, time_left,
+                           train_results, visible_gpus)
 from dwml.runs import StudySource
 from dwml.studies.study import run_spec
 
@@ -221,6 +221,15 @@ def test_a_worker_that_dies_while_starting_is_reported_with_the_likely_cause(tmp
         run_study(_source(tmp_path / "study"), [RunSpec("mlm", 0)], LOCAL2, work=dies_on_import.work, progress=None)
     message = err.value.failed["mlm_seed0"]
     assert "exit code 5" in message and "died while starting" in message and '__name__ == "__main__"' in message
+
+
+def test_time_left_counts_what_the_running_runs_have_done():
+    # two slots, 4 min a run: one run 3.9 min in, nothing waiting -> ~0.1 min (the old estimate said 4)
+    assert time_left(240.0, [234.0], 0, 2) == pytest.approx(6.0)
+    # one run half done, three waiting: the free slot takes two of them, the other slot the third
+    assert time_left(240.0, [120.0], 3, 2) == pytest.approx(480.0)
+    assert time_left(60.0, [], 4, 2) == pytest.approx(120.0)
+    assert time_left(60.0, [90.0], 0, 1) == 0.0  # a run over the mean: no negative time
 
 
 def test_log_tail_keeps_a_progress_bars_last_state(tmp_path):
