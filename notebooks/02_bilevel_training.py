@@ -75,7 +75,8 @@ pd.DataFrame([{"peer": n, "layers": a.num_layers, "heads": a.num_heads, "hidden"
 # One optimizer step accumulates `num_batches` micro-batches of `batch_size` blocks of `block_size`
 # tokens (the paper's "epoch"). The learning rate warms up linearly and decays by a cosine; the
 # mirror-descent step eta follows the same shape from `step_size` to `min_step_size`. The figures use
-# the first seed; `03_baselines` trains the others when it compares methods across seeds.
+# the first seed. The first seeds' runs (as many as the executor trains at once) are trained here as
+# `03_baselines` asks for them, which reuses them and trains the other seeds when it compares methods.
 
 # %%
 seed = seeds[0]
