@@ -22,6 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dwml.compare import per_seed  # noqa: E402
 from dwml.executor import RunSpec  # noqa: E402
 from dwml.studies import study as studies  # noqa: E402
 
@@ -44,8 +45,7 @@ def main(argv=None) -> pd.DataFrame:
     done = studies.execute(study, specs, prof.get("executor"))
     rows = []
     for name, r in done.items():
-        scores = pd.read_csv(r.scores)
-        acc = scores.groupby(["peer", "task"])["correct"].mean().groupby("peer").mean() * 100
+        acc = per_seed(pd.read_csv(r.scores), keys=("peer",)).groupby("peer")["accuracy"].mean()  # over suites
         rows.append({"run": name, "train_s": round(r.summary["elapsed_s"], 1),
                      "best_dev": round(r.summary["best_dev_ensemble"], 4),
                      **{f"peer{p}": round(a, 1) for p, a in acc.items()}})

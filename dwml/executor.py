@@ -223,20 +223,21 @@ def _header(spec: RunSpec) -> str:
 
 
 def _execute(work: Callable, source: StudySource, spec: RunSpec, teacher_dir: str, log: str,
-             echo: bool = False, in_process: bool = False) -> tuple[str, Any]:
-    """Run ``work`` with this process's stdout and stderr going to ``log`` (appended; the console too when
-    ``echo``; Python's streams only when ``echo`` or ``in_process``, a worker's file descriptors too):
-    ``("ok", result)`` or ``("error", traceback)``, the traceback also written to the log."""
+             output: str = "worker") -> tuple[str, Any]:
+    """Run ``work`` with this process's output appended to ``log``: ``("ok", result)`` or ``("error",
+    traceback)``, the traceback also written to the log. ``output``: ``"worker"`` (the file descriptors too,
+    so native libraries' output lands in the log), or, in this process, Python's streams only, to the log and
+    the console (``"console"``) or to the log alone (``"log"``)."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8", buffering=1) as f:
         f.write(_header(spec))
-        if echo or in_process:  # in-process: Python's streams only
-            streams = (_Tee(f, sys.stdout), _Tee(f, sys.stderr)) if echo else (f, f)
-            redirect = contextlib.ExitStack()
-            redirect.enter_context(contextlib.redirect_stdout(streams[0]))
-            redirect.enter_context(contextlib.redirect_stderr(streams[1]))
-        else:  # a worker: the file descriptors too, so native libraries' output lands in the log
+        if output == "worker":
             redirect = _fd_redirect(f)
+        else:
+            to_out, to_err = (_Tee(f, sys.stdout), _Tee(f, sys.stderr)) if output == "console" else (f, f)
+            redirect = contextlib.ExitStack()
+            redirect.enter_context(contextlib.redirect_stdout(to_out))
+            redirect.enter_context(contextlib.redirect_stderr(to_err))
         with redirect:
             try:
                 return "ok", work(source, spec, teacher_dir)
@@ -371,7 +372,7 @@ class _Serial:
             saved = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         try:
-            self.done.append((spec.name, _execute(self.work, source, spec, teacher_dir, log, echo=True)))
+            self.done.append((spec.name, _execute(self.work, source, spec, teacher_dir, log, output="console")))
         finally:
             if saved is not None:
                 import torch
@@ -514,10 +515,10 @@ def time_left(per_run: float, running: Sequence[float], waiting: int, capacity: 
     for _ in range(waiting):
         slots[0] += per_run
         slots.sort()
-    return max(slots) if slots else 0.0
+    return max(slots)  # capacity >= 1: never empty
 
 
-def _finished(source: StudySource, spec: RunSpec) -> bool:
+def finished_before(source: StudySource, spec: RunSpec) -> bool:
     """Whether the run of ``spec`` finished before (its folder has ``DONE``, ``dwml.runfolder``'s marker)."""
     from dwml.io import project_path
     from dwml.runfolder import DONE
@@ -575,7 +576,7 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
                 raise RuntimeError(f"no spec can start: {[s.name for s in waiting]}")  # ordered() rules it out
             here = []  # finished runs looked up in this process: (name, outcome)
             for s in [s for s in waiting if not s.teacher or s.teacher in results]:
-                finished_before = config.kind != "serial" and _finished(source, s)
+                finished_before = config.kind != "serial" and finished_before(source, s)
                 if len(started) >= executor.capacity and not finished_before:
                     continue
                 waiting.remove(s)
@@ -583,7 +584,7 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
                 started[s.name] = time.perf_counter()
                 log = str(log_path(source.run_root, s.name))
                 if finished_before:  # reused (and its scores read, or rescored) here: no worker to start
-                    here.append((s.name, _execute(work, source, s, teacher_dir, log, in_process=True)))
+                    here.append((s.name, _execute(work, source, s, teacher_dir, log, output="log")))
                 else:
                     executor.start(source, s, teacher_dir, log)
             for name, (status, value) in here or executor.wait():

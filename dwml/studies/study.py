@@ -15,8 +15,8 @@ from dwml import suites as registry
 from dwml.config import Config
 from dwml.data import prepare_corpus
 from dwml.methods import METHODS
-from dwml.executor import ExecutorConfig, RunResult, RunSpec, baseline_specs, run_study, train_results
-from dwml.io import project_path
+from dwml.executor import (ExecutorConfig, RunResult, RunSpec, baseline_specs, finished_before, run_study,
+                           train_results)
 from dwml.runs import SCORES, Study, StudySource, peers_for, train_run
 from dwml.scoring import load_suites_for, score_run, subsample_suites, suite_folders
 
@@ -63,7 +63,7 @@ def run_spec(source: StudySource, spec: RunSpec, teacher_dir: str = "") -> RunRe
         torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     study = load(source)
-    reused = (project_path(source.run_root) / spec.name / "DONE").is_file()
+    reused = finished_before(source, spec)
     curve_pairs = subsample_suites(study.pairs, spec.curve_pairs_per_task) if spec.curve_steps else None
     res = train_run(study.sections, study.prep, study.archs, study.meta, spec.method, spec.seed, source.run_root,
                     teacher_dir=teacher_dir, tag=spec.tag, num_peers=spec.num_peers,
