@@ -576,14 +576,14 @@ def run_study(source: StudySource, specs: Sequence[RunSpec], config: ExecutorCon
                 raise RuntimeError(f"no spec can start: {[s.name for s in waiting]}")  # ordered() rules it out
             here = []  # finished runs looked up in this process: (name, outcome)
             for s in [s for s in waiting if not s.teacher or s.teacher in results]:
-                finished_before = config.kind != "serial" and finished_before(source, s)
-                if len(started) >= executor.capacity and not finished_before:
+                reuse_here = config.kind != "serial" and finished_before(source, s)
+                if len(started) >= executor.capacity and not reuse_here:
                     continue
                 waiting.remove(s)
                 teacher_dir = results[s.teacher].peer_dirs[0] if s.teacher else ""
                 started[s.name] = time.perf_counter()
                 log = str(log_path(source.run_root, s.name))
-                if finished_before:  # reused (and its scores read, or rescored) here: no worker to start
+                if reuse_here:  # reused (and its scores read, or rescored) here: no worker to start
                     here.append((s.name, _execute(work, source, s, teacher_dir, log, output="log")))
                 else:
                     executor.start(source, s, teacher_dir, log)
