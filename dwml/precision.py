@@ -163,6 +163,20 @@ def time_passes(run_pass: Callable[[], None], n: int = 5, warmup: int = 2,
     return times
 
 
+def recorded_choice(path: str | Path) -> PrecisionChoice | None:
+    """The choice a run recorded when it started (its ``precision.json``), or None where there is none or it is
+    unreadable. A run that goes on, or is reused, keeps it: deciding again (another thread count, another
+    machine, a noisy probe) could change the precision in the middle of a run, or refuse a finished one."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("bf16"), bool):
+        return None
+    return PrecisionChoice(rec["bf16"], f"kept from the run's start ({Path(path).name}): {rec.get('reason', '')}",
+                           rec.get("fp32_s"), rec.get("bf16_s"))
+
+
 def choose_bf16(setting: bool | str, device: torch.device | str, probe: Callable[[bool], list[float]] | None = None,
                 key: str | None = None, cache: Path | None = None) -> PrecisionChoice:
     """``train.mixed_precision`` resolved for ``device``. True/False: as the run asks. 'auto': CUDA follows the

@@ -114,3 +114,15 @@ def test_cache_file_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("DWML_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert precision.cache_file() == tmp_path / "x" / "dwml" / "precision.json"
+
+
+def test_recorded_choice_reads_a_runs_precision_file(tmp_path):
+    rec = tmp_path / "precision.json"
+    assert precision.recorded_choice(rec) is None  # absent
+    rec.write_text("{not json")
+    assert precision.recorded_choice(rec) is None  # unreadable: decided again
+    rec.write_text('{"bf16": "yes"}')
+    assert precision.recorded_choice(rec) is None  # not a decision
+    rec.write_text('{"bf16": true, "reason": "measured: 1.72x", "fp32_s": 0.7, "bf16_s": 0.41}')
+    kept = precision.recorded_choice(rec)
+    assert kept == PrecisionChoice(True, "kept from the run's start (precision.json): measured: 1.72x", 0.7, 0.41)

@@ -395,6 +395,46 @@ def test_mixed_precision_auto_is_recorded_as_what_it_resolved_to(corpus, tmp_pat
             assert probed == [] and again["bf16"] is expect and again["reason"].startswith("cached")
 
 
+def test_a_run_that_goes_on_keeps_the_precision_it_recorded(corpus, tmp_path, monkeypatch):
+    """'auto' is decided once per run: a finished run is reused, an interrupted or extended one goes on, with
+    the choice in its precision.json, although the probe would now decide the other way (another thread count,
+    another machine's cache, a noisy probe). The mismatch error that deciding again caused on a real study
+    (a run trained in bf16, looked up where the probe now chose float32) is the failure this guards against."""
+    from dwml import precision
+
+    monkeypatch.setenv("DWML_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    faster = {"bf16": True}
+    probed = []
+
+    def fake_passes(cfg, corpus_, models, teacher, bf16):
+        probed.append(bf16)
+        return [0.1] * 3 if bf16 == faster["bf16"] else [0.2] * 3
+
+    monkeypatch.setattr(train, "time_method_passes", fake_passes)
+    run = tmp_path / "run"
+    vocab = len(corpus.tokenizer)
+    first = train.train(tiny_config(num_epochs=2, mixed_precision="auto"), corpus, tiny_peers(vocab), run,
+                        progress=False)
+    assert json.loads((run / "precision.json").read_text())["bf16"] is True and probed == [False, True]
+
+    faster["bf16"] = False  # the probe now prefers float32, and the cache is gone
+    for f in (tmp_path / "cache").iterdir():
+        f.unlink()
+    probed.clear()
+    again = train.train(tiny_config(num_epochs=2, mixed_precision="auto"), corpus, tiny_peers(vocab), run,
+                        progress=False)
+    assert probed == [] and again.summary == first.summary  # reused, not refused or retrained
+    longer = train.train(tiny_config(num_epochs=4, mixed_precision="auto"), corpus,
+                         tiny_peers(vocab), run, progress=False)
+    assert probed == [] and longer.summary["steps"] == 4
+    assert json.loads((run / train.CONFIG).read_text())["train"]["mixed_precision"] is True
+    # a fresh folder decides again, and now chooses float32
+    fresh = tmp_path / "fresh"
+    train.train(tiny_config(num_epochs=2, mixed_precision="auto"), corpus, tiny_peers(vocab), fresh, progress=False)
+    assert probed == [False, True] and json.loads((fresh / "precision.json").read_text())["bf16"] is False
+
+
 def test_the_precision_probe_times_the_method_and_leaves_peers_and_rng_as_they_were(corpus):
     cfg = tiny_config(num_epochs=2, method="dwml")
     models = tiny_peers(len(corpus.tokenizer))

@@ -48,7 +48,8 @@ from dwml.io import atomic_write_json, project_path
 from dwml.methods import Method, make_method, method_class
 from dwml.model import restore_attention, use_fast_attention
 from dwml.optim import cosine_schedule, make_optimizer, use_fused
-from dwml.precision import PrecisionChoice, choose_bf16, matmul_precision, probe_key, time_passes
+from dwml.precision import (PrecisionChoice, choose_bf16, matmul_precision, probe_key, recorded_choice,
+                            time_passes)
 from dwml.prefetch import Prefetcher
 from dwml.teacher import check_teacher_vocab, load_teacher
 from dwml.runfolder import (CHECKPOINT, CONFIG, DONE, METRICS, PRECISION, SUMMARY, MetricsLog, TrainResult,
@@ -174,7 +175,7 @@ class Trainer:
         self.run_dir = project_path(run_dir)
         self.ckpt_path, self.metrics_path = self.run_dir / CHECKPOINT, self.run_dir / METRICS
         self._join_ranks()
-        self._resolve_precision(models, teacher)
+        self._resolve_precision(models, teacher, resume)
         self._check_peers(models)
         self._record_identity(models)
         self.finished = self._finished_run(resume)
@@ -204,13 +205,19 @@ class Trainer:
         if self.main:  # nothing else in the folder is deleted
             claim_run_folder(self.run_dir)
 
-    def _resolve_precision(self, models: Sequence[nn.Module], teacher: nn.Module | None) -> None:
+    def _resolve_precision(self, models: Sequence[nn.Module], teacher: nn.Module | None, resume: bool) -> None:
         """``train.mixed_precision='auto'`` replaced by what this run will use (``dwml.precision.choose_bf16``: on a
         CPU with bf16 instructions a timed probe of this method on these peers, cached per machine and shape; the
-        rule elsewhere, and under several ranks, which must agree): the run records the value and why."""
+        rule elsewhere, and under several ranks, which must agree): the run records the value and why. A run
+        that goes on from its folder (checkpoint or DONE) keeps the choice it recorded at its start."""
         t = self.t
         if isinstance(t.mixed_precision, bool):
             self.precision = PrecisionChoice(t.mixed_precision, "set by train.mixed_precision")
+            return
+        began = self.ckpt_path.is_file() or (self.run_dir / DONE).is_file()
+        kept = recorded_choice(self.run_dir / PRECISION) if resume and began else None
+        if kept is not None:
+            self._use_precision(kept)
             return
         probe = None
         if self.ranks.world == 1 and self.device.type == "cpu":
@@ -220,8 +227,11 @@ class Trainer:
                                                 m.config.num_attention_heads, m.config.vocab_size] for m in models],
                  "batch_size": t.batch_size, "block_size": self.cfg.data.block_size, "packing": self.cfg.data.packing,
                  "compile": t.compile, "loss_rows": t.loss_rows}
-        self.precision = choose_bf16(t.mixed_precision, self.device, probe, key=probe_key(self.device, shape))
-        self.cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, mixed_precision=self.precision.bf16))
+        self._use_precision(choose_bf16(t.mixed_precision, self.device, probe, key=probe_key(self.device, shape)))
+
+    def _use_precision(self, choice: PrecisionChoice) -> None:
+        self.precision = choice
+        self.cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(self.t, mixed_precision=choice.bf16))
         self.t = self.cfg.train
 
     def _check_peers(self, models: Sequence[nn.Module]) -> None:
