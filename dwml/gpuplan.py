@@ -42,8 +42,9 @@ FREE = {"aten.detach", "aten.view", "aten._unsafe_view", "aten.t", "aten.transpo
         "aten.unsqueeze", "aten.squeeze", "aten.slice", "aten.select", "aten.split", "aten.split_with_sizes",
         "aten.alias", "aten.as_strided", "aten.empty", "aten.empty_like", "aten.empty_strided", "aten.unbind",
         "aten.lift_fresh", "aten._reshape_alias", "aten.reshape", "aten.new_empty", "aten.new_empty_strided",
-        "aten.set_", "aten.is_same_size", "aten.sym_size", "aten.sym_stride"}
-"""Operations that move no data (views, allocations): no kernel, no bytes."""
+        "aten.set_", "aten.is_same_size", "aten.sym_size", "aten.sym_stride", "aten._has_same_storage_numel"}
+"""Operations that move no data (views, allocations, metadata queries such as forward-mode AD's check of a
+tangent's storage, ``_has_same_storage_numel``): no kernel, no bytes."""
 
 
 @dataclass(frozen=True)

@@ -60,3 +60,18 @@ def test_roofline_launch_bound_and_fusion():
     assert (eager.kernels, eager.device_s, eager.host_s) == (3, 18.0, 1.5)
     comp = gpuplan.phase_costs(ew, dev, compiled=("p",), repeat=2)[0]
     assert (comp.kernels, comp.device_s, comp.bytes, comp.host_s) == (2, 12.0, 12.0, 0.5)
+
+
+def test_the_outer_step_launches_one_update_for_all_parameters_and_counts_no_metadata_queries():
+    """theta' = theta - gamma grad is one multi-tensor operation, not a multiply and a subtract a parameter
+    (the launches that decide the paper-shaped step's predicted MFU); forward-mode AD's storage checks
+    (``_has_same_storage_numel``, a bool from tensor metadata) launch nothing and are not counted."""
+    models = tiny_models("meta")
+    n_params = sum(1 for m in models for _ in m.parameters())
+    outer = [o for o in gpuplan.step_ops(models, 3, 32, 14, outer=True) if o.phase == "outer step"]
+    names = [o.name for o in outer]
+    assert names.count("aten._foreach_add") == 1
+    assert "aten._has_same_storage_numel" not in names
+    # the update alone would be 2 operations a parameter; the whole outer step's elementwise subtractions
+    # (the update's and the model's own) stay below one a parameter
+    assert names.count("aten.sub") < n_params
