@@ -49,6 +49,10 @@ RECIPES = {
     "pass3": ({"num_epochs": 4500, "lr_decay_iters": 4500}, {}),
     "b256_pass3": ({"num_epochs": 2300, "lr_decay_iters": 2300, "batch_size": 256, "learning_rate": 1.5e-3,
                     "warmup_iters": 200}, {}),
+    # one pass (the profile's 1,525 steps) at higher peak rates: what the rate buys on Zorro at the profile's budget
+    "pass1_lr2e-3": ({"num_epochs": 1525, "lr_decay_iters": 1525, "learning_rate": 2e-3, "min_lr": 2e-4}, {}),
+    "pass1_lr3e-3": ({"num_epochs": 1525, "lr_decay_iters": 1525, "learning_rate": 3e-3, "min_lr": 3e-4}, {}),
+    "pass2": ({"num_epochs": 3050, "lr_decay_iters": 3050}, {}),
 }
 
 
@@ -81,30 +85,38 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default="base,s600", help=f"comma-separated, from {', '.join(RECIPES)}")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pairs", type=int, default=50, help="BLiMP pairs per paradigm (seeded subsample)")
+    ap.add_argument("--pairs", type=int, default=50, help="pairs per paradigm (seeded subsample)")
+    ap.add_argument("--suite", default="blimp", help="the suite scored: blimp or zorro (dwml.suites)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--run-root", default="runs/aochildes_recipe")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "aochildes_recipe.md"))
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    suite = args.suite
     prof = yaml.safe_load((ROOT / "profiles" / "aochildes.yaml").read_text())
-    study = studies.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, ["blimp"],
-                              args.pairs)
-    pairs = study.pairs["blimp"]
+    study = studies.setup(prof["data"], prof["search"], prof["train"], ROOT / args.run_root, [suite],
+                          args.pairs)
+    pairs = study.pairs[suite]
     plateau = unigram_plateau(study.prep)
     n_train = len(words_tokens(study.prep, "train"))
+    n_pass = len(study.prep.train.tokens)  # one pass: every training token, <s> and </s> included
     lines_train = read_corpus(study.prep.corpus_dir, "train", drop_markers=study.cfg.data.drop_markers)
     ngram = ngram_pair_scores(lines_train, pairs)
     out = [f"# AO-CHILDES recipe probe: {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}", "",
            f"`{' '.join(['benchmarks/bench_aochildes_recipe.py'] + (argv or sys.argv[1:]))}`", "",
-           f"Single model (`mlm`, teacher-sized: {study.meta.get('teacher', '')}), seed {args.seed}, float32. "
+           f"Single model (`mlm`, teacher-sized: {study.meta.get('teacher', '')}), seed {args.seed}; "
+           f"train.mixed_precision: {study.cfg.train.mixed_precision} (each run's choice: the bf16 column). "
            f"Training corpus: {n_train:,} tokens (no specials), {len(lines_train):,} utterances. "
            f"Unigram plateau (train unigram on dev tokens): dev CE {plateau:.3f} nats. "
-           f"BLiMP: {len(pairs):,} pairs ({args.pairs} per paradigm, seeded).", "",
+           f"{suite}: {len(pairs):,} pairs ({args.pairs} per paradigm, seeded).", "",
            "Word n-gram models counted on the same AO-CHILDES training text, same pairs:", ""]
     for order, g in ngram.groupby("order"):
         p, lo, hi = macro_with_ci(g["correct"].to_numpy(), g["task"].to_numpy())
         out.append(f"- {order}-gram: {p:.1f}% [{lo:.1f}, {hi:.1f}], ties {100 * g['tie'].mean():.1f}%")
     out += ["", "| recipe | overrides | steps | tokens | passes | train min | dev CE (min) | dev CE by step | "
-            "BLiMP % [95% CI] | ties % | score min |", "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+            f"{suite} % [95% CI] | ties % | score min | bf16 |", "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for name in args.recipes.split(","):
         train_o, data_o = RECIPES[name]
         sections = {**study.sections, "data": {**study.sections["data"], **data_o}}
@@ -113,17 +125,18 @@ def main(argv=None) -> None:
         curve = dev_curve(Path(res.run_dir))
         t0 = time.perf_counter()
         cached = (Path(res.run_dir) / runs.SCORES).is_file()
-        df = scoring.score_run(res, {"blimp": pairs}, EvalConfig(dtype="float32"))  # cached in the run folder
+        df = scoring.score_run(res, {suite: pairs}, EvalConfig(dtype="float32"))  # cached in the run folder
         score_min = math.nan if cached else (time.perf_counter() - t0) / 60
         p, lo, hi = macro_with_ci(df["correct"].to_numpy(), df["task"].to_numpy())
         tie = 100 * float(df["tie"].mean())
         marks = curve.iloc[np.unique(np.linspace(0, len(curve) - 1, 7).round().astype(int))]
         by_step = ", ".join(f"{int(s)}: {c:.2f}" for s, c in zip(marks["step"], marks["dev_ce"]))
         tokens = int(res.summary.get("tokens", curve["tokens"].iloc[-1]))
+        bf16 = json.loads((Path(res.run_dir) / "precision.json").read_text()).get("bf16", "?")
         row = (f"| {name} | {json.dumps({**train_o, **data_o})} | {int(curve['step'].iloc[-1])} | {tokens:,} | "
-               f"{tokens / n_train:.2f}{' (stopped early)' if res.summary.get('stopped_early') else ''} | "
+               f"{tokens / n_pass:.2f}{' (stopped early)' if res.summary.get('stopped_early') else ''} | "
                f"{res.summary['elapsed_s'] / 60:.1f} | {curve['dev_ce'].min():.3f} | {by_step} | "
-               f"{p:.1f} [{lo:.1f}, {hi:.1f}] | {tie:.1f} | {score_min:.1f} |")
+               f"{p:.1f} [{lo:.1f}, {hi:.1f}] | {tie:.1f} | {score_min:.1f} | {bf16} |")
         out.append(row)
         print(row, flush=True)
         Path(args.out).write_text("\n".join(out) + "\n")  # partial results survive an interrupted probe
