@@ -35,6 +35,8 @@ from dwml.studies import study as studies  # noqa: E402
 from dwml.config import EvalConfig  # noqa: E402
 from dwml.corpus import read_corpus  # noqa: E402
 from dwml.ngrams import ngram_pair_scores  # noqa: E402
+from dwml.precision import recorded_choice  # noqa: E402
+from dwml.runfolder import PRECISION  # noqa: E402
 
 # name -> ({train overrides}, {data overrides}); every recipe is a single model at batch 128 utterances
 # unless it says otherwise (one pass over AO-CHILDES is ~1,525 steps of 128).
@@ -132,7 +134,8 @@ def main(argv=None) -> None:
         marks = curve.iloc[np.unique(np.linspace(0, len(curve) - 1, 7).round().astype(int))]
         by_step = ", ".join(f"{int(s)}: {c:.2f}" for s, c in zip(marks["step"], marks["dev_ce"]))
         tokens = int(res.summary.get("tokens", curve["tokens"].iloc[-1]))
-        bf16 = json.loads((Path(res.run_dir) / "precision.json").read_text()).get("bf16", "?")
+        kept = recorded_choice(Path(res.run_dir) / PRECISION)  # what the run trained in, as it recorded it
+        bf16 = kept.bf16 if kept else "?"
         row = (f"| {name} | {json.dumps({**train_o, **data_o})} | {int(curve['step'].iloc[-1])} | {tokens:,} | "
                f"{tokens / n_pass:.2f}{' (stopped early)' if res.summary.get('stopped_early') else ''} | "
                f"{res.summary['elapsed_s'] / 60:.1f} | {curve['dev_ce'].min():.3f} | {by_step} | "
