@@ -17,11 +17,11 @@ workers have. Then, per run and level, against the reference run (``--reference`
 
 The level ``native`` (no cap) is the control: where it gives the committed run's bytes, the committed run
 is this code on this machine's kernels; where it does not, the committed run came from older code, and the
-capped levels are also set beside the native rerun, which differs from them in the kernels only. Run (about 10 minutes here for mlm and DWML at one seed, the two
-levels on two cores side by side)::
+capped levels are also set beside the native rerun, which differs from them in the kernels only. Each level
+is one child process training mlm then DWML per seed (~6 min a seed here); ``--jobs`` of them at once::
 
-    flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_cross_isa.py --levels native,avx2 \
-        --out benchmarks/results/cross_isa.md
+    flock /tmp/dwml-torch.lock .venv/bin/python benchmarks/bench_cross_isa.py --levels native,avx2,default \
+        --seeds 0 --jobs 1 --out benchmarks/results/cross_isa.md
 """
 from __future__ import annotations
 
