@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # dwml, imported where needed: a child imports torch after its caps are set
 
 # What each level sets before torch is imported (``native``: nothing)
 LEVELS = {
@@ -49,7 +49,6 @@ LEVELS = {
 def train(level: str, run_root: Path, methods: list[str], seeds: list[int]) -> None:
     """The child's work: the profile's study set up under ``run_root`` and the specs trained one after
     another, one thread (the environment of ``level`` was set by the parent)."""
-    sys.path.insert(0, str(ROOT))
     import torch
 
     torch.set_num_threads(1)
@@ -80,7 +79,6 @@ def compare(reference: Path, run: Path) -> list[dict]:
     """One row per peer of ``run`` against the same peer of ``reference``."""
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT))
     from dwml.executor import folder_differences
 
     diffs = folder_differences(reference, run)
@@ -158,9 +156,10 @@ def main(argv=None) -> None:
         if rows:
             tables += [f"Against the {title} (`{os.path.relpath(base, ROOT)}`):", "",
                        pd.DataFrame(rows).to_markdown(index=False), ""]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
+    from dwml.precision import machine_identity
+
+    cpu = machine_identity("cpu")["chip"]
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in flags]
     lines = [f"# `default` runs retrained with the CPU's kernels capped, against `{args.reference}`", "",
              f"Machine: {cpu} ({', '.join(isa)}), {os.cpu_count()} cores; "

@@ -284,7 +284,8 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
     fast = dict(device=_device(dry), mixed_precision="auto", prefetch=0 if dry else 2, tf32=not dry)
     root = out / "runs" / ("ci" if (dry or not corpus_ok) else "aochildes")  # where the searched peers are kept
     study = studies.setup(base["data"], base["search"], {**base["train"], **fast}, root, [], 0)
-    steps_per_pass = _steps_per_pass(study)
+    t = study.cfg.train  # one pass over the corpus, in optimizer steps of batch_size x num_batches
+    steps_per_pass = study.prep.batcher("train", study.cfg.data, t.batch_size * t.num_batches, 0).batches_per_pass()
     # The six runs at once on the one GPU (issue 26, item 3): each small model's step is launch-bound (host
     # dispatch, not device time; benchmarks/results/gpu_plan.md), so each run gets a worker process and a core
     # of its own and the device is shared. On the CPU (the dry run) the pool is one one-thread worker a core.
@@ -329,21 +330,6 @@ def stage_study(out: Path, dry: bool, budget_s: float = 110.0) -> dict:
             "runs_at_once": at_once, "train_and_score_s": train_s,
             "best_peer_accuracy": json.loads(best.to_json(orient="records")),
             "by_method": json.loads(table.to_json(orient="records"))}
-
-
-def _steps_per_pass(study) -> int:
-    """Optimizer steps of one pass over the training corpus: its utterances over the batch's (packed or one
-    a row: batches draw utterances), or its blocks' tokens over the batch's (blocks)."""
-    import numpy as np
-
-    from dwml.tokenizer import EOS_ID
-
-    data, t = study.cfg.data, study.cfg.train
-    tokens = np.asarray(study.prep.train.tokens)
-    per_batch = t.batch_size * t.num_batches
-    if data.packing in ("lines", "packed"):
-        return max(1, round(int((tokens == EOS_ID).sum()) / per_batch))
-    return max(1, round(len(tokens) / (per_batch * (data.block_size - 2))))
 
 
 def _has_suite(name: str) -> bool:

@@ -202,6 +202,13 @@ class MLMBatcher:
             if len(self.line_starts) == 0:
                 raise DataError("packing='lines' found no utterance (no </s> in the token stream)")
 
+    def batches_per_pass(self) -> int:
+        """Batches that draw as many utterances ('lines', 'packed') or stream tokens ('blocks') as the corpus
+        holds: one pass in expectation (batches draw with replacement). At least 1."""
+        if self.packing in ("lines", "packed"):
+            return max(1, round(len(self.line_starts) / self.batch_size))
+        return max(1, round(len(self.tokens) / (self.batch_size * self.body)))
+
     def _draw_lines(self) -> np.ndarray:
         """The utterance indices of the next batch."""
         k = self.length_grouping

@@ -227,6 +227,27 @@ def test_lines_packing_gives_one_padded_utterance_per_sequence():
         MLMBatcher(stream, vocab_size=40, block_size=6, packing="sentences")
 
 
+def test_batches_per_pass_counts_the_corpus_as_a_batch_draws_it():
+    from dwml.batches import MLMBatcher
+    from dwml.tokenizer import EOS_ID
+
+    # 40 utterances of 1-4 tokens and 8 empty ones (</s> after </s>), which no batch can draw
+    rng = np.random.default_rng(0)
+    stream = []
+    for n in rng.integers(1, 5, size=40):
+        stream += [10] * int(n) + [EOS_ID]
+    stream += [EOS_ID] * 8
+    stream = np.array(stream, dtype=np.uint16)
+    utterances = sum(1 for a, b in zip(stream[:-1], stream[1:]) if a != EOS_ID and b == EOS_ID)  # direct count
+    assert utterances == 40
+    for packing in ("lines", "packed"):
+        b = MLMBatcher(stream, vocab_size=40, block_size=8, batch_size=8, packing=packing)
+        assert b.batches_per_pass() == 5  # 40 utterances / 8 a batch (48 with the empty ones: 6)
+    assert MLMBatcher(stream, vocab_size=40, block_size=8, batch_size=64, packing="lines").batches_per_pass() == 1
+    blocks = MLMBatcher(stream, vocab_size=40, block_size=8, batch_size=2, packing="blocks")
+    assert blocks.batches_per_pass() == round(len(stream) / (2 * 6))  # stream tokens / (batch x (block - 2))
+
+
 def test_length_grouping_cuts_padding_keeps_the_draw_and_resumes_mid_group():
     from dwml.batches import MLMBatcher
     from dwml.tokenizer import EOS_ID
